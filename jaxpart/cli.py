@@ -1,0 +1,187 @@
+"""The `jaxpart` command line. Bad input: one line on stderr naming the field and value, exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from rich.console import Console
+
+from jaxpart.config import ConfigError, load_mesh, load_model
+from jaxpart.partition import STRATEGIES, make_plan
+
+
+class UsageError(ConfigError):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit code 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UsageError(message)
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: must be >= 1")
+    return value
+
+
+def int_list(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected integers separated by commas, e.g. 3,5,4,4"
+        ) from None
+
+
+def write_text_atomically(path: str, text: str) -> None:
+    """Write beside ``path``, then rename: a failure leaves nothing half-written."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _add_plan_args(p: argparse.ArgumentParser, model_default: str | None, mesh_default: str | None):
+    p.add_argument(
+        "--model",
+        required=model_default is None,
+        default=model_default,
+        help="a name in models/ (dense16, dense16-tiny, dense16-l2) or a TOML path",
+    )
+    p.add_argument(
+        "--mesh",
+        required=mesh_default is None,
+        default=mesh_default,
+        help="a name in meshes/ (h100x16, cpu16) or a TOML path",
+    )
+    p.add_argument(
+        "--capacity",
+        default=None,
+        help="smem | l2 | hbm | a size such as 14.73GB or 50MiB (default: the mesh's)",
+    )
+    p.add_argument("--strategy", choices=STRATEGIES, default="greedy")
+    p.add_argument(
+        "--layers-per-stage",
+        type=int_list,
+        default=None,
+        help="with --strategy manual: layers in each stage, e.g. 3,5,4,4",
+    )
+    p.add_argument(
+        "--devices",
+        type=positive_int,
+        default=None,
+        help="devices to plan for (default: the mesh's)",
+    )
+    p.add_argument(
+        "--figures",
+        choices=("derived", "stated"),
+        default="derived",
+        help="per-layer bytes from the dims, or the seed's stated figures",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="jaxpart", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("plan", help="partition a model's layers onto a mesh and print the plan")
+    _add_plan_args(p, None, None)
+    p.add_argument("--json", default=None, help="also write the plan as JSON to this file")
+
+    c = sub.add_parser("compare", help="baseline vs layer-wise, side by side (the main job)")
+    _add_plan_args(c, "dense16-tiny", "cpu16")
+    c.add_argument("--json", default=None, help="also write the plan as JSON to this file")
+    return parser
+
+
+def _plan_from_args(args) -> tuple:
+    model = load_model(args.model)
+    mesh = load_mesh(args.mesh)
+    plan = make_plan(
+        model,
+        mesh,
+        capacity=args.capacity,
+        strategy=args.strategy,
+        devices=args.devices,
+        figures=args.figures,
+        layers_per_stage=args.layers_per_stage,
+    )
+    return model, mesh, plan
+
+
+def cmd_plan(args, console: Console) -> int:
+    from jaxpart.report import print_plan
+
+    model, mesh, plan = _plan_from_args(args)
+    print_plan(console, model, mesh, plan)
+    if args.json:
+        write_text_atomically(args.json, plan.to_json())
+        console.print(f"plan written to {args.json}")
+    return 0
+
+
+def cmd_compare(args, console: Console) -> int:
+    from jaxpart.report import print_plan
+
+    model, mesh, plan = _plan_from_args(args)
+    print_plan(console, model, mesh, plan)
+    console.print(
+        "\n[bold]compare[/bold]: the executors and the measured side-by-side table "
+        "(baseline TP x PP vs this layer-wise plan) are not built yet; this run prints the plan "
+        "only. No throughput figures are shown until they are measured."
+    )
+    if args.json:
+        write_text_atomically(args.json, plan.to_json())
+    return 0
+
+
+COMMANDS = {"plan": cmd_plan, "compare": cmd_compare}
+
+
+def _join_negative_values(argv: list[str]) -> list[str]:
+    """`--capacity -3GB` -> `--capacity=-3GB`, so that a negative value gets its own error."""
+    out: list[str] = []
+    for tok in argv:
+        if (
+            out
+            and out[-1].startswith("--")
+            and "=" not in out[-1]
+            and tok[:2] != "--"
+            and (len(tok) > 1 and tok[0] == "-" and (tok[1].isdigit() or tok[1] == "."))
+        ):
+            out[-1] = f"{out[-1]}={tok}"
+        else:
+            out.append(tok)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    console = Console()
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        args = build_parser().parse_args(_join_negative_values(argv))
+        return COMMANDS[args.command](args, console)
+    except ConfigError as e:
+        print(f"jaxpart: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,356 @@
+"""Model and mesh configs: TOML files read into frozen, self-validating dataclasses.
+
+A name such as ``dense16`` resolves to ``models/dense16.toml`` (or ``meshes/...``);
+a path works too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+# The project root holds models/ and meshes/; the working directory is searched first.
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+TIER_NAMES = ("smem", "l2", "hbm")  # smallest and fastest first
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+
+
+class ConfigError(ValueError):
+    """Bad user input: a one-line message naming the field and the value."""
+
+
+_UNITS = {
+    "": 1,
+    "B": 1,
+    "KB": 10**3,
+    "MB": 10**6,
+    "GB": 10**9,
+    "TB": 10**12,
+    "KIB": 2**10,
+    "MIB": 2**20,
+    "GIB": 2**30,
+    "TIB": 2**40,
+}
+_SIZE_RE = re.compile(r"^\s*([+-]?[0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)\s*$")
+
+
+def parse_size(text: str | int | float, field: str = "size") -> int:
+    """'14.73GB' -> 14_730_000_000 bytes. GB = 10^9, GiB = 2^30; a bare number is bytes.
+
+    Decimal arithmetic keeps the seed's figures exact ('14.73GB' is exactly 14.73e9 bytes).
+    """
+    if isinstance(text, bool):
+        raise ConfigError(f"{field} = {text!r}: expected a size such as 50MB or 1.5GiB")
+    if isinstance(text, int | float):
+        number, unit = Decimal(str(text)), ""
+    else:
+        match = _SIZE_RE.match(str(text))
+        if not match:
+            raise ConfigError(f"{field} = {text!r}: expected a size such as 50MB, 1.5GiB or 4096")
+        try:
+            number = Decimal(match.group(1))
+        except InvalidOperation:
+            raise ConfigError(f"{field} = {text!r}: not a number") from None
+        unit = match.group(2).upper()
+        if unit not in _UNITS:
+            raise ConfigError(
+                f"{field} = {text!r}: unknown unit {match.group(2)!r} "
+                "(use B, KB, MB, GB, TB, KiB, MiB, GiB or TiB)"
+            )
+    value = number * _UNITS[unit]
+    if value <= 0:
+        raise ConfigError(f"{field} = {text!r}: must be positive")
+    return int(value.to_integral_value())
+
+
+def format_bytes(n: float) -> str:
+    """Decimal units, as the seed writes them (GB = 10^9)."""
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n:.0f} B"
+
+
+def _positive_int(source: str, name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{source}: field '{name}' = {value!r}: must be a positive integer")
+
+
+def _positive_number(source: str, name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ConfigError(f"{source}: field '{name}' = {value!r}: must be a positive number")
+
+
+@dataclass(frozen=True)
+class StatedFigures:
+    """The seed's own per-layer figures, kept apart from the dims (they disagree with them)."""
+
+    total_params: int
+    weight_bytes: int
+    activation_bytes: int
+    buffer_bytes: int
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    n_layers: int
+    d_model: int
+    n_heads: int
+    head_dim: int
+    d_ff: int
+    vocab: int
+    dtype: str
+    batch: int
+    seq_len: int  # the context the KV cache holds (the seed's "Sequence Length")
+    prompt_len: int
+    gen_len: int
+    buffer_bytes: int  # configured per-layer estimate of workspace buffers
+    stated: StatedFigures | None = None
+    source: str = "<memory>"
+
+    def __post_init__(self) -> None:
+        for name in ("n_layers", "d_model", "n_heads", "head_dim", "d_ff", "vocab", "batch"):
+            _positive_int(self.source, name, getattr(self, name))
+        for name in ("seq_len", "prompt_len", "gen_len"):
+            _positive_int(self.source, name, getattr(self, name))
+        if self.buffer_bytes < 0:
+            raise ConfigError(
+                f"{self.source}: field 'buffer_bytes' = {self.buffer_bytes!r}: must be >= 0"
+            )
+        if self.dtype not in DTYPE_BYTES:
+            raise ConfigError(
+                f"{self.source}: field 'dtype' = {self.dtype!r}: use one of {sorted(DTYPE_BYTES)}"
+            )
+        if self.n_heads * self.head_dim != self.d_model:
+            raise ConfigError(
+                f"{self.source}: field 'd_model' = {self.d_model}: must equal "
+                f"n_heads x head_dim = {self.n_heads} x {self.head_dim}"
+            )
+        if self.prompt_len + self.gen_len > self.seq_len:
+            raise ConfigError(
+                f"{self.source}: field 'gen_len' = {self.gen_len}: prompt_len + gen_len "
+                f"= {self.prompt_len + self.gen_len} exceeds seq_len = {self.seq_len}"
+            )
+
+    @property
+    def dtype_bytes(self) -> int:
+        return DTYPE_BYTES[self.dtype]
+
+    def replace(self, **changes: Any) -> ModelConfig:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class Tier:
+    name: str
+    capacity_bytes: int  # per device
+    bandwidth_bytes_per_s: float  # per device
+
+
+@dataclass(frozen=True)
+class Link:
+    name: str
+    bandwidth_bytes_per_s: float  # per device, per direction
+    latency_s: float
+    allreduce_latency_s: float
+    allreduce_busbw_bytes_per_s: float
+
+
+@dataclass(frozen=True)
+class MeshConfig:
+    name: str
+    platform: str  # "cpu" or "gpu"
+    device_kind: str
+    hosts: int
+    devices_per_host: int
+    peak_flops: float  # per device, dense, at the model dtype the file names
+    tiers: dict[str, Tier]
+    intra_host: Link
+    inter_host: Link
+    default_capacity: str
+    source: str = "<memory>"
+
+    def __post_init__(self) -> None:
+        _positive_int(self.source, "hosts", self.hosts)
+        _positive_int(self.source, "devices_per_host", self.devices_per_host)
+        _positive_number(self.source, "peak_flops", self.peak_flops)
+        if self.platform not in ("cpu", "gpu"):
+            raise ConfigError(
+                f"{self.source}: field 'platform' = {self.platform!r}: use 'cpu' or 'gpu'"
+            )
+        missing = [t for t in TIER_NAMES if t not in self.tiers]
+        if missing:
+            raise ConfigError(f"{self.source}: missing field 'tiers.{missing[0]}'")
+        caps = [self.tiers[t].capacity_bytes for t in TIER_NAMES]
+        if caps != sorted(caps):
+            raise ConfigError(
+                f"{self.source}: field 'tiers' capacities {caps}: must grow smem <= l2 <= hbm"
+            )
+        if self.default_capacity not in TIER_NAMES:
+            raise ConfigError(
+                f"{self.source}: field 'default_capacity' = {self.default_capacity!r}: "
+                f"use one of {list(TIER_NAMES)}"
+            )
+
+    @property
+    def n_devices(self) -> int:
+        return self.hosts * self.devices_per_host
+
+
+def resolve(name_or_path: str, kind: str) -> Path:
+    """`dense16` -> models/dense16.toml, looked up in the working directory, then the project."""
+    candidate = Path(name_or_path)
+    if candidate.suffix == ".toml" or candidate.parent != Path("."):
+        if candidate.is_file():
+            return candidate
+        raise ConfigError(f"--{kind[:-1]} = {name_or_path!r}: no such file")
+    for root in (Path.cwd(), PROJECT_ROOT):
+        path = root / kind / f"{name_or_path}.toml"
+        if path.is_file():
+            return path
+    known = sorted(p.stem for p in (PROJECT_ROOT / kind).glob("*.toml"))
+    raise ConfigError(f"--{kind[:-1]} = {name_or_path!r}: not found in {kind}/ (known: {known})")
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+
+
+class _Fields:
+    """Pops fields out of a TOML table so that missing and unknown fields get named errors."""
+
+    def __init__(self, source: str, table: Any, prefix: str):
+        if not isinstance(table, dict):
+            raise ConfigError(
+                f"{source}: field '{prefix.rstrip('.')}' = {table!r}: expected a table"
+            )
+        self.source, self.table, self.prefix = source, dict(table), prefix
+
+    def take(self, name: str, default: Any = ...) -> Any:
+        if name in self.table:
+            return self.table.pop(name)
+        if default is ...:
+            raise ConfigError(f"{self.source}: missing field '{self.prefix}{name}'")
+        return default
+
+    def size(self, name: str, default: Any = ...) -> int:
+        value = self.take(name, default)
+        if value == 0:
+            return 0
+        return parse_size(value, f"{self.source}: field '{self.prefix}{name}'")
+
+    def number(self, name: str) -> float:
+        value = self.take(name)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise ConfigError(
+                f"{self.source}: field '{self.prefix}{name}' = {value!r}: must be a number >= 0"
+            )
+        return float(value)
+
+    def done(self) -> None:
+        if self.table:
+            unknown = sorted(self.table)[0]
+            raise ConfigError(f"{self.source}: unknown field '{self.prefix}{unknown}'")
+
+
+def load_model(name_or_path: str) -> ModelConfig:
+    path = resolve(name_or_path, "models")
+    data = _read_toml(path)
+    src = str(path.name if path.parent.name == "models" else path)
+    top = _Fields(src, data, "")
+    m = _Fields(src, top.take("model"), "model.")
+    stated_table = top.take("stated", None)
+    top.done()
+    stated = None
+    if stated_table is not None:
+        s = _Fields(src, stated_table, "stated.")
+        total = s.take("total_params")
+        _positive_number(src, "stated.total_params", total)
+        stated = StatedFigures(
+            total_params=int(total),
+            weight_bytes=s.size("weight_bytes"),
+            activation_bytes=s.size("activation_bytes"),
+            buffer_bytes=s.size("buffer_bytes"),
+        )
+        s.done()
+    model = ModelConfig(
+        name=m.take("name", path.stem),
+        n_layers=m.take("n_layers"),
+        d_model=m.take("d_model"),
+        n_heads=m.take("n_heads"),
+        head_dim=m.take("head_dim"),
+        d_ff=m.take("d_ff"),
+        vocab=m.take("vocab"),
+        dtype=m.take("dtype"),
+        batch=m.take("batch"),
+        seq_len=m.take("seq_len"),
+        prompt_len=m.take("prompt_len"),
+        gen_len=m.take("gen_len"),
+        buffer_bytes=m.size("buffer_bytes", 0),
+        stated=stated,
+        source=src,
+    )
+    m.done()
+    return model
+
+
+def _load_link(src: str, table: dict[str, Any], name: str) -> Link:
+    f = _Fields(src, table, f"links.{name}.")
+    link = Link(
+        name=name,
+        bandwidth_bytes_per_s=float(f.size("bandwidth_per_s")),
+        latency_s=f.number("latency_us") * 1e-6,
+        allreduce_latency_s=f.number("allreduce_latency_us") * 1e-6,
+        allreduce_busbw_bytes_per_s=float(f.size("allreduce_busbw_per_s")),
+    )
+    f.done()
+    return link
+
+
+def load_mesh(name_or_path: str) -> MeshConfig:
+    path = resolve(name_or_path, "meshes")
+    data = _read_toml(path)
+    src = str(path.name if path.parent.name == "meshes" else path)
+    top = _Fields(src, data, "")
+    m = _Fields(src, top.take("mesh"), "mesh.")
+    tiers_table = top.take("tiers")
+    links = _Fields(src, top.take("links"), "links.")
+    top.done()
+    tiers = {}
+    for tier_name, table in _Fields(src, tiers_table, "tiers.").table.items():
+        if tier_name not in TIER_NAMES:
+            raise ConfigError(f"{src}: unknown field 'tiers.{tier_name}' (use {list(TIER_NAMES)})")
+        t = _Fields(src, table, f"tiers.{tier_name}.")
+        tiers[tier_name] = Tier(tier_name, t.size("capacity"), float(t.size("bandwidth_per_s")))
+        t.done()
+    mesh = MeshConfig(
+        name=m.take("name", path.stem),
+        platform=m.take("platform"),
+        device_kind=m.take("device_kind"),
+        hosts=m.take("hosts"),
+        devices_per_host=m.take("devices_per_host"),
+        peak_flops=m.take("peak_flops"),
+        tiers=tiers,
+        intra_host=_load_link(src, links.take("intra_host"), "intra_host"),
+        inter_host=_load_link(src, links.take("inter_host"), "inter_host"),
+        default_capacity=m.take("default_capacity"),
+        source=src,
+    )
+    m.done()
+    links.done()
+    return mesh
+
+
+def shipped(kind: str) -> list[Path]:
+    """Every config file the project ships, for the test that loads them all."""
+    return sorted((PROJECT_ROOT / kind).glob("*.toml"))

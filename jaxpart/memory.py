@@ -1,0 +1,118 @@
+"""Per-layer memory model: bytes of weights, activations, KV cache and buffers, from the dims.
+
+What must fit a capacity depends on the tier (see ``FIT_DEFINITIONS``): HBM holds everything a
+stage owns; an on-chip tier (smem, l2) only pays off for the *resident set*, what every microbatch
+and every decode step re-reads, because the KV cache and prompt activations stream from HBM once
+per step anyway.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from jaxpart.config import ConfigError, ModelConfig, format_bytes
+
+RESIDENT, EVERYTHING, STATED = "resident", "everything", "stated"
+FIT_DEFINITIONS = {
+    RESIDENT: "resident set: weights + decode working activations (smem / l2)",
+    EVERYTHING: "everything a stage holds: weights + KV cache + prefill activations + buffers "
+    "(hbm)",
+    STATED: "the seed's definition: stated weights + full-prefill activations + buffers",
+}
+TIER_DEFINITION = {"smem": RESIDENT, "l2": RESIDENT, "hbm": EVERYTHING}
+
+
+@dataclass(frozen=True)
+class LayerMemory:
+    """Bytes one decoder layer needs, on one device, when its heads and MLP are split t ways."""
+
+    split: int
+    params: int  # weight-matrix params of the whole layer (norm scales, 2 x d, are left out)
+    weight_bytes: int
+    prefill_activation_bytes: int  # B x S x d: one whole prefill's hidden states
+    decode_hidden_bytes: int  # B x d: what crosses a stage boundary per decode step
+    decode_working_bytes: int  # B x (d + (4d + F) / t): x, q, k, v, attention out, MLP hidden
+    kv_cache_bytes: int  # 2 x B x S x heads x head_dim / t
+    buffer_bytes: int
+
+    def fit_bytes(self, definition: str) -> int:
+        if definition == RESIDENT:
+            return self.weight_bytes + self.decode_working_bytes
+        if definition == EVERYTHING:
+            return (
+                self.weight_bytes
+                + self.kv_cache_bytes
+                + self.prefill_activation_bytes
+                + self.buffer_bytes
+            )
+        raise ValueError(f"{definition=} is not a derived-figures definition")
+
+
+def valid_splits(model: ModelConfig) -> list[int]:
+    """Tensor-split degrees that divide both the heads and the MLP width, smallest first."""
+    return [
+        t for t in range(1, model.n_heads + 1) if model.n_heads % t == 0 and model.d_ff % t == 0
+    ]
+
+
+def layer_memory(model: ModelConfig, split: int = 1) -> LayerMemory:
+    """The memory of one layer of ``model`` from its dims, per device at tensor split ``split``."""
+    if model.n_heads % split or model.d_ff % split:
+        raise ConfigError(
+            f"split = {split}: must divide n_heads = {model.n_heads} and d_ff = {model.d_ff}"
+        )
+    b, s, d, f, nbytes = model.batch, model.seq_len, model.d_model, model.d_ff, model.dtype_bytes
+    attention_width = model.n_heads * model.head_dim
+    params = 4 * d * attention_width + 2 * d * f
+    return LayerMemory(
+        split=split,
+        params=params,
+        weight_bytes=params * nbytes // split,
+        prefill_activation_bytes=b * s * d * nbytes,
+        decode_hidden_bytes=b * d * nbytes,
+        decode_working_bytes=b * (d + (4 * attention_width + f) // split) * nbytes,
+        kv_cache_bytes=2 * b * s * attention_width * nbytes // split,
+        buffer_bytes=model.buffer_bytes,
+    )
+
+
+def stated_fit_bytes(model: ModelConfig, split: int = 1) -> int:
+    """The seed's per-layer total (weights + activations + buffers), weights split t ways."""
+    if model.stated is None:
+        raise ConfigError(
+            f"--figures = 'stated': model {model.name!r} has no [stated] figures "
+            "(only models/dense16.toml carries the seed's)"
+        )
+    st = model.stated
+    return st.weight_bytes // split + st.activation_bytes + st.buffer_bytes
+
+
+def layer_fit_bytes(model: ModelConfig, definition: str, split: int = 1) -> int:
+    """Bytes one layer must fit into under ``definition``; every layer of a dense model is alike."""
+    if definition == STATED:
+        return stated_fit_bytes(model, split)
+    return layer_memory(model, split).fit_bytes(definition)
+
+
+def embedding_params(model: ModelConfig) -> int:
+    """Token embedding + untied LM head; held by the first and last stage, outside the layers."""
+    return 2 * model.vocab * model.d_model
+
+
+def discrepancies(model: ModelConfig) -> list[str]:
+    """Where the model file's stated figures disagree with what its dims give."""
+    if model.stated is None:
+        return []
+    mem, st = layer_memory(model), model.stated
+    dims_total = mem.params * model.n_layers
+    out = [
+        f"params: the dims give {mem.params:,} per layer ({dims_total / 1e9:.2f}B in "
+        f"{model.n_layers} layers, {format_bytes(mem.weight_bytes)} per layer); the seed states "
+        f"{st.total_params / 1e9:.0f}B ({format_bytes(st.weight_bytes)} per layer), "
+        f"{st.total_params / dims_total:.1f}x more",
+        f"activations: the seed's {format_bytes(st.activation_bytes)} per layer is one whole "
+        f"prefill's hidden states (B x S x d = {format_bytes(mem.prefill_activation_bytes)}); "
+        f"a decode step moves {format_bytes(mem.decode_hidden_bytes)} between layers",
+        f"KV cache: {format_bytes(mem.kv_cache_bytes)} per layer, which the seed leaves out",
+    ]
+    return out

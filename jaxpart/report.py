@@ -1,0 +1,103 @@
+"""Tables for people: the per-layer memory table and the plan, rendered with rich."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from jaxpart.config import MeshConfig, ModelConfig, format_bytes
+from jaxpart.memory import discrepancies, embedding_params, layer_memory
+from jaxpart.partition import Plan
+
+
+def memory_table(model: ModelConfig, figures: str) -> Table:
+    """Per-layer memory from the dims, beside the seed's stated figures when the file has them."""
+    mem = layer_memory(model)
+    st = model.stated
+    table = Table(
+        title=f"Per-layer memory: {model.name} ({model.dtype}, batch {model.batch}, "
+        f"sequence {model.seq_len}; GB = 10^9 bytes)"
+    )
+    table.add_column("per layer")
+    table.add_column("derived from the dims", justify="right")
+    if st is not None:
+        table.add_column("stated by the seed", justify="right")
+
+    def row(label: str, derived: str, stated: str = "-") -> None:
+        table.add_row(label, derived, *([stated] if st is not None else []))
+
+    row("params", f"{mem.params:,}", f"{st.total_params // model.n_layers:,}" if st else "-")
+    row("weights", format_bytes(mem.weight_bytes), format_bytes(st.weight_bytes) if st else "-")
+    row(
+        "activations, prefill (BxSxd)",
+        format_bytes(mem.prefill_activation_bytes),
+        format_bytes(st.activation_bytes) if st else "-",
+    )
+    row("activations, decode (Bxd)", format_bytes(mem.decode_hidden_bytes), "not stated")
+    row("decode working set", format_bytes(mem.decode_working_bytes), "not stated")
+    row("KV cache (2xBxSxd)", format_bytes(mem.kv_cache_bytes), "left out")
+    row(
+        "buffers (estimate)",
+        format_bytes(mem.buffer_bytes),
+        format_bytes(st.buffer_bytes) if st else "-",
+    )
+    row("resident set (smem/l2)", format_bytes(mem.weight_bytes + mem.decode_working_bytes), "-")
+    row("everything (hbm)", format_bytes(mem.fit_bytes("everything")), "-")
+    if st is not None:
+        total = st.weight_bytes + st.activation_bytes + st.buffer_bytes
+        row("seed's total (w+a+b)", "-", format_bytes(total))
+    table.caption = (
+        f"whole model: {mem.params * model.n_layers / 1e9:.2f}B params in {model.n_layers} layers, "
+        f"+{embedding_params(model) / 1e6:.0f}M in embedding and LM head (not in any layer); "
+        f"plan uses {figures} figures"
+    )
+    return table
+
+
+def plan_summary(plan: Plan) -> str:
+    return (
+        f"Plan: {plan.model} on {plan.mesh}, {plan.strategy}, capacity {plan.capacity} "
+        f"({format_bytes(plan.capacity_bytes)}): {plan.n_stages} stages x {plan.split} "
+        f"device(s) x {plan.data_parallel} replica(s) = {plan.n_devices} devices"
+    )
+
+
+def plan_table(plan: Plan, mesh: MeshConfig) -> Table:
+    table = Table()
+    for col, justify in (
+        ("stage", "right"),
+        ("layers", "left"),
+        ("n", "right"),
+        ("devices", "left"),
+        ("split", "right"),
+        ("bytes / device", "right"),
+        ("fits", "left"),
+    ):
+        table.add_column(col, justify=justify)
+    for i, s in enumerate(plan.stages):
+        layers = f"{s.layers[0]}-{s.layers[-1]}" if len(s.layers) > 1 else str(s.layers[0])
+        devices = (
+            ",".join(map(str, s.devices))
+            if len(s.devices) <= 8
+            else (f"{s.devices[0]}..{s.devices[-1]} ({len(s.devices)})")
+        )
+        fits = (
+            s.tier
+            if s.tier == "none"
+            else (f"{s.tier} ({format_bytes(mesh.tiers[s.tier].capacity_bytes)})")
+        )
+        table.add_row(
+            str(i), layers, str(len(s.layers)), devices, str(s.split), format_bytes(s.bytes), fits
+        )
+    return table
+
+
+def print_plan(console: Console, model: ModelConfig, mesh: MeshConfig, plan: Plan) -> None:
+    console.print(memory_table(model, plan.figures))
+    for line in discrepancies(model):
+        console.print(f"  seed discrepancy - {line}")
+    console.print()
+    console.print(plan_summary(plan))
+    console.print(plan_table(plan, mesh))
+    for note in plan.notes:
+        console.print(f"  note: {note}")

@@ -1,0 +1,149 @@
+"""`jaxpart plan` as a user runs it: the acceptance commands, and bad input -> one line, exit 2."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from jaxpart.cli import main
+from jaxpart.config import resolve
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_stated_figures_reproduce_the_seed(capsys, tmp_path):
+    path = tmp_path / "p.json"
+    code, out, _ = run(
+        capsys,
+        "plan",
+        "--model",
+        "dense16",
+        "--mesh",
+        "h100x16",
+        "--figures",
+        "stated",
+        "--capacity",
+        "14.73GB",
+        "--json",
+        str(path),
+    )
+    assert code == 0
+    for figure in ("3.75 GB", "10.48 GB", "500.00 MB", "14.73 GB"):
+        assert figure in out
+    plan = json.loads(path.read_text())
+    assert [len(s["layers"]) for s in plan["stages"]] == [1] * 16
+    assert plan["capacity_bytes"] == 14_730_000_000
+    assert plan["layer_bytes"] == [14_730_000_000] * 16
+
+    code, out, _ = run(
+        capsys,
+        "plan",
+        "--model",
+        "dense16",
+        "--mesh",
+        "h100x16",
+        "--figures",
+        "stated",
+        "--capacity",
+        "29.46GB",
+        "--json",
+        str(path),
+    )
+    assert code == 0
+    assert [len(s["layers"]) for s in json.loads(path.read_text())["stages"]] == [2] * 8
+
+
+def test_derived_figures_and_discrepancies(capsys):
+    code, out, _ = run(capsys, "plan", "--model", "dense16", "--mesh", "h100x16")
+    assert code == 0
+    for text in ("201,326,592", "402.65 MB", "10.49 GB", "20.97 GB", "30B", "leaves out"):
+        assert text in out
+
+
+def test_l2_model_in_l2(capsys):
+    code, out, _ = run(
+        capsys, "plan", "--model", "dense16-l2", "--mesh", "h100x16", "--capacity", "l2"
+    )
+    assert code == 0 and "16 stages x 1 device(s)" in out
+    assert out.count("l2 (52.43 MB) │") == 16
+
+
+def test_dense16_in_l2_is_a_one_line_error(capsys):
+    code, out, err = run(
+        capsys, "plan", "--model", "dense16", "--mesh", "h100x16", "--capacity", "l2"
+    )
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and "128 devices" in err and "mesh has 16" in err
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--model", "missing", "--mesh", "h100x16"], "--model = 'missing'"),
+        (["--model", "dense16", "--mesh", "h100x16", "--capacity", "-3GB"], "'-3GB'"),
+        (["--model", "dense16", "--mesh", "h100x16", "--capacity", "12XB"], "'12XB'"),
+        (["--model", "dense16", "--mesh", "h100x16", "--devices", "0"], "--devices: 0"),
+        (
+            [
+                "--model",
+                "dense16",
+                "--mesh",
+                "h100x16",
+                "--strategy",
+                "manual",
+                "--layers-per-stage",
+                "3,5,4",
+            ],
+            "sums to 12",
+        ),
+        (["--model", "dense16", "--mesh", "h100x16", "--strategy", "fast"], "--strategy"),
+        (["--model", "dense16-tiny", "--mesh", "cpu16", "--figures", "stated"], "no [stated]"),
+    ],
+)
+def test_bad_input(capsys, tmp_path, args, fragment):
+    path = tmp_path / "p.json"
+    code, out, err = run(capsys, "plan", *args, "--json", str(path))
+    assert code == 2
+    assert fragment in err and err.count("\n") == 1 and err.startswith("jaxpart: error: ")
+    assert out == "" and not path.exists()
+
+
+def test_bad_model_file_via_the_console_script(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(
+        resolve("dense16-tiny", "models").read_text().replace("d_ff = 512", "d_ff = -512")
+    )
+    out_json = tmp_path / "p.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jaxpart.cli",
+            "plan",
+            "--model",
+            str(bad),
+            "--mesh",
+            "cpu16",
+            "--json",
+            str(out_json),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert proc.stdout == "" and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == (
+        f"jaxpart: error: {bad}: field 'd_ff' = -512: must be a positive integer"
+    )
+    assert not out_json.exists()
+
+
+def test_compare_prints_the_plan_without_numbers(capsys):
+    code, out, _ = run(capsys, "compare")
+    assert code == 0 and "16 stages" in out and "not built yet" in out

@@ -1,0 +1,163 @@
+"""Configs: every shipped file loads; sizes parse exactly; bad files name the field and value."""
+
+import pytest
+
+from jaxpart.config import (
+    ConfigError,
+    load_mesh,
+    load_model,
+    parse_size,
+    resolve,
+    shipped,
+)
+
+
+@pytest.mark.parametrize("path", shipped("models"), ids=lambda p: p.stem)
+def test_every_shipped_model_loads(path):
+    model = load_model(str(path))
+    assert model.n_layers == 16
+    assert model.n_heads * model.head_dim == model.d_model
+    assert model.n_heads % 8 == 0, "the TP=8 baseline must divide the heads"
+
+
+@pytest.mark.parametrize("path", shipped("meshes"), ids=lambda p: p.stem)
+def test_every_shipped_mesh_loads(path):
+    mesh = load_mesh(str(path))
+    assert mesh.n_devices == 16
+    caps = [mesh.tiers[t].capacity_bytes for t in ("smem", "l2", "hbm")]
+    assert caps == sorted(caps)
+
+
+def test_names_resolve_to_shipped_files():
+    assert resolve("dense16", "models").name == "dense16.toml"
+    assert resolve("h100x16", "meshes").name == "h100x16.toml"
+    assert load_model("dense16").stated.weight_bytes == 3_750_000_000
+
+
+def test_seed_model_dims():
+    m = load_model("dense16")
+    assert (m.n_layers, m.d_model, m.n_heads, m.head_dim, m.d_ff) == (16, 4096, 32, 128, 16384)
+    assert (m.dtype, m.batch, m.seq_len) == ("bfloat16", 128, 10000)
+    st = m.stated
+    assert st.total_params == 30_000_000_000
+    assert (st.weight_bytes, st.activation_bytes, st.buffer_bytes) == (
+        3_750_000_000,
+        10_480_000_000,
+        500_000_000,
+    )
+
+
+def test_h100_mesh_figures():
+    mesh = load_mesh("h100x16")
+    assert (mesh.hosts, mesh.devices_per_host) == (2, 8)
+    assert mesh.tiers["hbm"].capacity_bytes == 80 * 10**9
+    assert mesh.tiers["hbm"].bandwidth_bytes_per_s == 3.35e12
+    assert mesh.tiers["l2"].capacity_bytes == 50 * 2**20
+    assert mesh.peak_flops == 989e12
+    assert mesh.intra_host.bandwidth_bytes_per_s > mesh.inter_host.bandwidth_bytes_per_s
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("14.73GB", 14_730_000_000),
+        ("29.46 GB", 29_460_000_000),
+        ("50MiB", 52_428_800),
+        ("1.5GiB", 1_610_612_736),
+        ("4096", 4096),
+        ("227 KiB", 232_448),
+        ("2e3 B", 2000),
+        (1024, 1024),
+    ],
+)
+def test_parse_size(text, expected):
+    assert parse_size(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("-3GB", "must be positive"),
+        ("12XB", "unknown unit 'XB'"),
+        ("big", "expected a size"),
+        ("0", "must be positive"),
+        ("", "expected a size"),
+    ],
+)
+def test_parse_size_rejects(text, fragment):
+    with pytest.raises(ConfigError, match=fragment) as e:
+        parse_size(text, "--capacity")
+    assert "--capacity" in str(e.value) and "\n" not in str(e.value)
+
+
+GOOD_MODEL = """
+[model]
+n_layers = 4
+d_model = 64
+n_heads = 4
+head_dim = 16
+d_ff = 128
+vocab = 32
+dtype = "float32"
+batch = 2
+seq_len = 16
+prompt_len = 4
+gen_len = 4
+"""
+
+
+def write_model(tmp_path, text):
+    path = tmp_path / "m.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_a_model_file_by_path(tmp_path):
+    model = load_model(write_model(tmp_path, GOOD_MODEL))
+    assert model.name == "m" and model.d_model == 64
+
+
+@pytest.mark.parametrize(
+    "edit, fragment",
+    [
+        (("d_model = 64\n", ""), "missing field 'model.d_model'"),
+        (("d_ff = 128", "d_ff = -128"), "field 'd_ff' = -128"),
+        (("n_layers = 4", "n_layers = 0"), "field 'n_layers' = 0"),
+        (("batch = 2", 'batch = "two"'), "field 'batch' = 'two'"),
+        (('dtype = "float32"', 'dtype = "int4"'), "field 'dtype' = 'int4'"),
+        (("d_model = 64", "d_model = 65"), "field 'd_model' = 65"),
+        (("gen_len = 4", "gen_len = 40"), "field 'gen_len' = 40"),
+        (("vocab = 32", "vocab = 32\nvocabb = 3"), "unknown field 'model.vocabb'"),
+        (("[model]", "[model"), "not valid TOML"),
+    ],
+)
+def test_bad_model_files_name_the_field(tmp_path, edit, fragment):
+    path = write_model(tmp_path, GOOD_MODEL.replace(*edit))
+    with pytest.raises(ConfigError, match=fragment.replace("(", r"\(").replace("[", r"\[")) as e:
+        load_model(path)
+    assert "\n" not in str(e.value)
+
+
+def test_missing_files():
+    with pytest.raises(ConfigError, match="'nope': not found in models/"):
+        load_model("nope")
+    with pytest.raises(ConfigError, match="no such file"):
+        load_mesh("/nonexistent/mesh.toml")
+
+
+def test_bad_mesh_tier_order(tmp_path):
+    text = (
+        (resolve("cpu16", "meshes")).read_text().replace('capacity = "1 MiB"', 'capacity = "1 KiB"')
+    )
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match="must grow smem <= l2 <= hbm"):
+        load_mesh(str(path))
+
+
+def test_bad_mesh_negative_latency(tmp_path):
+    text = resolve("cpu16", "meshes").read_text().replace("latency_us = 20", "latency_us = -1", 1)
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=r"links.intra_host.latency_us' = -1"):
+        load_mesh(str(path))
