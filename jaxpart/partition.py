@@ -371,16 +371,40 @@ def make_plan(
         else:
             notes.append(f"{n_devices - needed} of {n_devices} devices stay unused")
 
+    plan = assemble_plan(
+        model, mesh, stages, split, data_parallel, strategy, figures, definition, label, cap,
+        layer_bytes, notes,
+    )
+    hbm = mesh.tiers["hbm"].capacity_bytes
+    for i, stage in enumerate(plan.stages):
+        if figures == "derived" and stage.bytes_by_tier["hbm"] > hbm:
+            raise PlanError(
+                f"stage {i} (layers {stage.layers[0]}-{stage.layers[-1]}) fits {label} but "
+                f"needs {format_bytes(stage.bytes_by_tier['hbm'])} of HBM with its KV cache, "
+                f"more than {format_bytes(hbm)}; use fewer layers per stage"
+            )
+    return plan
+
+
+def assemble_plan(
+    model: ModelConfig,
+    mesh: MeshConfig,
+    stages: Sequence[Sequence[int]],
+    split: int,
+    data_parallel: int,
+    strategy: str,
+    figures: str,
+    definition: str,
+    label: str,
+    cap: int,
+    layer_bytes: Sequence[int],
+    notes: Sequence[str],
+) -> Plan:
+    """Stages of layer ids -> a Plan: device ids, bytes per device and the tier each fits."""
     per_replica = len(stages) * split
     plan_stages = []
     for s, layers in enumerate(stages):
         tier, by_tier = _smallest_tier(model, mesh, figures, split, len(layers))
-        if figures == "derived" and by_tier["hbm"] > mesh.tiers["hbm"].capacity_bytes:
-            raise PlanError(
-                f"stage {s} (layers {layers[0]}-{layers[-1]}) fits {label} but needs "
-                f"{format_bytes(by_tier['hbm'])} of HBM with its KV cache, more than "
-                f"{format_bytes(mesh.tiers['hbm'].capacity_bytes)}; use fewer layers per stage"
-            )
         devs = tuple(
             r * per_replica + s * split + k for r in range(data_parallel) for k in range(split)
         )

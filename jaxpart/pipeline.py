@@ -1,0 +1,290 @@
+"""The pipeline executor: ``jax.shard_map`` over ``stage`` (and ``tensor``, ``data``), with
+``jax.lax.ppermute`` to the next stage. It runs any Plan: the layer-wise plans of the greedy
+partitioner and the TP x PP baseline (which is a plan of uniform stages split TP ways).
+
+- Prefill is GPipe: M microbatches through S stages in M + S - 1 ticks.
+- Decode is a steady-state pipeline with period P = max(M, S): microbatch m's k-th token enters
+  stage 0 at tick k*P + m, so stage s works on microbatch (t - s) mod P. With M >= S the pipe is
+  full between warm-up and drain; with M < S, S - M of every S ticks are bubbles. The last stage
+  turns its output into the next token and sends it round the ring to stage 0, in the same
+  ppermute that carries activations forward; each stage keeps its own layers' KV caches.
+- Stages shorter than the longest are padded with skipped layers (``lax.cond``, no compute); what
+  they cost is the time they wait for the longest stage (``padding_fraction``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from jaxpart.config import ConfigError, ModelConfig
+from jaxpart.model import embed_tokens, jnp_dtype, lm_logits, run_layers
+from jaxpart.partition import Plan
+from jaxpart.sharding import build_mesh, cache_spec, padding_fraction, param_specs, stage_layout
+
+
+@dataclass(frozen=True)
+class RunShape:
+    """What one generate call runs: batch, prompt and generation lengths, microbatches."""
+
+    batch: int
+    prompt_len: int
+    gen_len: int  # new tokens per sequence, the prefill's first token included
+    microbatches: int
+
+    def check(self, cfg: ModelConfig, replicas: int = 1) -> None:
+        for name in ("batch", "prompt_len", "gen_len", "microbatches"):
+            value = getattr(self, name)
+            if value < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} = {value}: must be >= 1")
+        if self.prompt_len + self.gen_len > cfg.seq_len:
+            raise ConfigError(
+                f"--gen-len = {self.gen_len}: prompt {self.prompt_len} + generation "
+                f"{self.gen_len} = {self.prompt_len + self.gen_len} exceeds the model's "
+                f"seq_len = {cfg.seq_len} ({cfg.source})"
+            )
+        if self.batch % (replicas * self.microbatches):
+            raise ConfigError(
+                f"--batch = {self.batch}: must be divisible by {replicas} data-parallel "
+                f"replica(s) x {self.microbatches} microbatches = {replicas * self.microbatches}"
+            )
+
+
+def check_tokens(tokens: np.ndarray, cfg: ModelConfig) -> None:
+    bad = np.argwhere((tokens < 0) | (tokens >= cfg.vocab))
+    if bad.size:
+        i, j = bad[0]
+        raise ConfigError(
+            f"prompt token {int(tokens[i, j])} at [{i}, {j}] is outside the vocab [0, {cfg.vocab})"
+        )
+
+
+class PipelineExecutor:
+    """Places a model by ``plan`` on a mesh and generates greedily with the pipeline schedule."""
+
+    def __init__(self, cfg: ModelConfig, plan: Plan, shape: RunShape, devices=None):
+        shape.check(cfg, plan.data_parallel)
+        if plan.model != cfg.name or len(plan.layer_bytes) != cfg.n_layers:
+            raise ConfigError(f"plan is for model {plan.model!r}, not {cfg.name!r}")
+        self.cfg, self.plan, self.shape = cfg, plan, shape
+        self.mesh = build_mesh(plan, devices)
+        self.rows, self.sizes = stage_layout(plan)
+        self.n_stages, self.split, self.replicas = plan.n_stages, plan.split, plan.data_parallel
+        self.lmax = len(self.rows) // self.n_stages
+        self.b_rep = shape.batch // self.replicas
+        self.b_mb = self.b_rep // shape.microbatches
+        self.period = max(shape.microbatches, self.n_stages)
+        self.dtype = jnp_dtype(cfg.dtype)
+        self.tensor_axis = "tensor" if self.split > 1 else None
+        self._param_specs = param_specs(cfg)
+        self._prefill = self._build_prefill()
+        self._decode = self._build_decode() if shape.gen_len > 1 else None
+
+    # -- placement ------------------------------------------------------------------------------
+
+    def place(self, params: dict) -> dict:
+        """Canonical ``[L, ...]`` weights -> the padded stage layout, sharded on the mesh."""
+
+        def put(x, spec, layered):
+            x = np.asarray(x)
+            if layered:
+                x = x[self.rows]
+            return jax.device_put(x, NamedSharding(self.mesh, spec))
+
+        placed = {k: put(v, self._param_specs[k], False) for k, v in params.items() if k != "layers"}
+        placed["layers"] = {
+            k: put(v, self._param_specs["layers"][k], True) for k, v in params["layers"].items()
+        }
+        placed["sizes"] = jax.device_put(self.sizes, NamedSharding(self.mesh, P("stage")))
+        return placed
+
+    def empty_cache(self):
+        cfg = self.cfg
+        shape = (len(self.rows), self.shape.batch, cfg.seq_len, cfg.n_heads, cfg.head_dim)
+        sharding = NamedSharding(self.mesh, cache_spec())
+        make = jax.jit(lambda: jnp.zeros(shape, self.dtype), out_shardings=sharding)
+        return make(), make()
+
+    @property
+    def padding_fraction(self) -> float:
+        return padding_fraction(self.plan)
+
+    # -- the two programs -----------------------------------------------------------------------
+
+    def _specs(self):
+        params = {**self._param_specs, "sizes": P("stage")}
+        return params, cache_spec()
+
+    def _stage_work(self, params, x, kc, vc, m, pos, active):
+        """Run this stage's layers on microbatch m (rows of the cache), if ``active``."""
+        rows = m * self.b_mb
+        kmb = jax.lax.dynamic_slice_in_dim(kc, rows, self.b_mb, axis=1)
+        vmb = jax.lax.dynamic_slice_in_dim(vc, rows, self.b_mb, axis=1)
+        n_valid = params["sizes"][0]
+
+        def work(x, kmb, vmb):
+            return run_layers(params["layers"], x, kmb, vmb, pos, self.tensor_axis, n_valid)
+
+        y, kmb, vmb = jax.lax.cond(active, work, lambda *a: a, x, kmb, vmb)
+        kc = jax.lax.dynamic_update_slice_in_dim(kc, kmb, rows, axis=1)
+        vc = jax.lax.dynamic_update_slice_in_dim(vc, vmb, rows, axis=1)
+        return y, kc, vc
+
+    def _next_token(self, params, y_last, produce):
+        """Greedy next token (and its f32 logits) on the last stage; zeros elsewhere."""
+        vocab = self.cfg.vocab
+
+        def head(y):
+            logits = lm_logits(params, y)
+            return jnp.argmax(logits, axis=-1).astype(jnp.int32), logits
+
+        def skip(y):
+            return jnp.zeros((self.b_mb,), jnp.int32), jnp.zeros((self.b_mb, vocab), jnp.float32)
+
+        return jax.lax.cond(produce, head, skip, y_last)
+
+    def _build_prefill(self):
+        S, M, b_mb, d = self.n_stages, self.shape.microbatches, self.b_mb, self.cfg.d_model
+        T, vocab = self.shape.prompt_len, self.cfg.vocab
+        forward = [(j, j + 1) for j in range(S - 1)]
+
+        def body(params, prompts, kc, vc):
+            s = jax.lax.axis_index("stage")
+            tokens = prompts.reshape(M, b_mb, T)
+
+            def tick(i, carry):
+                state, kc, vc, toks, logits = carry
+                m = i - s
+                active = (m >= 0) & (m < M)
+                m = jnp.clip(m, 0, M - 1)
+                first = embed_tokens(params, tokens[jnp.clip(i, 0, M - 1)])
+                x = jnp.where(s == 0, first, state)
+                y, kc, vc = self._stage_work(params, x, kc, vc, m, 0, active)
+                produce = active & (s == S - 1)
+                tok, lg = self._next_token(params, y[:, -1], produce)
+                toks = jnp.where(produce, toks.at[m].set(tok), toks)
+                logits = jnp.where(produce, logits.at[m].set(lg), logits)
+                state = jax.lax.ppermute(y, "stage", forward) if S > 1 else y
+                return state, kc, vc, toks, logits
+
+            init = (
+                jnp.zeros((b_mb, T, d), self.dtype),
+                kc,
+                vc,
+                jnp.zeros((M, b_mb), jnp.int32),
+                jnp.zeros((M, b_mb, vocab), jnp.float32),
+            )
+            _, kc, vc, toks, logits = jax.lax.fori_loop(0, M + S - 1, tick, init)
+            return toks[None], logits[None], kc, vc
+
+        pspec, cspec = self._specs()
+        fn = jax.shard_map(
+            body,
+            mesh=self.mesh,
+            in_specs=(pspec, P("data", None), cspec, cspec),
+            out_specs=(P("stage", None, "data"), P("stage", None, "data", None), cspec, cspec),
+            check_vma=False,
+        )
+        return jax.jit(fn, donate_argnums=(2, 3))
+
+    def _build_decode(self):
+        S, M, b_mb = self.n_stages, self.shape.microbatches, self.b_mb
+        D, Pd, prompt_len = self.shape.gen_len - 1, self.period, self.shape.prompt_len
+        ring = [(j, (j + 1) % S) for j in range(S)]
+        n_ticks = (D - 1) * Pd + M + S - 1
+
+        def body(params, first_tokens, kc, vc):
+            s = jax.lax.axis_index("stage")
+
+            def tick(t, carry):
+                act, token_buf, kc, vc, out = carry
+                u = t - s
+                k, m = u // Pd, u % Pd
+                active = (u >= 0) & (m < M) & (k < D)
+                m, k = jnp.minimum(m, M - 1), jnp.clip(k, 0, D - 1)
+                first = embed_tokens(params, token_buf[m])[:, None, :]
+                x = jnp.where(s == 0, first, act)
+                y, kc, vc = self._stage_work(params, x, kc, vc, m, prompt_len + k, active)
+                produce = active & (s == S - 1)
+                tok, _ = self._next_token(params, y[:, 0], produce)
+                out = jnp.where(produce, out.at[k, m].set(tok), out)
+                message = (y, tok, m, produce)
+                if S > 1:
+                    message = jax.lax.ppermute(message, "stage", ring)
+                act, r_tok, r_m, r_new = message
+                token_buf = jnp.where((s == 0) & r_new, token_buf.at[r_m].set(r_tok), token_buf)
+                return act, token_buf, kc, vc, out
+
+            init = (
+                jnp.zeros((b_mb, 1, self.cfg.d_model), self.dtype),
+                first_tokens.reshape(M, b_mb),
+                kc,
+                vc,
+                jnp.zeros((D, M, b_mb), jnp.int32),
+            )
+            _, _, kc, vc, out = jax.lax.fori_loop(0, n_ticks, tick, init)
+            return out[None], kc, vc
+
+        pspec, cspec = self._specs()
+        fn = jax.shard_map(
+            body,
+            mesh=self.mesh,
+            in_specs=(pspec, P("data"), cspec, cspec),
+            out_specs=(P("stage", None, None, "data"), cspec, cspec),
+            check_vma=False,
+        )
+        return jax.jit(fn, donate_argnums=(2, 3))
+
+    # -- running ---------------------------------------------------------------------------------
+
+    def _batch_order(self, x: np.ndarray) -> np.ndarray:
+        """[M, replicas * b_mb, ...] (microbatch-major per replica) -> [batch, ...]."""
+        M = self.shape.microbatches
+        x = x.reshape(M, self.replicas, self.b_mb, *x.shape[2:])
+        return np.swapaxes(x, 0, 1).reshape(self.shape.batch, *x.shape[3:])
+
+    def prefill(self, placed, prompts):
+        """-> (first tokens [B], their logits [B, vocab], caches). Arrays stay on the devices."""
+        k, v = self.empty_cache()
+        prompts = jax.device_put(
+            np.asarray(prompts, np.int32), NamedSharding(self.mesh, P("data", None))
+        )
+        toks, logits, k, v = self._prefill(placed, prompts, k, v)
+        return toks, logits, (k, v)
+
+    def decode(self, placed, first_tokens, cache):
+        first = jax.device_put(
+            np.asarray(first_tokens, np.int32), NamedSharding(self.mesh, P("data"))
+        )
+        out, k, v = self._decode(placed, first, *cache)
+        return out, (k, v)
+
+    def first_from(self, toks, logits) -> tuple[np.ndarray, np.ndarray]:
+        """The last stage's outputs of prefill, in batch order."""
+        return self._batch_order(np.asarray(toks)[-1]), self._batch_order(np.asarray(logits)[-1])
+
+    def generate(self, placed, prompts) -> tuple[np.ndarray, np.ndarray]:
+        """Greedy tokens ``[B, gen_len]`` and the first step's logits ``[B, vocab]``."""
+        check_tokens(np.asarray(prompts), self.cfg)
+        toks, logits, cache = self.prefill(placed, prompts)
+        first, first_logits = self.first_from(toks, logits)
+        if self._decode is None:
+            return first[:, None], first_logits
+        out, _ = self.decode(placed, first, cache)
+        rest = np.asarray(out)[-1]  # [D, M, replicas * b_mb]
+        rest = np.stack([self._batch_order(step) for step in rest], axis=1)
+        return np.concatenate([first[:, None], rest], axis=1), first_logits
+
+    def lowered_decode_text(self, placed) -> str:
+        """The compiled decode program's HLO, for inspecting its collectives."""
+        k, v = self.empty_cache()
+        first = jax.device_put(
+            np.zeros(self.shape.batch, np.int32), NamedSharding(self.mesh, P("data"))
+        )
+        return self._decode.lower(placed, first, k, v).compile().as_text()

@@ -1,0 +1,116 @@
+"""Plan -> a jax Mesh with axes (data, stage, tensor) and a NamedSharding for every leaf.
+
+An ordered rules table maps the model's logical axes to mesh axes; nothing else knows mesh axis
+names. Layer weights go from the canonical ``[L, ...]`` layout to a padded ``[S * Lmax, ...]``
+layout whose leading axis splits over ``stage``: stage s holds rows s*Lmax .. s*Lmax + n_s - 1.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+import jax
+from jax.sharding import AxisType, Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from jaxpart.config import ConfigError, ModelConfig
+from jaxpart.model import CACHE_AXES, logical_specs
+from jaxpart.partition import Plan
+
+MESH_AXES = ("data", "stage", "tensor")
+
+# Logical axis -> mesh axis, first match wins; an axis not listed is replicated.
+RULES: tuple[tuple[str, str | None], ...] = (
+    ("layers", "stage"),
+    ("heads", "tensor"),
+    ("mlp", "tensor"),
+    ("batch", "data"),
+    ("embed", None),
+    ("head_dim", None),
+    ("vocab", None),
+    ("seq", None),
+)
+
+
+def ensure_cpu_devices(n: int) -> None:
+    """Ask XLA for ``n`` simulated CPU devices; must run before jax's backend starts."""
+    from jax._src import xla_bridge
+
+    if xla_bridge.backends_are_initialized():
+        return
+    jax.config.update("jax_num_cpu_devices", n)
+
+
+def spec_for(axes: tuple[str | None, ...]) -> P:
+    rules = dict(RULES)
+    return P(*(rules.get(a) if a is not None else None for a in axes))
+
+
+def build_mesh(plan: Plan, devices=None) -> Mesh:
+    """Devices in plan order: device r*S*t + s*t + k is replica r, stage s, tensor shard k."""
+    devices = list(jax.devices() if devices is None else devices)
+    if len(devices) < plan.n_devices:
+        raise ConfigError(
+            f"the plan needs {plan.n_devices} devices ({plan.data_parallel} x {plan.n_stages} "
+            f"stages x {plan.split}); jax sees {len(devices)} "
+            f"{devices[0].platform if devices else ''} device(s)"
+        )
+    grid = np.array(devices[: plan.n_devices]).reshape(
+        plan.data_parallel, plan.n_stages, plan.split
+    )
+    return Mesh(grid, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
+
+
+def param_specs(cfg: ModelConfig) -> dict:
+    """Mesh PartitionSpec of every parameter (layer leaves in the padded stage layout)."""
+    return jax.tree.map(
+        lambda spec: spec_for(tuple(spec)),
+        logical_specs(cfg),
+        is_leaf=lambda x: isinstance(x, P),
+    )
+
+
+def cache_spec() -> P:
+    return spec_for(CACHE_AXES)
+
+
+def param_shardings(cfg: ModelConfig, mesh: Mesh) -> dict:
+    return jax.tree.map(
+        lambda spec: NamedSharding(mesh, spec), param_specs(cfg), is_leaf=lambda x: isinstance(x, P)
+    )
+
+
+def stage_layout(plan: Plan) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, sizes): canonical layer id of each padded row ``[S * Lmax]``, and layers per stage.
+
+    Padding rows repeat the stage's last layer; the executor skips them (``n_valid``).
+    """
+    lmax = max(len(s.layers) for s in plan.stages)
+    rows = []
+    for stage in plan.stages:
+        layers = list(stage.layers)
+        rows.extend(layers + [layers[-1]] * (lmax - len(layers)))
+    sizes = np.array([len(s.layers) for s in plan.stages], np.int32)
+    return np.array(rows, np.int32), sizes
+
+
+def padding_fraction(plan: Plan) -> float:
+    """Share of stage-layer slots that are padding: the idle time shorter stages spend waiting."""
+    lmax = max(len(s.layers) for s in plan.stages)
+    total = sum(len(s.layers) for s in plan.stages)
+    return 1.0 - total / (lmax * len(plan.stages))
+
+
+def spec_dump(cfg: ModelConfig, plan: Plan) -> dict[str, list]:
+    """Every leaf's PartitionSpec, as JSON-friendly lists: the golden files diff this."""
+    out = {}
+    flat = jax.tree_util.tree_flatten_with_path(
+        param_specs(cfg), is_leaf=lambda x: isinstance(x, P)
+    )[0]
+    for path, spec in flat:
+        name = "params/" + "/".join(str(getattr(k, "key", k)) for k in path)
+        out[name] = [None if a is None else a for a in spec]
+    out["cache/k"] = list(cache_spec())
+    out["cache/v"] = list(cache_spec())
+    out["mesh"] = {"axes": list(MESH_AXES), "shape": [plan.data_parallel, plan.n_stages, plan.split]}
+    return out
