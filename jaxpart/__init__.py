@@ -1,16 +1,42 @@
 """jaxpart: place a dense decoder on a device mesh layer-wise or as TP x PP, and compare them.
 
-The Python API follows the data path: config -> memory -> plan.
+The Python API follows the data path: config -> memory -> plan -> sharding -> executor.
 
     import jaxpart
     model = jaxpart.load_model("dense16-tiny")
     mesh = jaxpart.load_mesh("cpu16")
-    plan = jaxpart.make_plan(model, mesh, capacity="l2")
+    jaxpart.ensure_cpu_devices(mesh.n_devices)     # before jax starts, for a CPU mesh
+    plan = jaxpart.make_plan(model, mesh)
+    tokens, logits, executor = jaxpart.generate("layerwise", model, mesh, gen_len=8)
+
+Planning needs no jax; the names that do are imported on first use.
 """
+
+from importlib import import_module
 
 from jaxpart.config import ConfigError, MeshConfig, ModelConfig, load_mesh, load_model, parse_size
 from jaxpart.memory import layer_memory
 from jaxpart.partition import Plan, PlanError, make_plan, plan_balanced, plan_greedy, plan_manual
+
+_LAZY = {
+    "generate": "jaxpart.engine",
+    "PlanChoice": "jaxpart.engine",
+    "ReferenceExecutor": "jaxpart.engine",
+    "PipelineExecutor": "jaxpart.pipeline",
+    "RunShape": "jaxpart.pipeline",
+    "baseline_plan": "jaxpart.baseline",
+    "DenseDecoder": "jaxpart.model",
+    "init_params": "jaxpart.model",
+    "build_mesh": "jaxpart.sharding",
+    "ensure_cpu_devices": "jaxpart.sharding",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'jaxpart' has no attribute {name!r}")
+
 
 __all__ = [
     "ConfigError",
@@ -26,4 +52,5 @@ __all__ = [
     "plan_balanced",
     "plan_greedy",
     "plan_manual",
+    *_LAZY,
 ]

@@ -32,7 +32,9 @@ def baseline_plan(
     per_stage = model.n_layers // pp
     stages = [list(range(i * per_stage, (i + 1) * per_stage)) for i in range(pp)]
     replicas = n_devices // (tp * pp)
-    notes = [f"baseline TP={tp} x PP={pp}: heads and MLP split {tp} ways, {per_stage} layers a stage"]
+    notes = [
+        f"baseline TP={tp} x PP={pp}: heads and MLP split {tp} ways, {per_stage} layers a stage"
+    ]
     if replicas > 1:
         notes.append(f"TP x PP uses {tp * pp} of {n_devices} devices: replicated {replicas}x")
     return assemble_plan(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -97,6 +98,27 @@ def _add_plan_args(p: argparse.ArgumentParser, model_default: str | None, mesh_d
     )
 
 
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--batch", type=positive_int, default=None, help="default: the model file's")
+    p.add_argument("--prompt-len", type=positive_int, default=None)
+    p.add_argument(
+        "--gen-len",
+        type=positive_int,
+        default=None,
+        help="new tokens per sequence, the prefill's first included",
+    )
+    p.add_argument(
+        "--microbatches",
+        type=positive_int,
+        default=None,
+        help="default: enough to fill the pipeline (>= stages) that divide the batch",
+    )
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default=None)
+    p.add_argument("--seed", type=int, default=0, help="seeds the weights and the prompts")
+    p.add_argument("--tp", type=positive_int, default=8, help="baseline tensor parallelism")
+    p.add_argument("--pp", type=positive_int, default=2, help="baseline pipeline stages")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="jaxpart", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -104,6 +126,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plan", help="partition a model's layers onto a mesh and print the plan")
     _add_plan_args(p, None, None)
     p.add_argument("--json", default=None, help="also write the plan as JSON to this file")
+
+    g = sub.add_parser("generate", help="greedy generation by one method on the mesh")
+    _add_plan_args(g, None, None)
+    _add_run_args(g)
+    g.add_argument("--method", choices=("reference", "baseline", "layerwise"), default="layerwise")
+    g.add_argument(
+        "--prompt",
+        type=int_list,
+        default=None,
+        help="token ids for every sequence, e.g. 5,17,42 (default: random from --seed)",
+    )
+    g.add_argument("--json", default=None, help="write {method, tokens, plan} to this file")
 
     c = sub.add_parser("compare", help="baseline vs layer-wise, side by side (the main job)")
     _add_plan_args(c, "dense16-tiny", "cpu16")
@@ -152,7 +186,73 @@ def cmd_compare(args, console: Console) -> int:
     return 0
 
 
-COMMANDS = {"plan": cmd_plan, "compare": cmd_compare}
+def cmd_generate(args, console: Console) -> int:
+    model = load_model(args.model)
+    if args.dtype:
+        model = model.replace(dtype=args.dtype)
+    mesh = load_mesh(args.mesh)
+    _start_devices(mesh)
+    from jaxpart.engine import PlanChoice, generate
+
+    choice = PlanChoice(
+        capacity=args.capacity,
+        strategy=args.strategy,
+        layers_per_stage=tuple(args.layers_per_stage) if args.layers_per_stage else None,
+        tp=args.tp,
+        pp=args.pp,
+    )
+    if args.devices is not None:
+        raise UsageError("--devices: generate runs on the mesh's devices; plan with `jaxpart plan`")
+    with console.status(f"compiling and running {args.method} on {mesh.name}..."):
+        tokens, _, executor = generate(
+            args.method,
+            model,
+            mesh,
+            batch=args.batch,
+            prompt_len=args.prompt_len,
+            gen_len=args.gen_len,
+            microbatches=args.microbatches,
+            seed=args.seed,
+            prompts=args.prompt,
+            choice=choice,
+        )
+    plan = executor.plan
+    from jaxpart.report import plan_summary
+
+    console.print(f"method: {args.method} ({model.name}, {model.dtype})")
+    if plan is not None:
+        console.print(plan_summary(plan))
+        console.print(
+            f"schedule: {executor.shape.microbatches} microbatches over {plan.n_stages} stages; "
+            f"padding (idle share of stage-layer slots): {executor.padding_fraction:.0%}"
+        )
+    shown = min(4, tokens.shape[0])
+    for i in range(shown):
+        console.print(f"  sequence {i}: {' '.join(map(str, tokens[i].tolist()))}")
+    if tokens.shape[0] > shown:
+        console.print(f"  ... {tokens.shape[0] - shown} more sequences")
+    if args.json:
+        doc = {
+            "method": args.method,
+            "model": model.name,
+            "dtype": model.dtype,
+            "tokens": tokens.tolist(),
+            "plan": plan.to_dict() if plan is not None else None,
+        }
+        write_text_atomically(args.json, json.dumps(doc))
+        console.print(f"written to {args.json}")
+    return 0
+
+
+def _start_devices(mesh) -> None:
+    """A CPU mesh gets its simulated devices before jax starts; users never type XLA flags."""
+    if mesh.platform == "cpu":
+        from jaxpart.sharding import ensure_cpu_devices
+
+        ensure_cpu_devices(mesh.n_devices)
+
+
+COMMANDS = {"plan": cmd_plan, "compare": cmd_compare, "generate": cmd_generate}
 
 
 def _join_negative_values(argv: list[str]) -> list[str]:

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxpart.baseline import baseline_plan
 from jaxpart.config import ConfigError, MeshConfig, ModelConfig
@@ -88,13 +87,60 @@ def plan_for(method: str, cfg: ModelConfig, mesh: MeshConfig, choice: PlanChoice
     raise ConfigError(f"--method = {method!r}: use one of {list(METHODS)}")
 
 
-def make_executor(method: str, cfg: ModelConfig, mesh: MeshConfig, shape: RunShape,
-                  choice: PlanChoice = PlanChoice()):
-    plan = plan_for(method, cfg, mesh, choice)
-    if plan is None:
-        return ReferenceExecutor(cfg, shape)
-    return PipelineExecutor(cfg, plan, shape)
-
-
 def random_prompts(cfg: ModelConfig, batch: int, prompt_len: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, cfg.vocab, (batch, prompt_len), dtype=np.int32)
+
+
+def default_microbatches(plan: Plan | None, batch: int) -> int:
+    """Enough microbatches to fill the pipe (M >= stages) that divide each replica's batch."""
+    if plan is None:
+        return 1
+    per_replica = batch // plan.data_parallel
+    fitting = [m for m in range(plan.n_stages, per_replica + 1) if per_replica % m == 0]
+    return fitting[0] if fitting else max(per_replica, 1)
+
+
+def generate(
+    method: str,
+    cfg: ModelConfig,
+    mesh: MeshConfig,
+    *,
+    batch: int | None = None,
+    prompt_len: int | None = None,
+    gen_len: int | None = None,
+    microbatches: int | None = None,
+    seed: int = 0,
+    prompts: np.ndarray | None = None,
+    choice: PlanChoice = PlanChoice(),
+    params: dict | None = None,
+):
+    """Generate with ``method``; returns (tokens [B, gen_len], first-step logits, executor)."""
+    from jaxpart.model import init_params
+
+    batch = batch or cfg.batch
+    if prompts is not None:
+        prompts = np.asarray(prompts, np.int32)
+        if prompts.ndim == 1:
+            prompts = np.broadcast_to(prompts, (batch, prompts.shape[0]))
+        check_tokens(prompts, cfg)
+        batch, prompt_len = prompts.shape
+    prompt_len = prompt_len or cfg.prompt_len
+    gen_len = gen_len or cfg.gen_len
+    plan = plan_for(method, cfg, mesh, choice)
+    if microbatches is None:
+        microbatches = default_microbatches(plan, batch)
+    shape = RunShape(batch, prompt_len, gen_len, microbatches)
+    shape.check(cfg, plan.data_parallel if plan else 1)
+    if plan is not None:
+        needed, seen = plan.n_devices, len(jax.devices())
+        if seen < needed:
+            raise ConfigError(
+                f"--mesh = {mesh.name!r}: the plan needs {needed} devices, jax sees {seen} "
+                f"{jax.devices()[0].platform} device(s)"
+            )
+    executor = ReferenceExecutor(cfg, shape) if plan is None else PipelineExecutor(cfg, plan, shape)
+    if prompts is None:
+        prompts = random_prompts(cfg, batch, prompt_len, seed)
+    params = init_params(cfg, seed) if params is None else params
+    tokens, logits = executor.generate(executor.place(params), prompts)
+    return tokens, logits, executor

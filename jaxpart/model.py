@@ -77,14 +77,15 @@ class DenseDecoder(nnx.Module):
         self.head = _param(
             rngs, (cfg.d_model, cfg.vocab), LOGICAL_AXES["head"], dt, cfg.d_model**-0.5
         )
-        self.cache_k: nnx.Cache | None = None
-        self.cache_v: nnx.Cache | None = None
+        # Empty until prefill sizes it for the batch: a full cache for dense16 would be GBs.
+        self.cache_k = nnx.Cache(jnp.zeros((0,), dt))
+        self.cache_v = nnx.Cache(jnp.zeros((0,), dt))
         self.pos = nnx.Cache(jnp.zeros((), jnp.int32))
 
     def init_cache(self, batch: int) -> None:
-        k, v = empty_cache(self.cfg, batch, self.embed.value.dtype)
+        k, v = empty_cache(self.cfg, batch, self.embed[...].dtype)
         self.cache_k, self.cache_v = nnx.Cache(k), nnx.Cache(v)
-        self.pos.value = jnp.zeros((), jnp.int32)
+        self.pos = nnx.Cache(jnp.zeros((), jnp.int32))
 
     def prefill(self, tokens: jax.Array) -> jax.Array:
         """Run the prompt ``tokens [B, T]``, fill the cache; return the last position's logits."""
@@ -96,24 +97,24 @@ class DenseDecoder(nnx.Module):
         return self._step(token[:, None])
 
     def _step(self, tokens: jax.Array) -> jax.Array:
-        params = nnx.state(self, nnx.Param).to_pure_dict()
-        logits, k, v = forward(params, tokens, self.cache_k.value, self.cache_v.value, self.pos.value)
-        self.cache_k.value, self.cache_v.value = k, v
-        self.pos.value = self.pos.value + tokens.shape[1]
+        params = nnx.to_pure_dict(nnx.state(self, nnx.Param))
+        logits, k, v = forward(params, tokens, self.cache_k[...], self.cache_v[...], self.pos[...])
+        self.cache_k[...], self.cache_v[...] = k, v
+        self.pos[...] = self.pos[...] + tokens.shape[1]
         return logits
 
 
 def init_params(cfg: ModelConfig, seed: int, dtype: str | None = None) -> dict:
     """Random weights from ``seed`` as a plain dict in the canonical layout."""
     model = DenseDecoder(cfg, rngs=nnx.Rngs(seed), dtype=dtype)
-    return nnx.state(model, nnx.Param).to_pure_dict()
+    return nnx.to_pure_dict(nnx.state(model, nnx.Param))
 
 
 def logical_specs(cfg: ModelConfig) -> dict:
     """Each parameter's logical PartitionSpec, read back from the NNX metadata (no weights made)."""
     abstract = nnx.eval_shape(lambda: DenseDecoder(cfg, rngs=nnx.Rngs(0)))
     specs = nnx.get_partition_spec(nnx.state(abstract, nnx.Param))
-    return specs.to_pure_dict()
+    return nnx.to_pure_dict(specs)
 
 
 def empty_cache(cfg: ModelConfig, batch: int, dtype) -> tuple[jax.Array, jax.Array]:

@@ -372,8 +372,18 @@ def make_plan(
             notes.append(f"{n_devices - needed} of {n_devices} devices stay unused")
 
     plan = assemble_plan(
-        model, mesh, stages, split, data_parallel, strategy, figures, definition, label, cap,
-        layer_bytes, notes,
+        model,
+        mesh,
+        stages,
+        split,
+        data_parallel,
+        strategy,
+        figures,
+        definition,
+        label,
+        cap,
+        layer_bytes,
+        notes,
     )
     hbm = mesh.tiers["hbm"].capacity_bytes
     for i, stage in enumerate(plan.stages):

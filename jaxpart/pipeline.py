@@ -16,10 +16,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -82,7 +81,7 @@ class PipelineExecutor:
         self.period = max(shape.microbatches, self.n_stages)
         self.dtype = jnp_dtype(cfg.dtype)
         self.tensor_axis = "tensor" if self.split > 1 else None
-        self._param_specs = param_specs(cfg)
+        self._param_specs = param_specs(cfg, plan)
         self._prefill = self._build_prefill()
         self._decode = self._build_decode() if shape.gen_len > 1 else None
 
@@ -97,7 +96,9 @@ class PipelineExecutor:
                 x = x[self.rows]
             return jax.device_put(x, NamedSharding(self.mesh, spec))
 
-        placed = {k: put(v, self._param_specs[k], False) for k, v in params.items() if k != "layers"}
+        placed = {
+            k: put(v, self._param_specs[k], False) for k, v in params.items() if k != "layers"
+        }
         placed["layers"] = {
             k: put(v, self._param_specs["layers"][k], True) for k, v in params["layers"].items()
         }
@@ -107,7 +108,7 @@ class PipelineExecutor:
     def empty_cache(self):
         cfg = self.cfg
         shape = (len(self.rows), self.shape.batch, cfg.seq_len, cfg.n_heads, cfg.head_dim)
-        sharding = NamedSharding(self.mesh, cache_spec())
+        sharding = NamedSharding(self.mesh, cache_spec(self.plan))
         make = jax.jit(lambda: jnp.zeros(shape, self.dtype), out_shardings=sharding)
         return make(), make()
 
@@ -119,7 +120,7 @@ class PipelineExecutor:
 
     def _specs(self):
         params = {**self._param_specs, "sizes": P("stage")}
-        return params, cache_spec()
+        return params, cache_spec(self.plan)
 
     def _stage_work(self, params, x, kc, vc, m, pos, active):
         """Run this stage's layers on microbatch m (rows of the cache), if ``active``."""
@@ -214,10 +215,11 @@ class PipelineExecutor:
                 produce = active & (s == S - 1)
                 tok, _ = self._next_token(params, y[:, 0], produce)
                 out = jnp.where(produce, out.at[k, m].set(tok), out)
-                message = (y, tok, m, produce)
+                # Two transfers a tick: the activation, and the token with its microbatch and flag.
+                control = jnp.concatenate([tok, jnp.stack([m, produce.astype(jnp.int32)])])
                 if S > 1:
-                    message = jax.lax.ppermute(message, "stage", ring)
-                act, r_tok, r_m, r_new = message
+                    y, control = jax.lax.ppermute((y, control), "stage", ring)
+                act, r_tok, r_m, r_new = y, control[:-2], control[-2], control[-1] == 1
                 token_buf = jnp.where((s == 0) & r_new, token_buf.at[r_m].set(r_tok), token_buf)
                 return act, token_buf, kc, vc, out
 

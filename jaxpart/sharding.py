@@ -7,9 +7,10 @@ layout whose leading axis splits over ``stage``: stage s holds rows s*Lmax .. s*
 
 from __future__ import annotations
 
-import numpy as np
+import json
 
 import jax
+import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -41,9 +42,16 @@ def ensure_cpu_devices(n: int) -> None:
     jax.config.update("jax_num_cpu_devices", n)
 
 
-def spec_for(axes: tuple[str | None, ...]) -> P:
+def spec_for(axes: tuple[str | None, ...], plan: Plan) -> P:
+    """Logical axes -> mesh PartitionSpec; a mesh axis of size 1 in this plan is left out."""
+    sizes = dict(zip(MESH_AXES, _mesh_shape(plan), strict=True))
     rules = dict(RULES)
-    return P(*(rules.get(a) if a is not None else None for a in axes))
+    mesh_axes = (rules.get(a) if a is not None else None for a in axes)
+    return P(*(m if m is not None and sizes[m] > 1 else None for m in mesh_axes))
+
+
+def _mesh_shape(plan: Plan) -> tuple[int, int, int]:
+    return plan.data_parallel, plan.n_stages, plan.split
 
 
 def build_mesh(plan: Plan, devices=None) -> Mesh:
@@ -55,28 +63,28 @@ def build_mesh(plan: Plan, devices=None) -> Mesh:
             f"stages x {plan.split}); jax sees {len(devices)} "
             f"{devices[0].platform if devices else ''} device(s)"
         )
-    grid = np.array(devices[: plan.n_devices]).reshape(
-        plan.data_parallel, plan.n_stages, plan.split
-    )
+    grid = np.array(devices[: plan.n_devices]).reshape(_mesh_shape(plan))
     return Mesh(grid, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
 
 
-def param_specs(cfg: ModelConfig) -> dict:
+def param_specs(cfg: ModelConfig, plan: Plan) -> dict:
     """Mesh PartitionSpec of every parameter (layer leaves in the padded stage layout)."""
     return jax.tree.map(
-        lambda spec: spec_for(tuple(spec)),
+        lambda spec: spec_for(tuple(spec), plan),
         logical_specs(cfg),
         is_leaf=lambda x: isinstance(x, P),
     )
 
 
-def cache_spec() -> P:
-    return spec_for(CACHE_AXES)
+def cache_spec(plan: Plan) -> P:
+    return spec_for(CACHE_AXES, plan)
 
 
-def param_shardings(cfg: ModelConfig, mesh: Mesh) -> dict:
+def param_shardings(cfg: ModelConfig, plan: Plan, mesh: Mesh) -> dict:
     return jax.tree.map(
-        lambda spec: NamedSharding(mesh, spec), param_specs(cfg), is_leaf=lambda x: isinstance(x, P)
+        lambda spec: NamedSharding(mesh, spec),
+        param_specs(cfg, plan),
+        is_leaf=lambda x: isinstance(x, P),
     )
 
 
@@ -101,16 +109,28 @@ def padding_fraction(plan: Plan) -> float:
     return 1.0 - total / (lmax * len(plan.stages))
 
 
+def spec_dump_text(cfg: ModelConfig, plan: Plan) -> str:
+    """The dump as JSON with one leaf a line, so that a diff names the leaf that changed."""
+    items = [f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in spec_dump(cfg, plan).items()]
+    return "{\n" + ",\n".join(items) + "\n}\n"
+
+
 def spec_dump(cfg: ModelConfig, plan: Plan) -> dict[str, list]:
     """Every leaf's PartitionSpec, as JSON-friendly lists: the golden files diff this."""
     out = {}
     flat = jax.tree_util.tree_flatten_with_path(
-        param_specs(cfg), is_leaf=lambda x: isinstance(x, P)
+        param_specs(cfg, plan), is_leaf=lambda x: isinstance(x, P)
     )[0]
     for path, spec in flat:
         name = "params/" + "/".join(str(getattr(k, "key", k)) for k in path)
         out[name] = [None if a is None else a for a in spec]
-    out["cache/k"] = list(cache_spec())
-    out["cache/v"] = list(cache_spec())
-    out["mesh"] = {"axes": list(MESH_AXES), "shape": [plan.data_parallel, plan.n_stages, plan.split]}
+    out["cache/k"] = list(cache_spec(plan))
+    out["cache/v"] = list(cache_spec(plan))
+    rows, sizes = stage_layout(plan)
+    out["mesh"] = {
+        "axes": list(MESH_AXES),
+        "shape": [plan.data_parallel, plan.n_stages, plan.split],
+    }
+    out["layer_rows"] = rows.tolist()  # canonical layer id of each padded row on the stage axis
+    out["layers_per_stage"] = sizes.tolist()
     return out

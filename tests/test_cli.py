@@ -147,3 +147,80 @@ def test_bad_model_file_via_the_console_script(tmp_path):
 def test_compare_prints_the_plan_without_numbers(capsys):
     code, out, _ = run(capsys, "compare")
     assert code == 0 and "16 stages" in out and "not built yet" in out
+
+
+def test_generate_json_same_tokens_for_each_method(capsys, tmp_path):
+    tokens = {}
+    for method in ("reference", "baseline", "layerwise"):
+        path = tmp_path / f"{method}.json"
+        code, out, _ = run(
+            capsys,
+            "generate",
+            "--model",
+            "dense16-tiny",
+            "--mesh",
+            "cpu16",
+            "--method",
+            method,
+            "--gen-len",
+            "6",
+            "--json",
+            str(path),
+        )
+        assert code == 0 and f"method: {method}" in out
+        doc = json.loads(path.read_text())
+        assert doc["method"] == method
+        tokens[method] = doc["tokens"]
+        assert (doc["plan"] is None) == (method == "reference")
+    assert len(tokens["reference"]) == 16 and len(tokens["reference"][0]) == 6
+    assert tokens["baseline"] == tokens["reference"] == tokens["layerwise"]
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--batch", "16", "--microbatches", "3"], "--batch = 16: must be divisible"),
+        (["--gen-len", "60"], "exceeds the model's seq_len"),
+        (["--prompt", "1,2,300"], "prompt token 300"),
+        (["--method", "baseline", "--tp", "3"], "--tp = 3: must divide"),
+        (["--method", "baseline", "--pp", "5"], "--pp = 5: must divide"),
+    ],
+)
+def test_generate_bad_input(capsys, tmp_path, args, fragment):
+    path = tmp_path / "g.json"
+    code, out, err = run(
+        capsys, "generate", "--model", "dense16-tiny", "--mesh", "cpu16", *args, "--json", str(path)
+    )
+    assert code == 2 and fragment in err and err.count("\n") == 1
+    assert "Traceback" not in err and not path.exists()
+
+
+def test_generate_in_a_fresh_process_sets_up_the_cpu_devices(tmp_path):
+    # No XLA flags in the environment: the CLI gives the cpu16 mesh its 16 devices itself.
+    path = tmp_path / "g.json"
+    env = {k: v for k, v in __import__("os").environ.items() if k != "XLA_FLAGS"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jaxpart.cli",
+            "generate",
+            "--model",
+            "dense16-tiny",
+            "--mesh",
+            "cpu16",
+            "--method",
+            "layerwise",
+            "--gen-len",
+            "3",
+            "--json",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(path.read_text())
+    assert doc["plan"]["devices"] == 16 and len(doc["tokens"][0]) == 3
