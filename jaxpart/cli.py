@@ -115,6 +115,17 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default=None)
     p.add_argument("--seed", type=int, default=0, help="seeds the weights and the prompts")
+    p.add_argument(
+        "--mlp-kernel",
+        choices=("auto", "pallas", "xla"),
+        default="auto",
+        help="MLP backend: Pallas on GPU / XLA on CPU (auto), or force one",
+    )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail instead of falling back to XLA when Pallas cannot run",
+    )
     p.add_argument("--tp", type=positive_int, default=8, help="baseline tensor parallelism")
     p.add_argument("--pp", type=positive_int, default=2, help="baseline pipeline stages")
 
@@ -215,6 +226,7 @@ def cmd_generate(args, console: Console) -> int:
             seed=args.seed,
             prompts=args.prompt,
             choice=choice,
+            kernel=kernel_choice(args, mesh),
         )
     plan = executor.plan
     from jaxpart.report import plan_summary
@@ -242,6 +254,17 @@ def cmd_generate(args, console: Console) -> int:
         write_text_atomically(args.json, json.dumps(doc))
         console.print(f"written to {args.json}")
     return 0
+
+
+def kernel_choice(args, mesh):
+    from jaxpart.kernels.mlp import KernelChoice
+
+    # Kernel tiles are sized to what one block may hold on chip: the mesh's smem tier.
+    return KernelChoice(
+        backend=args.mlp_kernel,
+        sram_bytes=mesh.tiers["smem"].capacity_bytes,
+        strict=args.strict,
+    )
 
 
 def _start_devices(mesh) -> None:
@@ -279,6 +302,13 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(_join_negative_values(argv))
         return COMMANDS[args.command](args, console)
     except ConfigError as e:
+        print(f"jaxpart: error: {e}", file=sys.stderr)
+        return 2
+    except RuntimeError as e:
+        from jaxpart.kernels.mlp import KernelFallbackError
+
+        if not isinstance(e, KernelFallbackError):
+            raise
         print(f"jaxpart: error: {e}", file=sys.stderr)
         return 2
 

@@ -11,7 +11,9 @@ import numpy as np
 
 from jaxpart.baseline import baseline_plan
 from jaxpart.config import ConfigError, MeshConfig, ModelConfig
-from jaxpart.model import empty_cache, forward
+from jaxpart.kernels.mlp import XLA_KERNEL, KernelChoice
+from jaxpart.layers import forward
+from jaxpart.model import empty_cache
 from jaxpart.partition import Plan, make_plan
 from jaxpart.pipeline import PipelineExecutor, RunShape, check_tokens
 
@@ -21,9 +23,11 @@ METHODS = ("reference", "baseline", "layerwise")
 class ReferenceExecutor:
     """The whole model on one device; the executors' answers are checked against it."""
 
-    def __init__(self, cfg: ModelConfig, shape: RunShape, device=None):
+    def __init__(
+        self, cfg: ModelConfig, shape: RunShape, device=None, kernel: KernelChoice = XLA_KERNEL
+    ):
         shape.check(cfg)
-        self.cfg, self.shape = cfg, shape
+        self.cfg, self.shape, self.kernel = cfg, shape, kernel
         self.device = device or jax.devices()[0]
         self.plan = None
         self._prefill = jax.jit(self._prefill_fn)
@@ -34,7 +38,7 @@ class ReferenceExecutor:
 
     def _prefill_fn(self, params, prompts):
         k, v = empty_cache(self.cfg, prompts.shape[0], params["embed"].dtype)
-        logits, k, v = forward(params, prompts, k, v, 0)
+        logits, k, v = forward(params, prompts, k, v, 0, self.kernel)
         return jnp.argmax(logits, axis=-1).astype(jnp.int32), logits, k, v
 
     def _decode_fn(self, params, first, k, v):
@@ -42,7 +46,7 @@ class ReferenceExecutor:
 
         def step(i, carry):
             tok, k, v, out = carry
-            logits, k, v = forward(params, tok[:, None], k, v, start + i)
+            logits, k, v = forward(params, tok[:, None], k, v, start + i, self.kernel)
             tok = jnp.argmax(logits, axis=-1).astype(jnp.int32)
             return tok, k, v, out.at[i].set(tok)
 
@@ -113,6 +117,7 @@ def generate(
     prompts: np.ndarray | None = None,
     choice: PlanChoice = PlanChoice(),
     params: dict | None = None,
+    kernel: KernelChoice = XLA_KERNEL,
 ):
     """Generate with ``method``; returns (tokens [B, gen_len], first-step logits, executor)."""
     from jaxpart.model import init_params
@@ -138,7 +143,10 @@ def generate(
                 f"--mesh = {mesh.name!r}: the plan needs {needed} devices, jax sees {seen} "
                 f"{jax.devices()[0].platform} device(s)"
             )
-    executor = ReferenceExecutor(cfg, shape) if plan is None else PipelineExecutor(cfg, plan, shape)
+    if plan is None:
+        executor = ReferenceExecutor(cfg, shape, kernel=kernel)
+    else:
+        executor = PipelineExecutor(cfg, plan, shape, kernel=kernel)
     if prompts is None:
         prompts = random_prompts(cfg, batch, prompt_len, seed)
     params = init_params(cfg, seed) if params is None else params

@@ -2,9 +2,8 @@
 positions, GELU MLP), final norm, LM head, and a KV cache.
 
 Parameters are stored per layer in the canonical ``[L, ...]`` layout and carry *logical* axis names
-only (``LOGICAL_AXES``); ``jaxpart.sharding`` maps them to mesh axes. The per-layer maths is plain
-functions of arrays (``decoder_layer``, ``run_layers``) so that the executors can call it inside
-``shard_map``, where ``tensor_axis`` names the mesh axis a stage's heads and MLP are split over.
+only (``LOGICAL_AXES``); ``jaxpart.sharding`` maps them to mesh axes. The maths is in
+``jaxpart.layers``, as plain functions of arrays that the executors call inside ``shard_map``.
 """
 
 from __future__ import annotations
@@ -13,10 +12,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxpart import layers as decoder_ops
 from jaxpart.config import ModelConfig
-
-ROPE_THETA = 10_000.0
-NORM_EPS = 1e-6
+from jaxpart.layers import forward, jnp_dtype
 
 # Logical axes of every parameter and cache leaf; the rules table in sharding.py maps them.
 LOGICAL_AXES = {
@@ -35,10 +33,6 @@ LOGICAL_AXES = {
     },
 }
 CACHE_AXES = ("layers", "batch", "seq", "heads", "head_dim")
-
-
-def jnp_dtype(name: str):
-    return {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}[name]
 
 
 def _param(rngs: nnx.Rngs, shape, axes, dtype, std: float | None) -> nnx.Param:
@@ -118,110 +112,6 @@ def logical_specs(cfg: ModelConfig) -> dict:
 
 
 def empty_cache(cfg: ModelConfig, batch: int, dtype) -> tuple[jax.Array, jax.Array]:
-    shape = (cfg.n_layers, batch, cfg.seq_len, cfg.n_heads, cfg.head_dim)
-    return jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)
-
-
-# ---------------------------------------------------------------------------------------------
-# The maths, as functions of arrays. ``tensor_axis``: the mesh axis heads and MLP are split over.
-
-
-def _dot(spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
-    """Matmul with f32 accumulation whatever the storage dtype."""
-    return jnp.einsum(spec, a, b, preferred_element_type=jnp.float32)
-
-
-def rms_norm(x: jax.Array, scale: jax.Array) -> jax.Array:
-    x32 = x.astype(jnp.float32)
-    y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + NORM_EPS)
-    return (y * scale.astype(jnp.float32)).astype(x.dtype)
-
-
-def rope(x: jax.Array, positions: jax.Array) -> jax.Array:
-    """Rotary positions on ``x [B, T, H, K]`` at ``positions [T]`` (rotate-half form)."""
-    half = x.shape[-1] // 2
-    freq = ROPE_THETA ** (-jnp.arange(half, dtype=jnp.float32) / half)
-    angle = positions.astype(jnp.float32)[:, None] * freq[None, :]
-    cos, sin = jnp.cos(angle)[None, :, None, :], jnp.sin(angle)[None, :, None, :]
-    x1, x2 = x[..., :half].astype(jnp.float32), x[..., half:].astype(jnp.float32)
-    return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
-
-
-def _reduce(x: jax.Array, tensor_axis: str | None) -> jax.Array:
-    return x if tensor_axis is None else jax.lax.psum(x, tensor_axis)
-
-
-def attention(p, x, k_cache, v_cache, pos, tensor_axis=None):
-    """Causal attention of ``x [B, T, d]`` at positions pos..pos+T over a cache ``[B, S, H, K]``.
-
-    Writes the new keys and values into the cache and returns (out, k_cache, v_cache).
-    """
-    dtype = x.dtype
-    positions = pos + jnp.arange(x.shape[1])
-    q = rope(_dot("btd,dhk->bthk", x, p["wq"]).astype(dtype), positions)
-    k = rope(_dot("btd,dhk->bthk", x, p["wk"]).astype(dtype), positions)
-    v = _dot("btd,dhk->bthk", x, p["wv"]).astype(dtype)
-    k_cache = jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), (0, pos, 0, 0))
-    v_cache = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), (0, pos, 0, 0))
-    scores = _dot("bthk,bshk->bhts", q, k_cache) * (q.shape[-1] ** -0.5)
-    visible = jnp.arange(k_cache.shape[1])[None, :] <= positions[:, None]  # [T, S]
-    scores = jnp.where(visible[None, None], scores, -jnp.inf)
-    probs = jax.nn.softmax(scores, axis=-1).astype(dtype)
-    o = _dot("bhts,bshk->bthk", probs, v_cache).astype(dtype)
-    out = _reduce(_dot("bthk,hkd->btd", o, p["wo"]), tensor_axis)
-    return out.astype(dtype), k_cache, v_cache
-
-
-def mlp(p, x, tensor_axis=None):
-    """gelu(x @ w1) @ w2, column- then row-split when ``tensor_axis`` is set (one psum)."""
-    hidden = jax.nn.gelu(_dot("btd,df->btf", x, p["w1"])).astype(x.dtype)
-    return _reduce(_dot("btf,fd->btd", hidden, p["w2"]), tensor_axis).astype(x.dtype)
-
-
-def decoder_layer(p, x, k_cache, v_cache, pos, tensor_axis=None):
-    a, k_cache, v_cache = attention(p, rms_norm(x, p["ln1"]), k_cache, v_cache, pos, tensor_axis)
-    h = x + a
-    return h + mlp(p, rms_norm(h, p["ln2"]), tensor_axis), k_cache, v_cache
-
-
-def run_layers(layers, x, k_cache, v_cache, pos, tensor_axis=None, n_valid=None):
-    """Apply a stack of layers ``[n, ...]`` in order; caches are ``[n, B, S, H, K]``.
-
-    With ``n_valid`` only the first ``n_valid`` layers run (the rest are padding of a shorter
-    pipeline stage and are skipped, not computed and masked).
-    """
-
-    def body(x, xs):
-        p, kc, vc, j = xs
-        if n_valid is None:
-            x, kc, vc = decoder_layer(p, x, kc, vc, pos, tensor_axis)
-        else:
-            x, kc, vc = jax.lax.cond(
-                j < n_valid,
-                lambda x, kc, vc: decoder_layer(p, x, kc, vc, pos, tensor_axis),
-                lambda x, kc, vc: (x, kc, vc),
-                x,
-                kc,
-                vc,
-            )
-        return x, (kc, vc)
-
-    n = k_cache.shape[0]
-    x, (k_cache, v_cache) = jax.lax.scan(body, x, (layers, k_cache, v_cache, jnp.arange(n)))
-    return x, k_cache, v_cache
-
-
-def embed_tokens(params, tokens: jax.Array) -> jax.Array:
-    return jnp.take(params["embed"], tokens, axis=0)
-
-
-def lm_logits(params, x_last: jax.Array) -> jax.Array:
-    """Logits (f32) from the last position's hidden state ``[B, d]``."""
-    return _dot("bd,dv->bv", rms_norm(x_last, params["final_norm"]), params["head"])
-
-
-def forward(params, tokens, k_cache, v_cache, pos):
-    """All layers on one device: tokens ``[B, T]`` at pos.. -> (last logits, k_cache, v_cache)."""
-    x = embed_tokens(params, tokens)
-    x, k_cache, v_cache = run_layers(params["layers"], x, k_cache, v_cache, pos)
-    return lm_logits(params, x[:, -1]), k_cache, v_cache
+    return decoder_ops.empty_cache(
+        cfg.n_layers, batch, cfg.seq_len, cfg.n_heads, cfg.head_dim, dtype
+    )

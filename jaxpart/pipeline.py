@@ -23,7 +23,8 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxpart.config import ConfigError, ModelConfig
-from jaxpart.model import embed_tokens, jnp_dtype, lm_logits, run_layers
+from jaxpart.kernels.mlp import XLA_KERNEL, KernelChoice
+from jaxpart.layers import embed_tokens, jnp_dtype, lm_logits, run_layers
 from jaxpart.partition import Plan
 from jaxpart.sharding import build_mesh, cache_spec, padding_fraction, param_specs, stage_layout
 
@@ -67,11 +68,18 @@ def check_tokens(tokens: np.ndarray, cfg: ModelConfig) -> None:
 class PipelineExecutor:
     """Places a model by ``plan`` on a mesh and generates greedily with the pipeline schedule."""
 
-    def __init__(self, cfg: ModelConfig, plan: Plan, shape: RunShape, devices=None):
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        plan: Plan,
+        shape: RunShape,
+        devices=None,
+        kernel: KernelChoice = XLA_KERNEL,
+    ):
         shape.check(cfg, plan.data_parallel)
         if plan.model != cfg.name or len(plan.layer_bytes) != cfg.n_layers:
             raise ConfigError(f"plan is for model {plan.model!r}, not {cfg.name!r}")
-        self.cfg, self.plan, self.shape = cfg, plan, shape
+        self.cfg, self.plan, self.shape, self.kernel = cfg, plan, shape, kernel
         self.mesh = build_mesh(plan, devices)
         self.rows, self.sizes = stage_layout(plan)
         self.n_stages, self.split, self.replicas = plan.n_stages, plan.split, plan.data_parallel
@@ -130,7 +138,9 @@ class PipelineExecutor:
         n_valid = params["sizes"][0]
 
         def work(x, kmb, vmb):
-            return run_layers(params["layers"], x, kmb, vmb, pos, self.tensor_axis, n_valid)
+            return run_layers(
+                params["layers"], x, kmb, vmb, pos, self.tensor_axis, n_valid, self.kernel
+            )
 
         y, kmb, vmb = jax.lax.cond(active, work, lambda *a: a, x, kmb, vmb)
         kc = jax.lax.dynamic_update_slice_in_dim(kc, kmb, rows, axis=1)
@@ -190,7 +200,7 @@ class PipelineExecutor:
             mesh=self.mesh,
             in_specs=(pspec, P("data", None), cspec, cspec),
             out_specs=(P("stage", None, "data"), P("stage", None, "data", None), cspec, cspec),
-            check_vma=False,
+            check_vma=False,  # Pallas calls (interpret mode) fail the vma check on jax 0.10
         )
         return jax.jit(fn, donate_argnums=(2, 3))
 
@@ -239,7 +249,7 @@ class PipelineExecutor:
             mesh=self.mesh,
             in_specs=(pspec, P("data"), cspec, cspec),
             out_specs=(P("stage", None, None, "data"), cspec, cspec),
-            check_vma=False,
+            check_vma=False,  # Pallas calls (interpret mode) fail the vma check on jax 0.10
         )
         return jax.jit(fn, donate_argnums=(2, 3))
 

@@ -1,0 +1,139 @@
+"""The decoder's maths as functions of arrays: RMSNorm, rotary causal attention with a KV cache,
+the MLP (through ``jaxpart.kernels``), a decoder layer, a stack of layers, and the whole forward.
+
+No Flax here: the executors call these inside ``shard_map`` and ``scripts/bench_gpu.py`` imports
+them where only jax and numpy are installed. ``tensor_axis`` names the mesh axis a stage's heads
+and MLP are split over (one psum after attention, one after the MLP).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jaxpart.kernels.mlp import XLA_KERNEL as XLA
+from jaxpart.kernels.mlp import KernelChoice, fused_mlp
+
+ROPE_THETA = 10_000.0
+NORM_EPS = 1e-6
+
+
+def jnp_dtype(name: str):
+    return {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}[name]
+
+
+def empty_cache(n_layers, batch, seq_len, n_heads, head_dim, dtype):
+    shape = (n_layers, batch, seq_len, n_heads, head_dim)
+    return jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)
+
+
+def _dot(spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
+    """Matmul with f32 accumulation whatever the storage dtype."""
+    return jnp.einsum(spec, a, b, preferred_element_type=jnp.float32)
+
+
+def rms_norm(x: jax.Array, scale: jax.Array) -> jax.Array:
+    x32 = x.astype(jnp.float32)
+    y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + NORM_EPS)
+    return (y * scale.astype(jnp.float32)).astype(x.dtype)
+
+
+def rope(x: jax.Array, positions: jax.Array) -> jax.Array:
+    """Rotary positions on ``x [B, T, H, K]`` at ``positions [T]`` (rotate-half form)."""
+    half = x.shape[-1] // 2
+    freq = ROPE_THETA ** (-jnp.arange(half, dtype=jnp.float32) / half)
+    angle = positions.astype(jnp.float32)[:, None] * freq[None, :]
+    cos, sin = jnp.cos(angle)[None, :, None, :], jnp.sin(angle)[None, :, None, :]
+    x1, x2 = x[..., :half].astype(jnp.float32), x[..., half:].astype(jnp.float32)
+    return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
+
+
+def _reduce(x: jax.Array, tensor_axis: str | None) -> jax.Array:
+    return x if tensor_axis is None else jax.lax.psum(x, tensor_axis)
+
+
+def attention(p, x, k_cache, v_cache, pos, tensor_axis=None):
+    """Causal attention of ``x [B, T, d]`` at positions pos..pos+T over a cache ``[B, S, H, K]``.
+
+    Writes the new keys and values into the cache and returns (out, k_cache, v_cache).
+    """
+    dtype = x.dtype
+    positions = pos + jnp.arange(x.shape[1])
+    q = rope(_dot("btd,dhk->bthk", x, p["wq"]).astype(dtype), positions)
+    k = rope(_dot("btd,dhk->bthk", x, p["wk"]).astype(dtype), positions)
+    v = _dot("btd,dhk->bthk", x, p["wv"]).astype(dtype)
+    k_cache = jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), (0, pos, 0, 0))
+    v_cache = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), (0, pos, 0, 0))
+    scores = _dot("bthk,bshk->bhts", q, k_cache) * (q.shape[-1] ** -0.5)
+    visible = jnp.arange(k_cache.shape[1])[None, :] <= positions[:, None]  # [T, S]
+    scores = jnp.where(visible[None, None], scores, -jnp.inf)
+    probs = jax.nn.softmax(scores, axis=-1).astype(dtype)
+    o = _dot("bhts,bshk->bthk", probs, v_cache).astype(dtype)
+    out = _reduce(_dot("bthk,hkd->btd", o, p["wo"]), tensor_axis)
+    return out.astype(dtype), k_cache, v_cache
+
+
+def mlp(p, x, tensor_axis=None, kernel: KernelChoice = XLA):
+    """gelu(x @ w1) @ w2 through ``kernel``; column- then row-split under ``tensor_axis``."""
+    out = fused_mlp(
+        x,
+        p["w1"],
+        p["w2"],
+        backend=kernel.backend,
+        interpret=kernel.interpret,
+        strict=kernel.strict,
+        sram_bytes=kernel.sram_bytes,
+        out_dtype=jnp.float32,
+    )
+    return _reduce(out, tensor_axis).astype(x.dtype)
+
+
+def decoder_layer(p, x, k_cache, v_cache, pos, tensor_axis=None, kernel: KernelChoice = XLA):
+    a, k_cache, v_cache = attention(p, rms_norm(x, p["ln1"]), k_cache, v_cache, pos, tensor_axis)
+    h = x + a
+    return h + mlp(p, rms_norm(h, p["ln2"]), tensor_axis, kernel), k_cache, v_cache
+
+
+def run_layers(
+    layers, x, k_cache, v_cache, pos, tensor_axis=None, n_valid=None, kernel: KernelChoice = XLA
+):
+    """Apply a stack of layers ``[n, ...]`` in order; caches are ``[n, B, S, H, K]``.
+
+    With ``n_valid`` only the first ``n_valid`` layers run (the rest are padding of a shorter
+    pipeline stage and are skipped, not computed and masked).
+    """
+
+    def body(x, xs):
+        p, kc, vc, j = xs
+        if n_valid is None:
+            x, kc, vc = decoder_layer(p, x, kc, vc, pos, tensor_axis, kernel)
+        else:
+            x, kc, vc = jax.lax.cond(
+                j < n_valid,
+                lambda x, kc, vc: decoder_layer(p, x, kc, vc, pos, tensor_axis, kernel),
+                lambda x, kc, vc: (x, kc, vc),
+                x,
+                kc,
+                vc,
+            )
+        return x, (kc, vc)
+
+    n = k_cache.shape[0]
+    x, (k_cache, v_cache) = jax.lax.scan(body, x, (layers, k_cache, v_cache, jnp.arange(n)))
+    return x, k_cache, v_cache
+
+
+def embed_tokens(params, tokens: jax.Array) -> jax.Array:
+    return jnp.take(params["embed"], tokens, axis=0)
+
+
+def lm_logits(params, x_last: jax.Array) -> jax.Array:
+    """Logits (f32) from the last position's hidden state ``[B, d]``."""
+    return _dot("bd,dv->bv", rms_norm(x_last, params["final_norm"]), params["head"])
+
+
+def forward(params, tokens, k_cache, v_cache, pos, kernel: KernelChoice = XLA):
+    """All layers on one device: tokens ``[B, T]`` at pos.. -> (last logits, k_cache, v_cache)."""
+    x = embed_tokens(params, tokens)
+    x, k_cache, v_cache = run_layers(params["layers"], x, k_cache, v_cache, pos, kernel=kernel)
+    return lm_logits(params, x[:, -1]), k_cache, v_cache
