@@ -153,3 +153,37 @@ def test_generations_through_the_kernel_equal_xla(cpu16, method):
             method, cfg, mesh, prompts=prompts, gen_len=6, params=params, kernel=kernel
         )
     np.testing.assert_array_equal(runs["pallas"], runs["xla"])
+
+
+@pytest.mark.slow
+def test_bench_gpu_script_runs_on_cpu(tmp_path):
+    # The GPU script's CPU smoke mode (interpret mode, tiny shapes): proves it is not broken.
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "bench_gpu.py"
+    env = {k: v for k, v in os.environ.items() if k not in ("OUT", "XLA_FLAGS")}
+    proc = subprocess.run(
+        [sys.executable, str(script), "--cpu", "--small", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = json.loads((tmp_path / "bench_gpu.json").read_text())
+    assert doc["platform"] == "cpu" and doc["jax_version"] == jax.__version__
+    assert {r["m"] for r in doc["mlp"]} == {8, 16}
+    for row in doc["mlp"]:
+        assert row["rel_error_vs_f32"] < 1e-2
+        assert row["pallas"]["per_call_s"] > 0 and row["xla"]["bytes_per_s"] > 0
+    assert doc["l2"]["fits_l2"]["effective_bytes_per_s"] > 0
+    assert {(r["stage"], r["mlp_kernel"]) for r in doc["stage"]} == {
+        ("layerwise", "xla"),
+        ("layerwise", "pallas"),
+        ("tp8_shard", "xla"),
+        ("tp8_shard", "pallas"),
+    }
