@@ -52,23 +52,30 @@ def _reduce(x: jax.Array, tensor_axis: str | None) -> jax.Array:
     return x if tensor_axis is None else jax.lax.psum(x, tensor_axis)
 
 
-def attention(p, x, k_cache, v_cache, pos, tensor_axis=None):
-    """Causal attention of ``x [B, T, d]`` at positions pos..pos+T over a cache ``[B, S, H, K]``.
+def attention(p, x, k_cache, v_cache, pos, tensor_axis=None, layer=0, row=0):
+    """Causal attention of ``x [b, T, d]`` at positions pos..pos+T.
 
-    Writes the new keys and values into the cache and returns (out, k_cache, v_cache).
+    The caches are the whole stack ``[n, B, S, H, K]``; x is layer ``layer``'s input for cache
+    rows row..row+b. Only the new keys and values are written, in place, and only this layer's
+    rows are read: a step never copies a layer's whole cache. Returns (out, k_cache, v_cache).
     """
     dtype = x.dtype
-    positions = pos + jnp.arange(x.shape[1])
+    b, t = x.shape[:2]
+    positions = pos + jnp.arange(t)
     q = rope(_dot("btd,dhk->bthk", x, p["wq"]).astype(dtype), positions)
     k = rope(_dot("btd,dhk->bthk", x, p["wk"]).astype(dtype), positions)
     v = _dot("btd,dhk->bthk", x, p["wv"]).astype(dtype)
-    k_cache = jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), (0, pos, 0, 0))
-    v_cache = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), (0, pos, 0, 0))
-    scores = _dot("bthk,bshk->bhts", q, k_cache) * (q.shape[-1] ** -0.5)
-    visible = jnp.arange(k_cache.shape[1])[None, :] <= positions[:, None]  # [T, S]
+    at = (layer, row, pos, 0, 0)
+    k_cache = jax.lax.dynamic_update_slice(k_cache, k[None].astype(k_cache.dtype), at)
+    v_cache = jax.lax.dynamic_update_slice(v_cache, v[None].astype(v_cache.dtype), at)
+    window = (1, b, *k_cache.shape[2:])
+    keys = jax.lax.dynamic_slice(k_cache, (layer, row, 0, 0, 0), window)[0]
+    values = jax.lax.dynamic_slice(v_cache, (layer, row, 0, 0, 0), window)[0]
+    scores = _dot("bthk,bshk->bhts", q, keys) * (q.shape[-1] ** -0.5)
+    visible = jnp.arange(keys.shape[1])[None, :] <= positions[:, None]  # [T, S]
     scores = jnp.where(visible[None, None], scores, -jnp.inf)
     probs = jax.nn.softmax(scores, axis=-1).astype(dtype)
-    o = _dot("bhts,bshk->bthk", probs, v_cache).astype(dtype)
+    o = _dot("bhts,bshk->bthk", probs, values).astype(dtype)
     out = _reduce(_dot("bthk,hkd->btd", o, p["wo"]), tensor_axis)
     return out.astype(dtype), k_cache, v_cache
 
@@ -88,38 +95,47 @@ def mlp(p, x, tensor_axis=None, kernel: KernelChoice = XLA):
     return _reduce(out, tensor_axis).astype(x.dtype)
 
 
-def decoder_layer(p, x, k_cache, v_cache, pos, tensor_axis=None, kernel: KernelChoice = XLA):
-    a, k_cache, v_cache = attention(p, rms_norm(x, p["ln1"]), k_cache, v_cache, pos, tensor_axis)
+def decoder_layer(
+    p, x, k_cache, v_cache, pos, tensor_axis=None, kernel: KernelChoice = XLA, layer=0, row=0
+):
+    """One block; the caches are the whole stack, this block's slot is ``layer`` (see attention)."""
+    a, k_cache, v_cache = attention(
+        p, rms_norm(x, p["ln1"]), k_cache, v_cache, pos, tensor_axis, layer, row
+    )
     h = x + a
     return h + mlp(p, rms_norm(h, p["ln2"]), tensor_axis, kernel), k_cache, v_cache
 
 
 def run_layers(
-    layers, x, k_cache, v_cache, pos, tensor_axis=None, n_valid=None, kernel: KernelChoice = XLA
+    layers,
+    x,
+    k_cache,
+    v_cache,
+    pos,
+    tensor_axis=None,
+    n_valid=None,
+    kernel: KernelChoice = XLA,
+    row=0,
 ):
-    """Apply a stack of layers ``[n, ...]`` in order; caches are ``[n, B, S, H, K]``.
+    """Apply a stack of layers ``[n, ...]`` in order; caches are ``[n, B, S, H, K]`` and x holds
+    cache rows row..row+b.
 
     With ``n_valid`` only the first ``n_valid`` layers run (the rest are padding of a shorter
     pipeline stage and are skipped, not computed and masked).
     """
 
-    def body(x, xs):
-        p, kc, vc, j = xs
+    def body(carry, xs):
+        p, j = xs
+
+        def apply(x, kc, vc):
+            return decoder_layer(p, x, kc, vc, pos, tensor_axis, kernel, j, row)
+
         if n_valid is None:
-            x, kc, vc = decoder_layer(p, x, kc, vc, pos, tensor_axis, kernel)
-        else:
-            x, kc, vc = jax.lax.cond(
-                j < n_valid,
-                lambda x, kc, vc: decoder_layer(p, x, kc, vc, pos, tensor_axis, kernel),
-                lambda x, kc, vc: (x, kc, vc),
-                x,
-                kc,
-                vc,
-            )
-        return x, (kc, vc)
+            return apply(*carry), None
+        return jax.lax.cond(j < n_valid, apply, lambda *c: c, *carry), None
 
     n = k_cache.shape[0]
-    x, (k_cache, v_cache) = jax.lax.scan(body, x, (layers, k_cache, v_cache, jnp.arange(n)))
+    (x, k_cache, v_cache), _ = jax.lax.scan(body, (x, k_cache, v_cache), (layers, jnp.arange(n)))
     return x, k_cache, v_cache
 
 

@@ -65,6 +65,20 @@ def check_tokens(tokens: np.ndarray, cfg: ModelConfig) -> None:
         )
 
 
+def _pack(y: jax.Array, control: jax.Array) -> jax.Array:
+    """Activation and int32 control words in one flat buffer of the activation's dtype."""
+    words = jax.lax.bitcast_convert_type(control, y.dtype)  # [n] or [n, 2] for 2-byte dtypes
+    return jnp.concatenate([y.reshape(-1), words.reshape(-1)])
+
+
+def _unpack(buf: jax.Array, shape: tuple[int, ...], n_control: int):
+    size = int(np.prod(shape))
+    words = buf[size:]
+    if buf.dtype.itemsize == 2:
+        words = words.reshape(n_control, 2)
+    return buf[:size].reshape(shape), jax.lax.bitcast_convert_type(words, jnp.int32)
+
+
 class PipelineExecutor:
     """Places a model by ``plan`` on a mesh and generates greedily with the pipeline schedule."""
 
@@ -131,21 +145,16 @@ class PipelineExecutor:
         return params, cache_spec(self.plan)
 
     def _stage_work(self, params, x, kc, vc, m, pos, active):
-        """Run this stage's layers on microbatch m (rows of the cache), if ``active``."""
-        rows = m * self.b_mb
-        kmb = jax.lax.dynamic_slice_in_dim(kc, rows, self.b_mb, axis=1)
-        vmb = jax.lax.dynamic_slice_in_dim(vc, rows, self.b_mb, axis=1)
+        """Run this stage's layers on microbatch m (its rows of the cache), if ``active``."""
         n_valid = params["sizes"][0]
 
-        def work(x, kmb, vmb):
+        def work(x, kc, vc):
             return run_layers(
-                params["layers"], x, kmb, vmb, pos, self.tensor_axis, n_valid, self.kernel
+                params["layers"], x, kc, vc, pos, self.tensor_axis, n_valid, self.kernel,
+                row=m * self.b_mb,
             )
 
-        y, kmb, vmb = jax.lax.cond(active, work, lambda *a: a, x, kmb, vmb)
-        kc = jax.lax.dynamic_update_slice_in_dim(kc, kmb, rows, axis=1)
-        vc = jax.lax.dynamic_update_slice_in_dim(vc, vmb, rows, axis=1)
-        return y, kc, vc
+        return jax.lax.cond(active, work, lambda *a: a, x, kc, vc)
 
     def _next_token(self, params, y_last, produce):
         """Greedy next token (and its f32 logits) on the last stage; zeros elsewhere."""
@@ -225,11 +234,14 @@ class PipelineExecutor:
                 produce = active & (s == S - 1)
                 tok, _ = self._next_token(params, y[:, 0], produce)
                 out = jnp.where(produce, out.at[k, m].set(tok), out)
-                # Two transfers a tick: the activation, and the token with its microbatch and flag.
+                # One transfer a tick: the activation with the token, its microbatch and a flag
+                # packed behind it (a collective costs far more than its bytes on CPU meshes).
                 control = jnp.concatenate([tok, jnp.stack([m, produce.astype(jnp.int32)])])
+                message = _pack(y, control)
                 if S > 1:
-                    y, control = jax.lax.ppermute((y, control), "stage", ring)
-                act, r_tok, r_m, r_new = y, control[:-2], control[-2], control[-1] == 1
+                    message = jax.lax.ppermute(message, "stage", ring)
+                act, control = _unpack(message, y.shape, control.shape[0])
+                r_tok, r_m, r_new = control[:-2], control[-2], control[-1] == 1
                 token_buf = jnp.where((s == 0) & r_new, token_buf.at[r_m].set(r_tok), token_buf)
                 return act, token_buf, kc, vc, out
 
