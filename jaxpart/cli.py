@@ -84,18 +84,6 @@ def _add_plan_args(p: argparse.ArgumentParser, model_default: str | None, mesh_d
         default=None,
         help="with --strategy manual: layers in each stage, e.g. 3,5,4,4",
     )
-    p.add_argument(
-        "--devices",
-        type=positive_int,
-        default=None,
-        help="devices to plan for (default: the mesh's)",
-    )
-    p.add_argument(
-        "--figures",
-        choices=("derived", "stated"),
-        default="derived",
-        help="per-layer bytes from the dims, or the seed's stated figures",
-    )
 
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
@@ -136,6 +124,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plan", help="partition a model's layers onto a mesh and print the plan")
     _add_plan_args(p, None, None)
+    p.add_argument(
+        "--devices",
+        type=positive_int,
+        default=None,
+        help="devices to plan for (default: the mesh's)",
+    )
+    p.add_argument(
+        "--figures",
+        choices=("derived", "stated"),
+        default="derived",
+        help="per-layer bytes from the dims, or the seed's stated figures",
+    )
     p.add_argument("--json", default=None, help="also write the plan as JSON to this file")
 
     g = sub.add_parser("generate", help="greedy generation by one method on the mesh")
@@ -152,7 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("compare", help="baseline vs layer-wise, side by side (the main job)")
     _add_plan_args(c, "dense16-tiny", "cpu16")
-    c.add_argument("--json", default=None, help="also write the plan as JSON to this file")
+    _add_run_args(c)
+    c.add_argument("--repeats", type=positive_int, default=5, help="timed runs; medians reported")
+    c.add_argument("--json", default=None, help="write the measurements and plans to this file")
+    c.add_argument("--plot", default=None, help="write a PNG bar chart of TPS and TPOT")
     return parser
 
 
@@ -182,28 +185,14 @@ def cmd_plan(args, console: Console) -> int:
     return 0
 
 
-def cmd_compare(args, console: Console) -> int:
-    from jaxpart.report import print_plan
-
-    model, mesh, plan = _plan_from_args(args)
-    print_plan(console, model, mesh, plan)
-    console.print(
-        "\n[bold]compare[/bold]: the executors and the measured side-by-side table "
-        "(baseline TP x PP vs this layer-wise plan) are not built yet; this run prints the plan "
-        "only. No throughput figures are shown until they are measured."
-    )
-    if args.json:
-        write_text_atomically(args.json, plan.to_json())
-    return 0
-
-
-def cmd_generate(args, console: Console) -> int:
+def _run_setup(args):
+    """Model (with --dtype), mesh with its devices started, plan choice and kernel choice."""
     model = load_model(args.model)
     if args.dtype:
         model = model.replace(dtype=args.dtype)
     mesh = load_mesh(args.mesh)
     _start_devices(mesh)
-    from jaxpart.engine import PlanChoice, generate
+    from jaxpart.engine import PlanChoice
 
     choice = PlanChoice(
         capacity=args.capacity,
@@ -212,8 +201,89 @@ def cmd_generate(args, console: Console) -> int:
         tp=args.tp,
         pp=args.pp,
     )
-    if args.devices is not None:
-        raise UsageError("--devices: generate runs on the mesh's devices; plan with `jaxpart plan`")
+    return model, mesh, choice, kernel_choice(args, mesh)
+
+
+def cmd_compare(args, console: Console) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from jaxpart import report
+    from jaxpart.compare import run_compare
+
+    if args.plot:
+        from jaxpart.plot import require_matplotlib
+
+        require_matplotlib()
+    model, mesh, choice, kernel = _run_setup(args)
+    gen_len = args.gen_len or model.gen_len
+    if gen_len < 2:
+        raise UsageError(f"--gen-len = {gen_len}: compare needs >= 2 new tokens to time decoding")
+    columns = (
+        TextColumn("{task.description:<28}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=True) as bar:
+        tasks = {}
+
+        def progress(method, what):
+            if method not in tasks:
+                tasks[method] = bar.add_task(f"{method}: compiling", total=args.repeats + 2)
+            bar.update(
+                tasks[method],
+                advance=1,
+                description=f"{method}: {'timing' if what != 'placed' else 'compiling'}",
+            )
+
+        result = run_compare(
+            model,
+            mesh,
+            batch=args.batch or model.batch,
+            prompt_len=args.prompt_len or model.prompt_len,
+            gen_len=gen_len,
+            microbatches=args.microbatches,
+            choice=choice,
+            kernel=kernel,
+            repeats=args.repeats,
+            seed=args.seed,
+            progress=progress,
+        )
+    layerwise = result.plans["layerwise"]
+    console.print(report.plan_summary(layerwise))
+    console.print(report.plan_table(layerwise, mesh))
+    console.print(report.plan_summary(result.plans["baseline"]))
+    console.print(report.results_table(result))
+    r = result.ratios
+    console.print(
+        f"layer-wise / baseline: TPS {r['tps_layerwise_over_baseline']:.2f}x, "
+        f"TPOT {r['tpot_layerwise_over_baseline']:.2f}x (measured on {result.measured_on})"
+    )
+    for line in report.breakdown_lines(result):
+        console.print(f"  {line}")
+    if mesh.platform == "cpu":
+        console.print(
+            "  caveat: simulated CPU devices share the host's cores and caches, so these ratios "
+            "say nothing yet about GPUs"
+        )
+    console.print(f"  {report.SEED_CLAIM}")
+    if not result.all_tokens_match:
+        console.print("[bold red]tokens differ from the reference[/bold red]")
+    if args.json:
+        write_text_atomically(args.json, json.dumps(result.to_dict(), indent=2))
+        console.print(f"written to {args.json}")
+    if args.plot:
+        from jaxpart.plot import plot_comparison
+
+        plot_comparison(result, args.plot)
+        console.print(f"plot written to {args.plot}")
+    return 0 if result.all_tokens_match else 1
+
+
+def cmd_generate(args, console: Console) -> int:
+    model, mesh, choice, kernel = _run_setup(args)
+    from jaxpart.engine import generate
+
     with console.status(f"compiling and running {args.method} on {mesh.name}..."):
         tokens, _, executor = generate(
             args.method,
@@ -226,7 +296,7 @@ def cmd_generate(args, console: Console) -> int:
             seed=args.seed,
             prompts=args.prompt,
             choice=choice,
-            kernel=kernel_choice(args, mesh),
+            kernel=kernel,
         )
     plan = executor.plan
     from jaxpart.report import plan_summary

@@ -205,17 +205,18 @@ class MeshConfig:
 
 def resolve(name_or_path: str, kind: str) -> Path:
     """`dense16` -> models/dense16.toml, looked up in the working directory, then the project."""
+    flag = {"models": "--model", "meshes": "--mesh"}[kind]
     candidate = Path(name_or_path)
     if candidate.suffix == ".toml" or candidate.parent != Path("."):
         if candidate.is_file():
             return candidate
-        raise ConfigError(f"--{kind[:-1]} = {name_or_path!r}: no such file")
+        raise ConfigError(f"{flag} = {name_or_path!r}: no such file")
     for root in (Path.cwd(), PROJECT_ROOT):
         path = root / kind / f"{name_or_path}.toml"
         if path.is_file():
             return path
     known = sorted(p.stem for p in (PROJECT_ROOT / kind).glob("*.toml"))
-    raise ConfigError(f"--{kind[:-1]} = {name_or_path!r}: not found in {kind}/ (known: {known})")
+    raise ConfigError(f"{flag} = {name_or_path!r}: not found in {kind}/ (known: {known})")
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

@@ -3,6 +3,7 @@ TP x PP baseline and the layer-wise plan. Greedy decoding."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import jax
@@ -15,12 +16,12 @@ from jaxpart.kernels.mlp import XLA_KERNEL, KernelChoice
 from jaxpart.layers import forward
 from jaxpart.model import empty_cache
 from jaxpart.partition import Plan, make_plan
-from jaxpart.pipeline import PipelineExecutor, RunShape, check_tokens
+from jaxpart.pipeline import Executor, Generation, PipelineExecutor, RunShape, check_tokens
 
 METHODS = ("reference", "baseline", "layerwise")
 
 
-class ReferenceExecutor:
+class ReferenceExecutor(Executor):
     """The whole model on one device; the executors' answers are checked against it."""
 
     def __init__(
@@ -54,14 +55,19 @@ class ReferenceExecutor:
         _, k, v, out = jax.lax.fori_loop(0, steps, step, (first, k, v, out))
         return out.T, k, v
 
-    def generate(self, placed, prompts) -> tuple[np.ndarray, np.ndarray]:
+    def timed_generate(self, placed, prompts) -> Generation:
         check_tokens(np.asarray(prompts), self.cfg)
+        t0 = time.perf_counter()
         prompts = jax.device_put(np.asarray(prompts, np.int32), self.device)
         first, logits, k, v = self._prefill(placed, prompts)
+        first_host = np.asarray(first)
+        t1 = time.perf_counter()
         if self.shape.gen_len == 1:
-            return np.asarray(first)[:, None], np.asarray(logits)
-        rest, _, _ = self._decode(placed, first, k, v)
-        return np.concatenate([np.asarray(first)[:, None], np.asarray(rest)], 1), np.asarray(logits)
+            return Generation(first_host[:, None], np.asarray(logits), t1 - t0, 0.0)
+        rest = np.asarray(self._decode(placed, first, k, v)[0])
+        t2 = time.perf_counter()
+        tokens = np.concatenate([first_host[:, None], rest], 1)
+        return Generation(tokens, np.asarray(logits), t1 - t0, t2 - t1)
 
 
 @dataclass(frozen=True)
@@ -104,6 +110,47 @@ def default_microbatches(plan: Plan | None, batch: int) -> int:
     return fitting[0] if fitting else max(per_replica, 1)
 
 
+def check_mesh(mesh: MeshConfig, needed: int) -> None:
+    """The mesh file must describe the devices jax sees; say in one line where they differ."""
+    devices = jax.devices()
+    platform = devices[0].platform
+    if mesh.platform != platform:
+        raise ConfigError(
+            f"--mesh = {mesh.name!r} describes {mesh.n_devices} {mesh.device_kind} "
+            f"({mesh.platform}) but jax sees {len(devices)} {platform} device(s); pick the mesh "
+            "file of this machine (cpu16 on a CPU)"
+        )
+    if len(devices) < needed:
+        raise ConfigError(
+            f"--mesh = {mesh.name!r}: the plan needs {needed} devices, jax sees {len(devices)} "
+            f"{platform} device(s)"
+        )
+
+
+def make_executor(
+    method: str,
+    cfg: ModelConfig,
+    mesh: MeshConfig,
+    *,
+    batch: int,
+    prompt_len: int,
+    gen_len: int,
+    microbatches: int | None = None,
+    choice: PlanChoice = PlanChoice(),
+    kernel: KernelChoice = XLA_KERNEL,
+):
+    """Plan ``method`` on ``mesh``, check the run's shape and the devices, build the executor."""
+    plan = plan_for(method, cfg, mesh, choice)
+    if microbatches is None:
+        microbatches = default_microbatches(plan, batch)
+    shape = RunShape(batch, prompt_len, gen_len, microbatches)
+    shape.check(cfg, plan.data_parallel if plan else 1)
+    if plan is None:
+        return ReferenceExecutor(cfg, shape, kernel=kernel)
+    check_mesh(mesh, plan.n_devices)
+    return PipelineExecutor(cfg, plan, shape, kernel=kernel)
+
+
 def generate(
     method: str,
     cfg: ModelConfig,
@@ -130,23 +177,17 @@ def generate(
         check_tokens(prompts, cfg)
         batch, prompt_len = prompts.shape
     prompt_len = prompt_len or cfg.prompt_len
-    gen_len = gen_len or cfg.gen_len
-    plan = plan_for(method, cfg, mesh, choice)
-    if microbatches is None:
-        microbatches = default_microbatches(plan, batch)
-    shape = RunShape(batch, prompt_len, gen_len, microbatches)
-    shape.check(cfg, plan.data_parallel if plan else 1)
-    if plan is not None:
-        needed, seen = plan.n_devices, len(jax.devices())
-        if seen < needed:
-            raise ConfigError(
-                f"--mesh = {mesh.name!r}: the plan needs {needed} devices, jax sees {seen} "
-                f"{jax.devices()[0].platform} device(s)"
-            )
-    if plan is None:
-        executor = ReferenceExecutor(cfg, shape, kernel=kernel)
-    else:
-        executor = PipelineExecutor(cfg, plan, shape, kernel=kernel)
+    executor = make_executor(
+        method,
+        cfg,
+        mesh,
+        batch=batch,
+        prompt_len=prompt_len,
+        gen_len=gen_len or cfg.gen_len,
+        microbatches=microbatches,
+        choice=choice,
+        kernel=kernel,
+    )
     if prompts is None:
         prompts = random_prompts(cfg, batch, prompt_len, seed)
     params = init_params(cfg, seed) if params is None else params

@@ -14,6 +14,7 @@ partitioner and the TP x PP baseline (which is a plan of uniform stages split TP
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import jax
@@ -56,6 +57,14 @@ class RunShape:
             )
 
 
+@dataclass(frozen=True)
+class Generation:
+    tokens: np.ndarray  # [B, gen_len]
+    first_logits: np.ndarray  # [B, vocab], f32
+    prefill_s: float  # until the first tokens are on the host: the TTFT
+    decode_s: float  # the gen_len - 1 decode steps, until the tokens are on the host
+
+
 def check_tokens(tokens: np.ndarray, cfg: ModelConfig) -> None:
     bad = np.argwhere((tokens < 0) | (tokens >= cfg.vocab))
     if bad.size:
@@ -79,7 +88,16 @@ def _unpack(buf: jax.Array, shape: tuple[int, ...], n_control: int):
     return buf[:size].reshape(shape), jax.lax.bitcast_convert_type(words, jnp.int32)
 
 
-class PipelineExecutor:
+class Executor:
+    """What every executor offers: ``place(params)`` and ``timed_generate(placed, prompts)``."""
+
+    def generate(self, placed, prompts) -> tuple[np.ndarray, np.ndarray]:
+        """Greedy tokens ``[B, gen_len]`` and the first step's logits ``[B, vocab]``."""
+        g = self.timed_generate(placed, prompts)
+        return g.tokens, g.first_logits
+
+
+class PipelineExecutor(Executor):
     """Places a model by ``plan`` on a mesh and generates greedily with the pipeline schedule."""
 
     def __init__(
@@ -150,7 +168,14 @@ class PipelineExecutor:
 
         def work(x, kc, vc):
             return run_layers(
-                params["layers"], x, kc, vc, pos, self.tensor_axis, n_valid, self.kernel,
+                params["layers"],
+                x,
+                kc,
+                vc,
+                pos,
+                self.tensor_axis,
+                n_valid,
+                self.kernel,
                 row=m * self.b_mb,
             )
 
@@ -293,17 +318,21 @@ class PipelineExecutor:
         """The last stage's outputs of prefill, in batch order."""
         return self._batch_order(np.asarray(toks)[-1]), self._batch_order(np.asarray(logits)[-1])
 
-    def generate(self, placed, prompts) -> tuple[np.ndarray, np.ndarray]:
-        """Greedy tokens ``[B, gen_len]`` and the first step's logits ``[B, vocab]``."""
+    def timed_generate(self, placed, prompts) -> Generation:
+        """Greedy tokens, timed: prefill until the first tokens are on the host, then decode."""
         check_tokens(np.asarray(prompts), self.cfg)
+        t0 = time.perf_counter()
         toks, logits, cache = self.prefill(placed, prompts)
         first, first_logits = self.first_from(toks, logits)
+        t1 = time.perf_counter()
         if self._decode is None:
-            return first[:, None], first_logits
+            return Generation(first[:, None], first_logits, t1 - t0, 0.0)
         out, _ = self.decode(placed, first, cache)
         rest = np.asarray(out)[-1]  # [D, M, replicas * b_mb]
+        t2 = time.perf_counter()
         rest = np.stack([self._batch_order(step) for step in rest], axis=1)
-        return np.concatenate([first[:, None], rest], axis=1), first_logits
+        tokens = np.concatenate([first[:, None], rest], axis=1)
+        return Generation(tokens, first_logits, t1 - t0, t2 - t1)
 
     def lowered_decode_text(self, placed) -> str:
         """The compiled decode program's HLO, for inspecting its collectives."""

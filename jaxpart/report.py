@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -101,3 +102,76 @@ def print_plan(console: Console, model: ModelConfig, mesh: MeshConfig, plan: Pla
     console.print(plan_table(plan, mesh))
     for note in plan.notes:
         console.print(f"  note: {note}")
+
+
+SEED_CLAIM = (
+    "the seed claims, on 16 H100s: baseline 12,800 TPS and 0.078 ms, layer-wise 15,360 TPS and "
+    "0.065 ms (+20%); its 'TPOT' is the amortised ms/token column"
+)
+
+
+def results_table(comparison) -> Table:
+    """Laid out like the seed's table, with the columns it lacks beside it."""
+    table = Table(
+        title=f"Measured on {comparison.measured_on}: {comparison.model.dtype}, batch "
+        f"{comparison.batch}, prompt {comparison.prompt_len}, {comparison.gen_len} new tokens",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        padding=(0, 1, 0, 0),  # one space and the divider between columns: fits 80 columns
+    )
+    rows = []
+    for m in comparison.methods:
+        name = {"reference": "Reference", "layerwise": "Layer-wise"}.get(m.name)
+        if m.name == "baseline":
+            plan = comparison.plans["baseline"]
+            name = f"TP{plan.split}xPP{plan.n_stages}"
+        rows.append(
+            (
+                comparison.model.name,
+                name,
+                str(m.devices),
+                f"{m.tps:,.0f}",
+                f"{m.tpot_ms:.3f}",
+                f"{m.ttft_ms:.1f}",
+                f"{m.ms_per_token_amortized:.4f}",
+                "yes" if m.tokens_match_reference else "NO",
+            )
+        )
+    headers = (
+        "Model",
+        "Method",
+        "Devices",
+        "TPS",
+        "TPOT\nms",
+        "TTFT\nms",
+        "ms/token\namortised",
+        "tokens\nmatch",
+    )
+    for i, header in enumerate(headers):  # no_wrap: a number is never split or cut
+        table.add_column(header, justify="left" if i < 2 else "right", no_wrap=True)
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def breakdown_lines(comparison) -> list[str]:
+    lines = []
+    for name, b in comparison.breakdown.items():
+        step = comparison.method(name).decode_step_ms
+        ref = comparison.method("reference").decode_step_ms
+        parts = [
+            f"{name}: decode step {step:.2f} ms = {step / ref:.1f}x the single device's "
+            f"{ref:.2f} ms",
+            f"{b['ticks_per_step']} ticks a step ({b['stages']} stages, {b['microbatches']} "
+            f"microbatches, bubbles {b['bubble_fraction']:.0%}, "
+            f"padding {b['padding_fraction']:.0%})",
+            f"{b['collective_permutes_per_step']} collective-permutes + "
+            f"{b['all_reduces_per_step']} all-reduces a step",
+        ]
+        if b["collective_ms_per_step"]:
+            parts.append(
+                f"at the latencies measured here that is ~{b['collective_ms_per_step']:.1f} "
+                f"ms ({b['collective_share_of_step']:.0%} of the step)"
+            )
+        lines.append("; ".join(parts))
+    return lines

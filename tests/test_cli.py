@@ -144,11 +144,6 @@ def test_bad_model_file_via_the_console_script(tmp_path):
     assert not out_json.exists()
 
 
-def test_compare_prints_the_plan_without_numbers(capsys):
-    code, out, _ = run(capsys, "compare")
-    assert code == 0 and "16 stages" in out and "not built yet" in out
-
-
 def test_generate_json_same_tokens_for_each_method(capsys, tmp_path):
     tokens = {}
     for method in ("reference", "baseline", "layerwise"):

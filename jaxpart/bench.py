@@ -1,0 +1,148 @@
+"""Measuring generation: TTFT, TPS, TPOT and amortised ms/token, medians over repeats, plus the
+decode-step breakdown of a pipeline (ticks, collectives, what one collective costs here).
+
+Definitions (DESIGN.md, "Measuring"):
+- TTFT: prefill, until the first tokens are on the host.
+- TPS: tokens generated in the decode phase, over the whole batch, per second.
+- TPOT: mean time between two consecutive tokens of one sequence (decode time / decode steps).
+- ms/token amortised: 1000 / TPS, which is what the seed's "TPOT" column is.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+
+@dataclass(frozen=True)
+class Measurement:
+    name: str
+    devices: int
+    tps: float
+    tpot_ms: float
+    ttft_ms: float
+    ms_per_token_amortized: float
+    decode_step_ms: float
+    repeats: int
+    tokens_match_reference: bool | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def with_match(self, match: bool) -> Measurement:
+        return replace(self, tokens_match_reference=match)
+
+
+def measured_on(mesh_platform: str, n_devices: int) -> str:
+    """Where numbers come from, in words: simulated CPU devices share the host's cores."""
+    device = jax.devices()[0]
+    if device.platform == "cpu":
+        return f"{n_devices} simulated CPU devices ({os.cpu_count()} cores)"
+    return f"{n_devices} x {device.device_kind}"
+
+
+def measure(
+    name: str,
+    executor,
+    placed,
+    prompts,
+    repeats: int,
+    devices: int,
+    on_repeat: Callable[[], None] | None = None,
+    on_warm: Callable[[], None] | None = None,
+) -> tuple[Measurement, np.ndarray]:
+    """Warm up (compiles), then ``repeats`` timed generations; medians. Returns the tokens too."""
+    executor.timed_generate(placed, prompts)
+    if on_warm:
+        on_warm()
+    runs = []
+    for _ in range(repeats):
+        runs.append(executor.timed_generate(placed, prompts))
+        if on_repeat:
+            on_repeat()
+    batch, gen_len = runs[-1].tokens.shape
+    steps = gen_len - 1
+    ttft = statistics.median(r.prefill_s for r in runs)
+    decode = statistics.median(r.decode_s for r in runs)
+    if steps == 0 or decode == 0:
+        tps = tpot = step = float("nan")
+    else:
+        tps = batch * steps / decode
+        tpot = step = 1e3 * decode / steps
+    m = Measurement(
+        name=name,
+        devices=devices,
+        tps=tps,
+        tpot_ms=tpot,
+        ttft_ms=1e3 * ttft,
+        ms_per_token_amortized=1e3 / tps if tps == tps else float("nan"),
+        decode_step_ms=step,
+        repeats=repeats,
+    )
+    return m, runs[-1].tokens
+
+
+def collective_latency_s(mesh, axis: str, kind: str, iterations: int = 64) -> float:
+    """Seconds per collective on ``axis`` of ``mesh``: a ring ppermute or a psum of 1 KiB."""
+    n = mesh.shape[axis]
+    ring = [(i, (i + 1) % n) for i in range(n)]
+
+    def body(x):
+        def step(_, x):
+            if kind == "ppermute":
+                return jax.lax.ppermute(x * 1.0001, axis, ring)
+            return jax.lax.psum(x * 1.0001, axis) / n
+
+        return jax.lax.fori_loop(0, iterations, step, x)
+
+    spec = P(*mesh.axis_names, None)  # 256 floats on every device
+    fn = jax.jit(jax.shard_map(body, mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False))
+    x = jax.device_put(jnp.ones((*mesh.devices.shape, 256), jnp.float32), NamedSharding(mesh, spec))
+    fn(x).block_until_ready()
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        fn(x).block_until_ready()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) / iterations
+
+
+def decode_breakdown(executor, step_ms: float) -> dict:
+    """Where a pipeline's decode step goes: ticks, bubbles, padding and collectives."""
+    plan, shape = executor.plan, executor.shape
+    ticks = executor.period  # ticks per decode step: every microbatch advances one token
+    per_stage_layers = executor.lmax
+    permutes = ticks if plan.n_stages > 1 else 0
+    # Two psums per layer (after attention, after the MLP), on the ticks a stage is active.
+    all_reduces = 2 * per_stage_layers * shape.microbatches if plan.split > 1 else 0
+    out = {
+        "stages": plan.n_stages,
+        "split": plan.split,
+        "microbatches": shape.microbatches,
+        "ticks_per_step": ticks,
+        "bubble_fraction": 1 - shape.microbatches / ticks,
+        "padding_fraction": executor.padding_fraction,
+        "collective_permutes_per_step": permutes,
+        "all_reduces_per_step": all_reduces,
+    }
+    spent = 0.0
+    if permutes:
+        latency = collective_latency_s(executor.mesh, "stage", "ppermute")
+        out["ppermute_latency_us"] = 1e6 * latency
+        spent += permutes * latency
+    if all_reduces:
+        latency = collective_latency_s(executor.mesh, "tensor", "psum")
+        out["all_reduce_latency_us"] = 1e6 * latency
+        spent += all_reduces * latency
+    out["collective_ms_per_step"] = 1e3 * spent
+    out["collective_share_of_step"] = 1e3 * spent / step_ms if step_ms == step_ms else None
+    return out
