@@ -53,3 +53,20 @@ def test_compare_bad_input(capsys, tmp_path, args, fragment):
     out, err = capsys.readouterr()
     assert code == 2 and fragment in err and err.count("\n") == 1
     assert "Traceback" not in err and not path.exists()
+
+
+def test_plot_without_matplotlib_is_a_clear_error(capsys, tmp_path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_matplotlib(name, *args, **kwargs):
+        if name.startswith("matplotlib"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    code = main(["compare", *SMALL, "--plot", str(tmp_path / "p.png")])
+    _, err = capsys.readouterr()
+    assert code == 2 and "pip install -e '.[plot]'" in err
+    assert not (tmp_path / "p.png").exists()
