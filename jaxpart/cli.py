@@ -156,6 +156,28 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--repeats", type=positive_int, default=5, help="timed runs; medians reported")
     c.add_argument("--json", default=None, help="write the measurements and plans to this file")
     c.add_argument("--plot", default=None, help="write a PNG bar chart of TPS and TPOT")
+    s = sub.add_parser("simulate", help="predict both placements on a GPU pod (perf model)")
+    _add_plan_args(s, None, None)
+    s.add_argument("--batch", type=positive_int, default=None, help="default: the model file's")
+    s.add_argument("--prompt-len", type=positive_int, default=None)
+    s.add_argument("--gen-len", type=positive_int, default=None)
+    s.add_argument("--microbatches", type=positive_int, default=None)
+    s.add_argument("--tp", type=positive_int, default=8, help="baseline tensor parallelism")
+    s.add_argument("--pp", type=positive_int, default=2, help="baseline pipeline stages")
+    s.add_argument(
+        "--calibration", default=None, help="a bench_gpu.json to replace datasheet figures"
+    )
+    s.add_argument("--sweep", default=None, help="e.g. d_model=1024,2048,4096,8192 or batch=...")
+    s.add_argument("--json", default=None, help="write the predictions to this file")
+    v = sub.add_parser("verify", help="compile the full-size model abstractly; check its memory")
+    _add_plan_args(v, None, None)
+    v.add_argument("--method", choices=("baseline", "layerwise"), default="layerwise")
+    v.add_argument("--prompt-len", type=positive_int, default=None)
+    v.add_argument("--gen-len", type=positive_int, default=None)
+    v.add_argument("--microbatches", type=positive_int, default=None)
+    v.add_argument("--tp", type=positive_int, default=8, help="baseline tensor parallelism")
+    v.add_argument("--pp", type=positive_int, default=2, help="baseline pipeline stages")
+    v.add_argument("--json", default=None, help="write the figures to this file")
     return parser
 
 
@@ -345,7 +367,120 @@ def _start_devices(mesh) -> None:
         ensure_cpu_devices(mesh.n_devices)
 
 
-COMMANDS = {"plan": cmd_plan, "compare": cmd_compare, "generate": cmd_generate}
+def cmd_simulate(args, console: Console) -> int:
+    from jaxpart import report
+    from jaxpart.engine import PlanChoice
+    from jaxpart.perfmodel import constants_from, parse_sweep
+    from jaxpart.simulate import run_simulate, run_sweep
+
+    model, mesh = load_model(args.model), load_mesh(args.mesh)
+    sweep = parse_sweep(args.sweep) if args.sweep else None
+    constants = constants_from(mesh, args.calibration)
+    choice = PlanChoice(
+        capacity=args.capacity,
+        strategy=args.strategy,
+        layers_per_stage=tuple(args.layers_per_stage) if args.layers_per_stage else None,
+        tp=args.tp,
+        pp=args.pp,
+    )
+    shape = dict(
+        batch=args.batch or model.batch,
+        prompt_len=args.prompt_len or model.prompt_len,
+        gen_len=args.gen_len or model.gen_len,
+        microbatches=args.microbatches,
+    )
+    sim = run_simulate(model, mesh, constants, choice, **shape)
+    if sweep:
+        sim["sweep"] = run_sweep(model, mesh, constants, choice, *sweep, **shape)
+    for line in sim["calibration"]:
+        console.print(f"calibrated: {line}")
+    console.print(report.simulate_table(sim, str(mesh.n_devices)))
+    ratio = sim["ratios"]["tps_layerwise_over_baseline"]
+    console.print(f"layer-wise / baseline TPS: {ratio:.2f}x (predicted); {sim['why']}")
+    for line in report.verdict_lines(sim) + sim["notes"]:
+        console.print(f"  {line}")
+    if sweep:
+        sw = sim["sweep"]
+        for row in sw["rows"]:
+            console.print(
+                f"  {sw['key']} = {row['value']:>6}: layer-wise / baseline TPS "
+                f"{row['ratio']:.2f}x ({row['layerwise_tps']:,.0f} vs {row['baseline_tps']:,.0f});"
+                f" {row['why']}"
+            )
+        console.print(f"  {sw['crossover']} (predicted)")
+        for note in dict.fromkeys(sw["notes"]):
+            console.print(f"  note: {note}")
+    if args.json:
+        write_text_atomically(args.json, json.dumps(sim, indent=2))
+        console.print(f"written to {args.json}")
+    return 0
+
+
+def cmd_verify(args, console: Console) -> int:
+    from jaxpart.config import format_bytes
+    from jaxpart.engine import PlanChoice
+    from jaxpart.sharding import ensure_cpu_devices
+    from jaxpart.verify import verify
+
+    model, mesh = load_model(args.model), load_mesh(args.mesh)
+    # Always simulated CPU devices, as many as the mesh has: nothing is allocated.
+    ensure_cpu_devices(mesh.n_devices)
+    choice = PlanChoice(
+        capacity=args.capacity,
+        strategy=args.strategy,
+        layers_per_stage=tuple(args.layers_per_stage) if args.layers_per_stage else None,
+        tp=args.tp,
+        pp=args.pp,
+    )
+    with console.status("compiling") as status:
+        result = verify(
+            model,
+            mesh,
+            args.method,
+            choice,
+            prompt_len=args.prompt_len or model.prompt_len,
+            gen_len=args.gen_len or model.gen_len,
+            microbatches=args.microbatches,
+            progress=lambda p: status.update(f"lowering and compiling {p} (abstract arrays)"),
+        )
+    pred = result["predicted_per_device"]
+    console.print(
+        f"{args.method} plan of {model.name} (batch {model.batch}) on {mesh.name}, compiled for "
+        f"{mesh.n_devices} simulated CPU devices from abstract arrays; per device:"
+    )
+    console.print(
+        f"  memory model: weights {format_bytes(pred['weights'])} + KV cache "
+        f"{format_bytes(pred['kv_cache'])} + embedding and head "
+        f"{format_bytes(pred['embedding_and_head'])} = {format_bytes(pred['total'])}"
+    )
+    hbm = format_bytes(result["hbm_bytes"])
+    for name, p in result["programs"].items():
+        console.print(
+            f"  XLA {name}: arguments {format_bytes(p['argument_bytes'])} "
+            f"({p['argument_bytes_over_predicted']:.3f}x the model's), temporaries "
+            f"{format_bytes(p['temp_bytes'])}, outputs {format_bytes(p['output_bytes'])} "
+            f"(aliased {format_bytes(p['alias_bytes'])}); peak {format_bytes(p['peak_bytes'])}: "
+            f"{'fits' if p['fits_hbm'] else 'does NOT fit'} {hbm} of HBM"
+        )
+    if not result["programs"]["prefill"]["fits_hbm"]:
+        console.print(
+            f"  prefill's attention scores alone take "
+            f"{format_bytes(result['prefill_attention_scores_bytes'])} a microbatch (rows x heads"
+            " x prompt x context, f32): more --microbatches shrink them"
+        )
+    if args.json:
+        write_text_atomically(args.json, json.dumps(result, indent=2))
+        console.print(f"written to {args.json}")
+    return 0
+
+
+COMMANDS = {
+    "verify": cmd_verify,
+    "plan": cmd_plan,
+    "compare": cmd_compare,
+    "generate": cmd_generate,
+    "simulate": cmd_simulate,
+}
 
 
 def _join_negative_values(argv: list[str]) -> list[str]:

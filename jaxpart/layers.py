@@ -116,9 +116,11 @@ def run_layers(
     n_valid=None,
     kernel: KernelChoice = XLA,
     row=0,
+    unroll: bool = False,
 ):
     """Apply a stack of layers ``[n, ...]`` in order; caches are ``[n, B, S, H, K]`` and x holds
-    cache rows row..row+b.
+    cache rows row..row+b. ``unroll`` lays the layers out flat (XLA's cost analysis counts a
+    loop body once, so FLOP counting needs it).
 
     With ``n_valid`` only the first ``n_valid`` layers run (the rest are padding of a shorter
     pipeline stage and are skipped, not computed and masked).
@@ -135,7 +137,9 @@ def run_layers(
         return jax.lax.cond(j < n_valid, apply, lambda *c: c, *carry), None
 
     n = k_cache.shape[0]
-    (x, k_cache, v_cache), _ = jax.lax.scan(body, (x, k_cache, v_cache), (layers, jnp.arange(n)))
+    (x, k_cache, v_cache), _ = jax.lax.scan(
+        body, (x, k_cache, v_cache), (layers, jnp.arange(n)), unroll=unroll
+    )
     return x, k_cache, v_cache
 
 
@@ -148,8 +152,10 @@ def lm_logits(params, x_last: jax.Array) -> jax.Array:
     return _dot("bd,dv->bv", rms_norm(x_last, params["final_norm"]), params["head"])
 
 
-def forward(params, tokens, k_cache, v_cache, pos, kernel: KernelChoice = XLA):
+def forward(params, tokens, k_cache, v_cache, pos, kernel: KernelChoice = XLA, unroll=False):
     """All layers on one device: tokens ``[B, T]`` at pos.. -> (last logits, k_cache, v_cache)."""
     x = embed_tokens(params, tokens)
-    x, k_cache, v_cache = run_layers(params["layers"], x, k_cache, v_cache, pos, kernel=kernel)
+    x, k_cache, v_cache = run_layers(
+        params["layers"], x, k_cache, v_cache, pos, kernel=kernel, unroll=unroll
+    )
     return lm_logits(params, x[:, -1]), k_cache, v_cache

@@ -334,10 +334,47 @@ class PipelineExecutor(Executor):
         tokens = np.concatenate([first[:, None], rest], axis=1)
         return Generation(tokens, first_logits, t1 - t0, t2 - t1)
 
-    def lowered_decode_text(self, placed) -> str:
-        """The compiled decode program's HLO, for inspecting its collectives."""
-        k, v = self.empty_cache()
-        first = jax.device_put(
-            np.zeros(self.shape.batch, np.int32), NamedSharding(self.mesh, P("data"))
+    def abstract_inputs(self) -> dict:
+        """Every program input as a ShapeDtypeStruct with its sharding: lowering and compiling
+        with these allocates nothing, so a full-size model can be checked on a small machine."""
+        from jaxpart.model import init_params
+
+        def spec_struct(x, spec, rows=None):
+            shape = x.shape if rows is None else (rows, *x.shape[1:])
+            return jax.ShapeDtypeStruct(shape, x.dtype, sharding=NamedSharding(self.mesh, spec))
+
+        canonical = jax.eval_shape(lambda: init_params(self.cfg, 0))
+        params = {
+            k: spec_struct(v, self._param_specs[k]) for k, v in canonical.items() if k != "layers"
+        }
+        params["layers"] = {
+            k: spec_struct(v, self._param_specs["layers"][k], len(self.rows))
+            for k, v in canonical["layers"].items()
+        }
+        params["sizes"] = spec_struct(jax.ShapeDtypeStruct(self.sizes.shape, jnp.int32), P("stage"))
+        cfg, batch = self.cfg, self.shape.batch
+        cache = jax.ShapeDtypeStruct(
+            (len(self.rows), batch, cfg.seq_len, cfg.n_heads, cfg.head_dim),
+            self.dtype,
+            sharding=NamedSharding(self.mesh, cache_spec(self.plan)),
         )
-        return self._decode.lower(placed, first, k, v).compile().as_text()
+        ints = jnp.int32
+        return {
+            "params": params,
+            "prompts": spec_struct(
+                jax.ShapeDtypeStruct((batch, self.shape.prompt_len), ints), P("data", None)
+            ),
+            "first": spec_struct(jax.ShapeDtypeStruct((batch,), ints), P("data")),
+            "cache": cache,
+        }
+
+    def compiled(self, program: str):
+        """The compiled ``"prefill"`` or ``"decode"`` program, from abstract inputs."""
+        a = self.abstract_inputs()
+        if program == "prefill":
+            return self._prefill.lower(a["params"], a["prompts"], a["cache"], a["cache"]).compile()
+        return self._decode.lower(a["params"], a["first"], a["cache"], a["cache"]).compile()
+
+    def lowered_decode_text(self) -> str:
+        """The compiled decode program's HLO, for inspecting its collectives."""
+        return self.compiled("decode").as_text()

@@ -175,3 +175,74 @@ def breakdown_lines(comparison) -> list[str]:
             )
         lines.append("; ".join(parts))
     return lines
+
+
+def simulate_table(sim: dict, n_devices_label: str) -> Table:
+    """Both methods predicted, the seed's claimed rows beside them."""
+    source = sim["predicted_by"]
+    table = Table(
+        title=f"Predicted ({source}): {sim['model']} ({sim['dtype']}), batch {sim['batch']}, "
+        f"prompt {sim['prompt_len']}, {sim['gen_len']} new tokens",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        padding=(0, 1, 0, 0),
+    )
+    headers = (
+        "Model",
+        "Method",
+        "GPUs",
+        "TPS",
+        "TPOT\nms",
+        "TTFT\nms",
+        "ms/token\namortised",
+        "source",
+    )
+    for i, header in enumerate(headers):
+        table.add_column(header, justify="left" if i in (0, 1, 7) else "right", no_wrap=True)
+    names = {"baseline": "Baseline", "layerwise": "Layer-wise"}
+    for m in sim["methods"]:
+        table.add_row(
+            sim["model"],
+            names[m["name"]],
+            str(m["devices"]),
+            f"{m['tps']:,.0f}",
+            f"{m['tpot_ms']:.3f}",
+            f"{m['ttft_ms']:,.0f}",
+            f"{m['ms_per_token_amortized']:.4f}",
+            "predicted",
+        )
+    for v in sim["seed_verdicts"]:
+        table.add_row(
+            sim["model"],
+            f"{names[v['method']]}",
+            n_devices_label,
+            f"{v['claimed_tps']:,.0f}",
+            "-",
+            "-",
+            f"{v['claimed_tpot_ms']:.4f}",
+            "the seed's claim",
+        )
+    return table
+
+
+def verdict_lines(sim: dict) -> list[str]:
+    fl = sim["floor"]
+    lines = [
+        f"physical floor ({sim['predicted_by']}): every weight ({format_bytes(fl['weight_bytes'])})"
+        f" and the KV cache ({format_bytes(fl['kv_bytes'])} at a mean context of "
+        f"{fl['context']:.0f}) read once per decode step over all devices: TPOT >= "
+        f"{fl['floor_tpot_ms']:.3f} ms, TPS <= {fl['max_tps']:,.0f}, ms/token amortised >= "
+        f"{fl['floor_ms_per_token_amortized']:.4f}",
+    ]
+    for v in sim["seed_verdicts"]:
+
+        def word(ok):
+            return "possible" if ok else "IMPOSSIBLE"
+
+        lines.append(
+            f"the seed's {v['method']}: {v['claimed_tps']:,.0f} TPS {word(v['tps_possible'])}; "
+            f"TPOT {v['claimed_tpot_ms']} ms as inter-token latency "
+            f"{word(v['tpot_as_latency_possible'])}, as amortised ms/token "
+            f"{word(v['tpot_as_amortized_possible'])}"
+        )
+    return lines

@@ -100,7 +100,7 @@ def collectives(hlo: str, op: str) -> list[str]:
 
 def test_hlo_layerwise_permutes_and_never_all_reduces(params):
     _, _, executor = generate("layerwise", MODEL, MESH, gen_len=4, params=params)
-    hlo = executor.lowered_decode_text(executor.place(params))
+    hlo = executor.lowered_decode_text()
     permutes = collectives(hlo, "collective-permute")
     assert permutes and "{15,0}" in "".join(permutes), "the ring from the last stage to stage 0"
     assert collectives(hlo, "all-reduce") == []
@@ -108,7 +108,7 @@ def test_hlo_layerwise_permutes_and_never_all_reduces(params):
 
 def test_hlo_baseline_all_reduces_over_tensor(params):
     _, _, executor = generate("baseline", MODEL, MESH, gen_len=4, params=params)
-    hlo = executor.lowered_decode_text(executor.place(params))
+    hlo = executor.lowered_decode_text()
     reduces = collectives(hlo, "all-reduce")
     assert len(reduces) == 2, "one psum after attention, one after the MLP"
     assert all("replica_groups={{0,1,2,3,4,5,6,7},{8,9,10,11,12,13,14,15}}" in r for r in reduces)

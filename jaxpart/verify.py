@@ -1,0 +1,77 @@
+"""`jaxpart verify`: compile the full-size sharded programs from abstract arrays (no weights are
+allocated) on simulated CPU devices, and set XLA's per-device memory beside the memory model's
+prediction and the mesh's HBM."""
+
+from __future__ import annotations
+
+from jaxpart.config import MeshConfig, ModelConfig
+from jaxpart.engine import PlanChoice, default_microbatches, plan_for
+from jaxpart.memory import embedding_params, layer_memory
+from jaxpart.pipeline import PipelineExecutor, RunShape
+
+
+def predicted_bytes(cfg: ModelConfig, executor: PipelineExecutor) -> dict:
+    """Per device, by the memory model: weights, KV cache and the replicated embedding/head."""
+    plan, t = executor.plan, executor.plan.split
+    mem = layer_memory(cfg, t)
+    rows = cfg.batch // plan.data_parallel
+    kv_per_layer = 2 * rows * cfg.seq_len * (cfg.n_heads // t) * cfg.head_dim * cfg.dtype_bytes
+    return {
+        "weights": executor.lmax * mem.weight_bytes,
+        "kv_cache": executor.lmax * kv_per_layer,
+        "embedding_and_head": (embedding_params(cfg) + cfg.d_model) * cfg.dtype_bytes,
+    }
+
+
+def verify(
+    cfg: ModelConfig,
+    mesh: MeshConfig,
+    method: str,
+    choice: PlanChoice,
+    *,
+    prompt_len: int,
+    gen_len: int,
+    microbatches: int | None,
+    progress=None,
+) -> dict:
+    plan = plan_for(method, cfg, mesh, choice)
+    m = microbatches or default_microbatches(plan, cfg.batch)
+    executor = PipelineExecutor(cfg, plan, RunShape(cfg.batch, prompt_len, gen_len, m))
+    predicted = predicted_bytes(cfg, executor)
+    predicted_args = sum(predicted.values())
+    hbm = mesh.tiers["hbm"].capacity_bytes
+    programs = {}
+    for program in ("decode", "prefill"):
+        if progress:
+            progress(program)
+        stats = executor.compiled(program).memory_analysis()
+        args, out = stats.argument_size_in_bytes, stats.output_size_in_bytes
+        alias, temp = stats.alias_size_in_bytes, stats.temp_size_in_bytes
+        peak = args + out - alias + temp
+        programs[program] = {
+            "argument_bytes": args,
+            "output_bytes": out,
+            "alias_bytes": alias,
+            "temp_bytes": temp,
+            "peak_bytes": peak,
+            "argument_bytes_over_predicted": args / predicted_args,
+            "fits_hbm": peak <= hbm,
+        }
+    # The prefill's attention materialises f32 scores for one microbatch: rows x heads x prompt
+    # x context. At full size this, not the weights or the cache, decides whether prefill fits.
+    rows = cfg.batch // plan.data_parallel // m
+    scores = rows * (cfg.n_heads // plan.split) * prompt_len * cfg.seq_len * 4
+    return {
+        "prefill_attention_scores_bytes": scores,
+        "model": cfg.name,
+        "mesh": mesh.name,
+        "method": method,
+        "batch": cfg.batch,
+        "prompt_len": prompt_len,
+        "gen_len": gen_len,
+        "microbatches": m,
+        "plan": plan.to_dict(),
+        "predicted_per_device": {**predicted, "total": predicted_args},
+        "hbm_bytes": hbm,
+        "programs": programs,
+    }
