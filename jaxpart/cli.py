@@ -13,6 +13,12 @@ from rich.console import Console
 
 from jaxpart.config import ConfigError, load_mesh, load_model
 from jaxpart.partition import STRATEGIES, make_plan
+from jaxpart.tasks import TASKS
+
+
+class TrainDefaults:
+    # Mirrors jaxpart.train.TrainConfig's defaults without importing jax at start-up.
+    steps, batch, lr, every = 300, 64, 3e-3, 100
 
 
 class UsageError(ConfigError):
@@ -116,6 +122,13 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--tp", type=positive_int, default=8, help="baseline tensor parallelism")
     p.add_argument("--pp", type=positive_int, default=2, help="baseline pipeline stages")
+    p.add_argument("--checkpoint", default=None, help="load trained weights from this directory")
+    p.add_argument(
+        "--task",
+        choices=TASKS,
+        default=None,
+        help="prompts from a synthetic task (copy, reverse, add); scores the answers",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -169,6 +182,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--sweep", default=None, help="e.g. d_model=1024,2048,4096,8192 or batch=...")
     s.add_argument("--json", default=None, help="write the predictions to this file")
+    t = sub.add_parser("train", help="train the small model on a synthetic task (optax)")
+    t.add_argument("--model", default="dense16-tiny")
+    t.add_argument("--task", choices=TASKS, default="copy")
+    t.add_argument("--steps", type=positive_int, default=TrainDefaults.steps)
+    t.add_argument("--batch", type=positive_int, default=TrainDefaults.batch)
+    t.add_argument("--lr", type=float, default=TrainDefaults.lr)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument(
+        "--checkpoint",
+        default=None,
+        help="save here every --every steps; resume from the newest checkpoint here",
+    )
+    t.add_argument("--every", type=positive_int, default=TrainDefaults.every)
+
     v = sub.add_parser("verify", help="compile the full-size model abstractly; check its memory")
     _add_plan_args(v, None, None)
     v.add_argument("--method", choices=("baseline", "layerwise"), default="layerwise")
@@ -237,7 +264,10 @@ def cmd_compare(args, console: Console) -> int:
 
         require_matplotlib()
     model, mesh, choice, kernel = _run_setup(args)
-    gen_len = args.gen_len or model.gen_len
+    task, prompts, _ = _task_prompts(args, model)
+    gen_len = task.answer_len if task else (args.gen_len or model.gen_len)
+    batch = prompts.shape[0] if task else (args.batch or model.batch)
+    prompt_len = task.prompt_len if task else (args.prompt_len or model.prompt_len)
     if gen_len < 2:
         raise UsageError(f"--gen-len = {gen_len}: compare needs >= 2 new tokens to time decoding")
     columns = (
@@ -261,8 +291,8 @@ def cmd_compare(args, console: Console) -> int:
         result = run_compare(
             model,
             mesh,
-            batch=args.batch or model.batch,
-            prompt_len=args.prompt_len or model.prompt_len,
+            batch=batch,
+            prompt_len=prompt_len,
             gen_len=gen_len,
             microbatches=args.microbatches,
             choice=choice,
@@ -270,8 +300,13 @@ def cmd_compare(args, console: Console) -> int:
             repeats=args.repeats,
             seed=args.seed,
             progress=progress,
+            checkpoint=args.checkpoint,
+            prompts=prompts,
         )
     layerwise = result.plans["layerwise"]
+    weights = f"checkpoint {args.checkpoint}" if args.checkpoint else f"random, seed {args.seed}"
+    prompts_from = f"task {task.name}" if task else f"random, seed {args.seed}"
+    console.print(f"weights: {weights}; prompts: {prompts_from}")
     console.print(report.plan_summary(layerwise))
     console.print(report.plan_table(layerwise, mesh))
     console.print(report.plan_summary(result.plans["baseline"]))
@@ -292,7 +327,8 @@ def cmd_compare(args, console: Console) -> int:
     if not result.all_tokens_match:
         console.print("[bold red]tokens differ from the reference[/bold red]")
     if args.json:
-        write_text_atomically(args.json, json.dumps(result.to_dict(), indent=2))
+        doc = {**result.to_dict(), "weights": weights, "prompts": prompts_from}
+        write_text_atomically(args.json, json.dumps(doc, indent=2))
         console.print(f"written to {args.json}")
     if args.plot:
         from jaxpart.plot import plot_comparison
@@ -302,10 +338,27 @@ def cmd_compare(args, console: Console) -> int:
     return 0 if result.all_tokens_match else 1
 
 
+def _task_prompts(args, model):
+    """(task, prompts, answers) for --task, else Nones; the prompts come from --seed."""
+    if not args.task:
+        return None, None, None
+    import numpy as np
+
+    from jaxpart.tasks import Task
+
+    if getattr(args, "prompt", None):
+        raise UsageError("--prompt and --task: give one of them")
+    task = Task(args.task)
+    task.check(model.vocab, model.seq_len)
+    prompts, answers = task.sample(np.random.default_rng([args.seed, 1]), args.batch or model.batch)
+    return task, prompts, answers
+
+
 def cmd_generate(args, console: Console) -> int:
     model, mesh, choice, kernel = _run_setup(args)
     from jaxpart.engine import generate
 
+    task, prompts, answers = _task_prompts(args, model)
     with console.status(f"compiling and running {args.method} on {mesh.name}..."):
         tokens, _, executor = generate(
             args.method,
@@ -313,12 +366,13 @@ def cmd_generate(args, console: Console) -> int:
             mesh,
             batch=args.batch,
             prompt_len=args.prompt_len,
-            gen_len=args.gen_len,
+            gen_len=task.answer_len if task else args.gen_len,
             microbatches=args.microbatches,
             seed=args.seed,
-            prompts=args.prompt,
+            prompts=prompts if task else args.prompt,
             choice=choice,
             kernel=kernel,
+            checkpoint=args.checkpoint,
         )
     plan = executor.plan
     from jaxpart.report import plan_summary
@@ -330,11 +384,27 @@ def cmd_generate(args, console: Console) -> int:
             f"schedule: {executor.shape.microbatches} microbatches over {plan.n_stages} stages; "
             f"padding (idle share of stage-layer slots): {executor.padding_fraction:.0%}"
         )
-    shown = min(4, tokens.shape[0])
+    console.print(f"weights: {args.checkpoint or f'random, seed {args.seed}'}")
+    shown = min(8 if task else 4, tokens.shape[0])
+    accuracy = None
     for i in range(shown):
-        console.print(f"  sequence {i}: {' '.join(map(str, tokens[i].tolist()))}")
+        if task:
+            ok = (tokens[i, : task.answer_len] == answers[i]).all()
+            console.print(
+                f"  {task.render(prompts[i])} {task.render(tokens[i])}"
+                f"  {'ok' if ok else 'WRONG, expected ' + task.render(answers[i])}"
+            )
+        else:
+            console.print(f"  sequence {i}: {' '.join(map(str, tokens[i].tolist()))}")
     if tokens.shape[0] > shown:
         console.print(f"  ... {tokens.shape[0] - shown} more sequences")
+    if task:
+        from jaxpart.tasks import exact_match
+
+        accuracy = exact_match(answers, tokens)
+        console.print(
+            f"task accuracy ({task.name}): {accuracy:.1%} exact answers of {tokens.shape[0]}"
+        )
     if args.json:
         doc = {
             "method": args.method,
@@ -343,6 +413,8 @@ def cmd_generate(args, console: Console) -> int:
             "tokens": tokens.tolist(),
             "plan": plan.to_dict() if plan is not None else None,
         }
+        if task:
+            doc["task_accuracy"] = accuracy
         write_text_atomically(args.json, json.dumps(doc))
         console.print(f"written to {args.json}")
     return 0
@@ -416,6 +488,56 @@ def cmd_simulate(args, console: Console) -> int:
     return 0
 
 
+def cmd_train(args, console: Console) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    model = load_model(args.model)
+    from jaxpart import checkpoint
+    from jaxpart.train import TrainConfig, evaluate, train
+
+    tc = TrainConfig(
+        task=args.task,
+        steps=args.steps,
+        batch=args.batch,
+        lr=args.lr,
+        seed=args.seed,
+        every=args.every,
+    )
+    if args.checkpoint and checkpoint.latest_step(args.checkpoint) is not None:
+        step, _ = checkpoint.read_meta(args.checkpoint, model)  # a wrong model fails here
+        console.print(f"resuming from step {step} in {args.checkpoint}")
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}  exact {task.fields[exact]:.1%}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console) as bar:
+        job = bar.add_task(
+            f"training {model.name} on {args.task}", total=tc.steps, loss=0.0, exact=0.0
+        )
+
+        def on_step(step, metrics):
+            if step % 10 == 0 or step == tc.steps:
+                bar.update(
+                    job, completed=step, loss=float(metrics["loss"]), exact=float(metrics["exact"])
+                )
+
+        params, metrics, start = train(model, tc, args.checkpoint, on_step)
+        bar.update(job, completed=tc.steps)
+    if start >= tc.steps:
+        console.print(f"nothing to do: the checkpoint is at step {start} >= --steps {tc.steps}")
+    accuracy = evaluate(model, params, args.task, seed=args.seed)
+    console.print(
+        f"{args.task}: {accuracy:.1%} exact answers by greedy generation on 256 fresh prompts "
+        f"(measured on one CPU device); last training batch: loss {metrics.get('loss', 0):.4f}"
+    )
+    if args.checkpoint:
+        console.print(f"checkpoint: {args.checkpoint} (step {tc.steps})")
+    return 0
+
+
 def cmd_verify(args, console: Console) -> int:
     from jaxpart.config import format_bytes
     from jaxpart.engine import PlanChoice
@@ -475,6 +597,7 @@ def cmd_verify(args, console: Console) -> int:
 
 
 COMMANDS = {
+    "train": cmd_train,
     "verify": cmd_verify,
     "plan": cmd_plan,
     "compare": cmd_compare,

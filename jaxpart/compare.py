@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from jaxpart.bench import Measurement, decode_breakdown, measure, measured_on
 from jaxpart.config import MeshConfig, ModelConfig
-from jaxpart.engine import METHODS, PlanChoice, make_executor, random_prompts
+from jaxpart.engine import METHODS, PlanChoice, load_checkpoint, make_executor, random_prompts
 from jaxpart.kernels.mlp import XLA_KERNEL, KernelChoice
 from jaxpart.partition import Plan
 
@@ -70,6 +70,8 @@ def run_compare(
     repeats: int = 5,
     seed: int = 0,
     progress=None,
+    checkpoint: str | None = None,
+    prompts=None,
 ) -> Comparison:
     """Build every executor first (so bad input fails before any work), then measure each.
 
@@ -91,12 +93,13 @@ def run_compare(
         )
         for method in METHODS
     }
-    params = init_params(cfg, seed)
-    prompts = random_prompts(cfg, batch, prompt_len, seed)
+    params = None if checkpoint else init_params(cfg, seed)
+    if prompts is None:
+        prompts = random_prompts(cfg, batch, prompt_len, seed)
     result = Comparison(measured_on(mesh.platform, mesh.n_devices), cfg, batch, prompt_len, gen_len)
     tokens = {}
     for method, executor in executors.items():
-        placed = executor.place(params)
+        placed = load_checkpoint(executor, checkpoint) if checkpoint else executor.place(params)
         if progress:
             progress(method, "placed")
         devices = executor.plan.n_devices if executor.plan else 1

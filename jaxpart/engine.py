@@ -165,8 +165,12 @@ def generate(
     choice: PlanChoice = PlanChoice(),
     params: dict | None = None,
     kernel: KernelChoice = XLA_KERNEL,
+    checkpoint: str | None = None,
 ):
-    """Generate with ``method``; returns (tokens [B, gen_len], first-step logits, executor)."""
+    """Generate with ``method``; returns (tokens [B, gen_len], first-step logits, executor).
+
+    Weights: ``params``, else those saved in ``checkpoint``, else random from ``seed``.
+    """
     from jaxpart.model import init_params
 
     batch = batch or cfg.batch
@@ -190,6 +194,28 @@ def generate(
     )
     if prompts is None:
         prompts = random_prompts(cfg, batch, prompt_len, seed)
-    params = init_params(cfg, seed) if params is None else params
-    tokens, logits = executor.generate(executor.place(params), prompts)
+    if params is None and checkpoint:
+        placed = load_checkpoint(executor, checkpoint)
+    else:
+        placed = executor.place(init_params(cfg, seed) if params is None else params)
+    tokens, logits = executor.generate(placed, prompts)
     return tokens, logits, executor
+
+
+def load_checkpoint(executor, directory: str) -> dict:
+    """Trained weights from ``directory``, placed for ``executor``: straight into its shardings
+    when its stage layout is the canonical one, else through the host and ``place``."""
+    from jaxpart import checkpoint
+    from jaxpart.model import init_params
+
+    cfg = executor.cfg
+    canonical = jax.eval_shape(lambda: init_params(cfg, 0))
+    if isinstance(executor, PipelineExecutor) and executor.canonical_rows:
+        target = {k: v for k, v in executor.abstract_inputs()["params"].items() if k != "sizes"}
+        params, _, _, _ = checkpoint.restore(directory, cfg, target)
+        return {**params, "sizes": executor.place_sizes()}
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    params, _, _, _ = checkpoint.restore(
+        directory, cfg, checkpoint.abstract_like(canonical, device)
+    )
+    return executor.place(params)

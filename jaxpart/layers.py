@@ -148,8 +148,8 @@ def embed_tokens(params, tokens: jax.Array) -> jax.Array:
 
 
 def lm_logits(params, x_last: jax.Array) -> jax.Array:
-    """Logits (f32) from the last position's hidden state ``[B, d]``."""
-    return _dot("bd,dv->bv", rms_norm(x_last, params["final_norm"]), params["head"])
+    """Logits (f32) from hidden states ``[..., d]`` (the last position's, when generating)."""
+    return _dot("...d,dv->...v", rms_norm(x_last, params["final_norm"]), params["head"])
 
 
 def forward(params, tokens, k_cache, v_cache, pos, kernel: KernelChoice = XLA, unroll=False):
@@ -159,3 +159,12 @@ def forward(params, tokens, k_cache, v_cache, pos, kernel: KernelChoice = XLA, u
         params["layers"], x, k_cache, v_cache, pos, kernel=kernel, unroll=unroll
     )
     return lm_logits(params, x[:, -1]), k_cache, v_cache
+
+
+def forward_all(params, tokens):
+    """Logits at every position of ``tokens [B, T]`` (training): the same layers, a fresh cache."""
+    cfg_shape = params["layers"]["wk"].shape  # [L, d, H, K]
+    b, t = tokens.shape
+    k, v = empty_cache(cfg_shape[0], b, t, cfg_shape[2], cfg_shape[3], params["embed"].dtype)
+    x, _, _ = run_layers(params["layers"], embed_tokens(params, tokens), k, v, 0)
+    return lm_logits(params, x)

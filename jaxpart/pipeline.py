@@ -142,8 +142,12 @@ class PipelineExecutor(Executor):
         placed["layers"] = {
             k: put(v, self._param_specs["layers"][k], True) for k, v in params["layers"].items()
         }
-        placed["sizes"] = jax.device_put(self.sizes, NamedSharding(self.mesh, P("stage")))
+        placed["sizes"] = self.place_sizes()
         return placed
+
+    def place_sizes(self):
+        """Each stage's real layer count, on its devices (the executor skips padding rows)."""
+        return jax.device_put(self.sizes, NamedSharding(self.mesh, P("stage")))
 
     def empty_cache(self):
         cfg = self.cfg
@@ -367,6 +371,20 @@ class PipelineExecutor(Executor):
             "first": spec_struct(jax.ShapeDtypeStruct((batch,), ints), P("data")),
             "cache": cache,
         }
+
+    @property
+    def canonical_rows(self) -> bool:
+        """True when the padded stage layout is the canonical one (uniform stages, no padding)."""
+        return np.array_equal(self.rows, np.arange(self.cfg.n_layers))
+
+    def canonical(self, placed: dict) -> dict:
+        """Placed weights back in the canonical ``[L, ...]`` layout (for saving)."""
+        params = {k: v for k, v in placed.items() if k != "sizes"}
+        if self.canonical_rows:
+            return params
+        first_row = [int(np.flatnonzero(self.rows == i)[0]) for i in range(self.cfg.n_layers)]
+        params["layers"] = {k: np.asarray(v)[first_row] for k, v in params["layers"].items()}
+        return params
 
     def compiled(self, program: str):
         """The compiled ``"prefill"`` or ``"decode"`` program, from abstract inputs."""

@@ -1,0 +1,127 @@
+"""orbax checkpoints in the canonical per-layer layout, with the model config and a format
+version, restorable into any plan's shardings (abstract targets carry the NamedShardings).
+
+Saves are atomic (orbax writes a temporary directory, then renames it): a save killed midway
+leaves the previous checkpoint restorable. Every failure to load is a one-line error.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import orbax.checkpoint as ocp
+
+from jaxpart.config import ConfigError, ModelConfig
+
+FORMAT_VERSION = 1
+MODEL_FIELDS = ("n_layers", "d_model", "n_heads", "head_dim", "d_ff", "vocab", "dtype")
+
+
+class CheckpointError(ConfigError):
+    pass
+
+
+def model_signature(cfg: ModelConfig) -> dict:
+    return {"name": cfg.name, **{f: getattr(cfg, f) for f in MODEL_FIELDS}}
+
+
+def _manager(directory: str, create: bool) -> ocp.CheckpointManager:
+    return ocp.CheckpointManager(
+        Path(directory).resolve(),
+        options=ocp.CheckpointManagerOptions(max_to_keep=2, create=create),
+    )
+
+
+def save(
+    directory: str, step: int, params, cfg: ModelConfig, opt_state=None, extra: dict | None = None
+) -> None:
+    """Save ``params`` (canonical layout; any sharding) and optionally the optimizer state."""
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "model": model_signature(cfg),
+        "step": step,
+        **(extra or {}),
+    }
+    items = {"params": ocp.args.StandardSave(params), "meta": ocp.args.JsonSave(meta)}
+    if opt_state is not None:
+        items["opt_state"] = ocp.args.StandardSave(opt_state)
+    mngr = _manager(directory, create=True)
+    mngr.save(step, args=ocp.args.Composite(**items))
+    mngr.wait_until_finished()
+    mngr.close()
+
+
+def latest_step(directory: str) -> int | None:
+    if not Path(directory).is_dir():
+        return None
+    mngr = _manager(directory, create=False)
+    step = mngr.latest_step()
+    mngr.close()
+    return step
+
+
+def _where(directory: str) -> str:
+    return f"--checkpoint = {directory!r}"
+
+
+def read_meta(directory: str, cfg: ModelConfig, step: int | None = None) -> tuple[int, dict]:
+    """The newest (or given) step and its metadata, checked against ``cfg``."""
+    step = latest_step(directory) if step is None else step
+    if step is None:
+        raise CheckpointError(f"{_where(directory)}: no checkpoint there (missing or empty)")
+    mngr = _manager(directory, create=False)
+    try:
+        meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    except Exception as e:  # orbax raises many types for a damaged directory
+        raise CheckpointError(
+            f"{_where(directory)}: step {step} is incomplete or corrupt "
+            f"({type(e).__name__}: {str(e).splitlines()[0][:120]})"
+        ) from None
+    finally:
+        mngr.close()
+    version = meta.get("format_version") if isinstance(meta, dict) else None
+    if not isinstance(version, int):
+        raise CheckpointError(f"{_where(directory)}: step {step} has no format version")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{_where(directory)}: format version {version} is newer than this jaxpart reads "
+            f"({FORMAT_VERSION}); upgrade jaxpart"
+        )
+    saved = meta.get("model", {})
+    for f in MODEL_FIELDS:
+        if saved.get(f) != getattr(cfg, f):
+            raise CheckpointError(
+                f"{_where(directory)}: saved for model {saved.get('name')!r} with {f} = "
+                f"{saved.get(f)!r}, but --model {cfg.name!r} has {f} = {getattr(cfg, f)!r}"
+            )
+    return step, meta
+
+
+def restore(directory: str, cfg: ModelConfig, target, opt_target=None, step: int | None = None):
+    """Restore into ``target`` (a tree of ShapeDtypeStructs with shardings: any plan's).
+
+    Returns (params, opt_state or None, step, meta).
+    """
+    step, meta = read_meta(directory, cfg, step)
+    items = {"params": ocp.args.StandardRestore(target)}
+    if opt_target is not None:
+        items["opt_state"] = ocp.args.StandardRestore(opt_target)
+    mngr = _manager(directory, create=False)
+    try:
+        out = mngr.restore(step, args=ocp.args.Composite(**items))
+    except Exception as e:
+        raise CheckpointError(
+            f"{_where(directory)}: step {step} is incomplete or corrupt "
+            f"({type(e).__name__}: {str(e).splitlines()[0][:120]})"
+        ) from None
+    finally:
+        mngr.close()
+    return out["params"], out.get("opt_state") if opt_target is not None else None, step, meta
+
+
+def abstract_like(tree, sharding=None):
+    """ShapeDtypeStructs of ``tree``, each with ``sharding`` (or its own)."""
+    return jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding or x.sharding), tree
+    )
