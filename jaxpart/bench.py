@@ -17,10 +17,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
+
+from jaxpart.sharding import put_global
 
 
 @dataclass(frozen=True)
@@ -45,9 +46,10 @@ class Measurement:
 def measured_on(mesh_platform: str, n_devices: int) -> str:
     """Where numbers come from, in words: simulated CPU devices share the host's cores."""
     device = jax.devices()[0]
+    processes = f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""
     if device.platform == "cpu":
-        return f"{n_devices} simulated CPU devices ({os.cpu_count()} cores)"
-    return f"{n_devices} x {device.device_kind}"
+        return f"{n_devices} simulated CPU devices ({os.cpu_count()} cores){processes}"
+    return f"{n_devices} x {device.device_kind}{processes}"
 
 
 def measure(
@@ -106,7 +108,7 @@ def collective_latency_s(mesh, axis: str, kind: str, iterations: int = 64) -> fl
 
     spec = P(*mesh.axis_names, None)  # 256 floats on every device
     fn = jax.jit(jax.shard_map(body, mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False))
-    x = jax.device_put(jnp.ones((*mesh.devices.shape, 256), jnp.float32), NamedSharding(mesh, spec))
+    x = put_global(np.ones((*mesh.devices.shape, 256), np.float32), NamedSharding(mesh, spec))
     fn(x).block_until_ready()
     times = []
     for _ in range(3):

@@ -52,7 +52,10 @@ def int_list(text: str) -> list[int]:
 
 
 def write_text_atomically(path: str, text: str) -> None:
-    """Write beside ``path``, then rename: a failure leaves nothing half-written."""
+    """Write beside ``path``, then rename: a failure leaves nothing half-written. In a
+    multi-process run only process 0 writes."""
+    if "jax" in sys.modules and sys.modules["jax"].process_index() != 0:
+        return
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
@@ -123,6 +126,16 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tp", type=positive_int, default=8, help="baseline tensor parallelism")
     p.add_argument("--pp", type=positive_int, default=2, help="baseline pipeline stages")
     p.add_argument("--checkpoint", default=None, help="load trained weights from this directory")
+    multi = p.add_argument_group("multi-host (one process per host; see `jaxpart launch`)")
+    multi.add_argument("--coordinator", default=None, help="host:port of process 0")
+    multi.add_argument("--num-processes", type=int, default=1)
+    multi.add_argument("--process-id", type=int, default=0)
+    multi.add_argument(
+        "--init-timeout",
+        type=positive_int,
+        default=60,
+        help="seconds to wait for the other processes",
+    )
     p.add_argument(
         "--task",
         choices=TASKS,
@@ -196,6 +209,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--every", type=positive_int, default=TrainDefaults.every)
 
+    la = sub.add_parser("launch", help="try a multi-host run: N processes on this machine")
+    la.add_argument("--processes", type=positive_int, default=2)
+    la.add_argument(
+        "--init-timeout",
+        type=positive_int,
+        default=60,
+        help="seconds each process waits for the others",
+    )
+    la.add_argument(
+        "run",
+        nargs=argparse.REMAINDER,
+        help="-- then a jaxpart run command: generate ... or compare ...",
+    )
+
     v = sub.add_parser("verify", help="compile the full-size model abstractly; check its memory")
     _add_plan_args(v, None, None)
     v.add_argument("--method", choices=("baseline", "layerwise"), default="layerwise")
@@ -234,13 +261,13 @@ def cmd_plan(args, console: Console) -> int:
     return 0
 
 
-def _run_setup(args):
+def _run_setup(args, console: Console):
     """Model (with --dtype), mesh with its devices started, plan choice and kernel choice."""
     model = load_model(args.model)
     if args.dtype:
         model = model.replace(dtype=args.dtype)
     mesh = load_mesh(args.mesh)
-    _start_devices(mesh)
+    _start_devices(args, mesh, console)
     from jaxpart.engine import PlanChoice
 
     choice = PlanChoice(
@@ -263,7 +290,7 @@ def cmd_compare(args, console: Console) -> int:
         from jaxpart.plot import require_matplotlib
 
         require_matplotlib()
-    model, mesh, choice, kernel = _run_setup(args)
+    model, mesh, choice, kernel = _run_setup(args, console)
     task, prompts, _ = _task_prompts(args, model)
     gen_len = task.answer_len if task else (args.gen_len or model.gen_len)
     batch = prompts.shape[0] if task else (args.batch or model.batch)
@@ -355,7 +382,7 @@ def _task_prompts(args, model):
 
 
 def cmd_generate(args, console: Console) -> int:
-    model, mesh, choice, kernel = _run_setup(args)
+    model, mesh, choice, kernel = _run_setup(args, console)
     from jaxpart.engine import generate
 
     task, prompts, answers = _task_prompts(args, model)
@@ -431,12 +458,20 @@ def kernel_choice(args, mesh):
     )
 
 
-def _start_devices(mesh) -> None:
-    """A CPU mesh gets its simulated devices before jax starts; users never type XLA flags."""
-    if mesh.platform == "cpu":
-        from jaxpart.sharding import ensure_cpu_devices
+def _start_devices(args, mesh, console: Console) -> None:
+    """Before jax starts: join the other processes of a multi-host run, and give a CPU mesh its
+    simulated devices (users never type XLA flags). Only process 0 prints."""
+    from jaxpart.distributed import Distributed, initialize, is_primary
 
-        ensure_cpu_devices(mesh.n_devices)
+    setup = Distributed(
+        coordinator=args.coordinator,
+        num_processes=args.num_processes,
+        process_id=args.process_id,
+        timeout_s=args.init_timeout,
+    )
+    initialize(setup, mesh)
+    if not is_primary():
+        console.quiet = True
 
 
 def cmd_simulate(args, console: Console) -> int:
@@ -596,7 +631,14 @@ def cmd_verify(args, console: Console) -> int:
     return 0
 
 
+def cmd_launch(args, console: Console) -> int:
+    from jaxpart.launch import launch
+
+    return launch(args.processes, args.run, args.init_timeout)
+
+
 COMMANDS = {
+    "launch": cmd_launch,
     "train": cmd_train,
     "verify": cmd_verify,
     "plan": cmd_plan,

@@ -29,7 +29,7 @@ class ReferenceExecutor(Executor):
     ):
         shape.check(cfg)
         self.cfg, self.shape, self.kernel = cfg, shape, kernel
-        self.device = device or jax.devices()[0]
+        self.device = device or jax.local_devices()[0]  # each process runs its own
         self.plan = None
         self._prefill = jax.jit(self._prefill_fn)
         self._decode = jax.jit(self._decode_fn, donate_argnums=(2, 3))
@@ -214,7 +214,7 @@ def load_checkpoint(executor, directory: str) -> dict:
         target = {k: v for k, v in executor.abstract_inputs()["params"].items() if k != "sizes"}
         params, _, _, _ = checkpoint.restore(directory, cfg, target)
         return {**params, "sizes": executor.place_sizes()}
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     params, _, _, _ = checkpoint.restore(
         directory, cfg, checkpoint.abstract_like(canonical, device)
     )

@@ -27,7 +27,15 @@ from jaxpart.config import ConfigError, ModelConfig
 from jaxpart.kernels.mlp import XLA_KERNEL, KernelChoice
 from jaxpart.layers import embed_tokens, jnp_dtype, lm_logits, run_layers
 from jaxpart.partition import Plan
-from jaxpart.sharding import build_mesh, cache_spec, padding_fraction, param_specs, stage_layout
+from jaxpart.sharding import (
+    build_mesh,
+    cache_spec,
+    padding_fraction,
+    param_specs,
+    put_global,
+    stage_layout,
+    to_host,
+)
 
 
 @dataclass(frozen=True)
@@ -131,10 +139,10 @@ class PipelineExecutor(Executor):
         """Canonical ``[L, ...]`` weights -> the padded stage layout, sharded on the mesh."""
 
         def put(x, spec, layered):
-            x = np.asarray(x)
+            x = to_host(x)
             if layered:
                 x = x[self.rows]
-            return jax.device_put(x, NamedSharding(self.mesh, spec))
+            return put_global(x, NamedSharding(self.mesh, spec))
 
         placed = {
             k: put(v, self._param_specs[k], False) for k, v in params.items() if k != "layers"
@@ -147,7 +155,7 @@ class PipelineExecutor(Executor):
 
     def place_sizes(self):
         """Each stage's real layer count, on its devices (the executor skips padding rows)."""
-        return jax.device_put(self.sizes, NamedSharding(self.mesh, P("stage")))
+        return put_global(self.sizes, NamedSharding(self.mesh, P("stage")))
 
     def empty_cache(self):
         cfg = self.cfg
@@ -305,22 +313,20 @@ class PipelineExecutor(Executor):
     def prefill(self, placed, prompts):
         """-> (first tokens [B], their logits [B, vocab], caches). Arrays stay on the devices."""
         k, v = self.empty_cache()
-        prompts = jax.device_put(
+        prompts = put_global(
             np.asarray(prompts, np.int32), NamedSharding(self.mesh, P("data", None))
         )
         toks, logits, k, v = self._prefill(placed, prompts, k, v)
         return toks, logits, (k, v)
 
     def decode(self, placed, first_tokens, cache):
-        first = jax.device_put(
-            np.asarray(first_tokens, np.int32), NamedSharding(self.mesh, P("data"))
-        )
+        first = put_global(np.asarray(first_tokens, np.int32), NamedSharding(self.mesh, P("data")))
         out, k, v = self._decode(placed, first, *cache)
         return out, (k, v)
 
     def first_from(self, toks, logits) -> tuple[np.ndarray, np.ndarray]:
         """The last stage's outputs of prefill, in batch order."""
-        return self._batch_order(np.asarray(toks)[-1]), self._batch_order(np.asarray(logits)[-1])
+        return self._batch_order(to_host(toks)[-1]), self._batch_order(to_host(logits)[-1])
 
     def timed_generate(self, placed, prompts) -> Generation:
         """Greedy tokens, timed: prefill until the first tokens are on the host, then decode."""
@@ -332,7 +338,7 @@ class PipelineExecutor(Executor):
         if self._decode is None:
             return Generation(first[:, None], first_logits, t1 - t0, 0.0)
         out, _ = self.decode(placed, first, cache)
-        rest = np.asarray(out)[-1]  # [D, M, replicas * b_mb]
+        rest = to_host(out)[-1]  # [D, M, replicas * b_mb]
         t2 = time.perf_counter()
         rest = np.stack([self._batch_order(step) for step in rest], axis=1)
         tokens = np.concatenate([first[:, None], rest], axis=1)
@@ -383,7 +389,7 @@ class PipelineExecutor(Executor):
         if self.canonical_rows:
             return params
         first_row = [int(np.flatnonzero(self.rows == i)[0]) for i in range(self.cfg.n_layers)]
-        params["layers"] = {k: np.asarray(v)[first_row] for k, v in params["layers"].items()}
+        params["layers"] = {k: to_host(v)[first_row] for k, v in params["layers"].items()}
         return params
 
     def compiled(self, program: str):

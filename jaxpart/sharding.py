@@ -42,6 +42,22 @@ def ensure_cpu_devices(n: int) -> None:
     jax.config.update("jax_num_cpu_devices", n)
 
 
+def put_global(x, sharding: NamedSharding) -> jax.Array:
+    """A host array -> a global array with ``sharding``. Every process holds the whole host
+    array and contributes the shards of its own devices (works for one process too)."""
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+
+def to_host(x: jax.Array) -> np.ndarray:
+    """The whole of a global array on the host of every process."""
+    if getattr(x, "is_fully_addressable", True):
+        return np.asarray(x)
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
 def spec_for(axes: tuple[str | None, ...], plan: Plan) -> P:
     """Logical axes -> mesh PartitionSpec; a mesh axis of size 1 in this plan is left out."""
     sizes = dict(zip(MESH_AXES, _mesh_shape(plan), strict=True))
@@ -56,7 +72,10 @@ def _mesh_shape(plan: Plan) -> tuple[int, int, int]:
 
 def build_mesh(plan: Plan, devices=None) -> Mesh:
     """Devices in plan order: device r*S*t + s*t + k is replica r, stage s, tensor shard k."""
-    devices = list(jax.devices() if devices is None else devices)
+    # Process by process, so that contiguous ids (a stage's tensor group) share a host.
+    devices = sorted(
+        jax.devices() if devices is None else devices, key=lambda d: (d.process_index, d.id)
+    )
     if len(devices) < plan.n_devices:
         raise ConfigError(
             f"the plan needs {plan.n_devices} devices ({plan.data_parallel} x {plan.n_stages} "
