@@ -577,7 +577,7 @@ def cmd_verify(args, console: Console) -> int:
     from jaxpart.config import format_bytes
     from jaxpart.engine import PlanChoice
     from jaxpart.sharding import ensure_cpu_devices
-    from jaxpart.verify import verify
+    from jaxpart.verify import cost_check, verify
 
     model, mesh = load_model(args.model), load_mesh(args.mesh)
     # Always simulated CPU devices, as many as the mesh has: nothing is allocated.
@@ -600,6 +600,8 @@ def cmd_verify(args, console: Console) -> int:
             microbatches=args.microbatches,
             progress=lambda p: status.update(f"lowering and compiling {p} (abstract arrays)"),
         )
+        status.update("XLA's cost analysis of one decode step")
+        result["cost_check"] = cost_check(model, model.batch)
     pred = result["predicted_per_device"]
     console.print(
         f"{args.method} plan of {model.name} (batch {model.batch}) on {mesh.name}, compiled for "
@@ -619,6 +621,15 @@ def cmd_verify(args, console: Console) -> int:
             f"(aliased {format_bytes(p['alias_bytes'])}); peak {format_bytes(p['peak_bytes'])}: "
             f"{'fits' if p['fits_hbm'] else 'does NOT fit'} {hbm} of HBM"
         )
+    cost = result["cost_check"]
+    console.print(
+        f"  one decode step on one device (batch {model.batch}, float32), XLA's cost analysis "
+        f"vs the perf model: {cost['xla_flops'] / 1e9:.2f} vs {cost['model_flops'] / 1e9:.2f} GFLOP "
+        f"({cost['xla_flops'] / cost['model_flops'] - 1:+.1%}); bytes accessed "
+        f"{format_bytes(cost['xla_bytes_accessed'])} vs the model's minimum "
+        f"{format_bytes(cost['model_bytes'])} (XLA counts every operand of every op: "
+        "intermediates and the cache update, which the model does not count)"
+    )
     if not result["programs"]["prefill"]["fits_hbm"]:
         console.print(
             f"  prefill's attention scores alone take "

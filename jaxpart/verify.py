@@ -75,3 +75,35 @@ def verify(
         "hbm_bytes": hbm,
         "programs": programs,
     }
+
+
+def cost_check(cfg: ModelConfig, batch: int) -> dict:
+    """The perf model's FLOPs and bytes for one decode step on one device, beside XLA's own
+    cost analysis of that step (compiled from abstract arrays, layers unrolled: XLA counts a
+    loop body once). In float32: XLA's CPU cost analysis also counts the ops that emulate
+    bf16 arithmetic (3.4x the FLOPs for dense16-tiny in bf16), which a GPU does not run."""
+    cfg = cfg.replace(dtype="float32")
+    import jax
+    import jax.numpy as jnp
+
+    from jaxpart.layers import forward, jnp_dtype
+    from jaxpart.model import empty_cache, init_params
+    from jaxpart.perfmodel import decode_step_flops
+
+    params = jax.eval_shape(lambda: init_params(cfg, 0))
+    k, v = jax.eval_shape(lambda: empty_cache(cfg, batch, jnp_dtype(cfg.dtype)))
+    token = jax.ShapeDtypeStruct((batch, 1), jnp.int32)
+    step = jax.jit(lambda p, t, k, v: forward(p, t, k, v, 0, unroll=True))
+    cost = step.lower(params, token, k, v).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    mem = layer_memory(cfg)
+    # The least a step must move: every weight and the whole cache read once (our attention
+    # reads all seq_len positions, masked), the embedding row and the LM head.
+    kv = cfg.n_layers * 2 * batch * cfg.seq_len * cfg.n_heads * cfg.head_dim * cfg.dtype_bytes
+    minimum = cfg.n_layers * mem.weight_bytes + kv + cfg.d_model * cfg.vocab * cfg.dtype_bytes
+    return {
+        "xla_flops": float(cost["flops"]),
+        "model_flops": decode_step_flops(cfg, batch, cfg.seq_len),
+        "xla_bytes_accessed": float(cost["bytes accessed"]),
+        "model_bytes": minimum,
+    }
