@@ -624,7 +624,8 @@ def cmd_verify(args, console: Console) -> int:
     cost = result["cost_check"]
     console.print(
         f"  one decode step on one device (batch {model.batch}, float32), XLA's cost analysis "
-        f"vs the perf model: {cost['xla_flops'] / 1e9:.2f} vs {cost['model_flops'] / 1e9:.2f} GFLOP "
+        f"vs the perf model: {cost['xla_flops'] / 1e9:.2f} vs "
+        f"{cost['model_flops'] / 1e9:.2f} GFLOP "
         f"({cost['xla_flops'] / cost['model_flops'] - 1:+.1%}); bytes accessed "
         f"{format_bytes(cost['xla_bytes_accessed'])} vs the model's minimum "
         f"{format_bytes(cost['model_bytes'])} (XLA counts every operand of every op: "
