@@ -65,21 +65,26 @@ def _where(directory: str) -> str:
     return f"--checkpoint = {directory!r}"
 
 
+def _restore_items(directory: str, step: int, **items) -> dict:
+    mngr = _manager(directory, create=False)
+    try:
+        return mngr.restore(step, args=ocp.args.Composite(**items))
+    except Exception as e:  # orbax raises many types for a damaged directory
+        first = str(e).splitlines()[0][:120] if str(e) else ""
+        raise CheckpointError(
+            f"{_where(directory)}: step {step} is incomplete or corrupt "
+            f"({type(e).__name__}: {first})"
+        ) from None
+    finally:
+        mngr.close()
+
+
 def read_meta(directory: str, cfg: ModelConfig, step: int | None = None) -> tuple[int, dict]:
     """The newest (or given) step and its metadata, checked against ``cfg``."""
     step = latest_step(directory) if step is None else step
     if step is None:
         raise CheckpointError(f"{_where(directory)}: no checkpoint there (missing or empty)")
-    mngr = _manager(directory, create=False)
-    try:
-        meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-    except Exception as e:  # orbax raises many types for a damaged directory
-        raise CheckpointError(
-            f"{_where(directory)}: step {step} is incomplete or corrupt "
-            f"({type(e).__name__}: {str(e).splitlines()[0][:120]})"
-        ) from None
-    finally:
-        mngr.close()
+    meta = _restore_items(directory, step, meta=ocp.args.JsonRestore())["meta"]
     version = meta.get("format_version") if isinstance(meta, dict) else None
     if not isinstance(version, int):
         raise CheckpointError(f"{_where(directory)}: step {step} has no format version")
@@ -107,16 +112,7 @@ def restore(directory: str, cfg: ModelConfig, target, opt_target=None, step: int
     items = {"params": ocp.args.StandardRestore(target)}
     if opt_target is not None:
         items["opt_state"] = ocp.args.StandardRestore(opt_target)
-    mngr = _manager(directory, create=False)
-    try:
-        out = mngr.restore(step, args=ocp.args.Composite(**items))
-    except Exception as e:
-        raise CheckpointError(
-            f"{_where(directory)}: step {step} is incomplete or corrupt "
-            f"({type(e).__name__}: {str(e).splitlines()[0][:120]})"
-        ) from None
-    finally:
-        mngr.close()
+    out = _restore_items(directory, step, **items)
     return out["params"], out.get("opt_state") if opt_target is not None else None, step, meta
 
 

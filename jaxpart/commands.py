@@ -1,0 +1,450 @@
+"""What each `jaxpart` command does, given its parsed arguments; `jaxpart.cli` parses them."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from rich.console import Console
+
+from jaxpart.config import ConfigError, load_mesh, load_model
+from jaxpart.partition import make_plan
+
+
+def write_text_atomically(path: str, text: str) -> None:
+    """Write beside ``path``, then rename: a failure leaves nothing half-written. In a
+    multi-process run only process 0 writes."""
+    if "jax" in sys.modules and sys.modules["jax"].process_index() != 0:
+        return
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def plan_choice(args):
+    """How to place the model, from --capacity --strategy --layers-per-stage --tp --pp."""
+    from jaxpart.engine import PlanChoice
+
+    return PlanChoice(
+        capacity=args.capacity,
+        strategy=args.strategy,
+        layers_per_stage=tuple(args.layers_per_stage) if args.layers_per_stage else None,
+        tp=args.tp,
+        pp=args.pp,
+    )
+
+
+def _plan_from_args(args) -> tuple:
+    model = load_model(args.model)
+    mesh = load_mesh(args.mesh)
+    plan = make_plan(
+        model,
+        mesh,
+        capacity=args.capacity,
+        strategy=args.strategy,
+        devices=args.devices,
+        figures=args.figures,
+        layers_per_stage=args.layers_per_stage,
+    )
+    return model, mesh, plan
+
+
+def cmd_plan(args, console: Console) -> int:
+    from jaxpart.report import print_plan
+
+    model, mesh, plan = _plan_from_args(args)
+    print_plan(console, model, mesh, plan)
+    if args.json:
+        write_text_atomically(args.json, plan.to_json())
+        console.print(f"plan written to {args.json}")
+    return 0
+
+
+def _run_setup(args, console: Console):
+    """Model (with --dtype), mesh with its devices started, plan choice and kernel choice."""
+    model = load_model(args.model)
+    if args.dtype:
+        model = model.replace(dtype=args.dtype)
+    mesh = load_mesh(args.mesh)
+    _start_devices(args, mesh, console)
+
+    choice = plan_choice(args)
+    return model, mesh, choice, kernel_choice(args, mesh)
+
+
+def cmd_compare(args, console: Console) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from jaxpart import report
+    from jaxpart.compare import run_compare
+
+    if args.plot:
+        from jaxpart.plot import require_matplotlib
+
+        require_matplotlib()
+    model, mesh, choice, kernel = _run_setup(args, console)
+    task, prompts, _ = _task_prompts(args, model)
+    gen_len = task.answer_len if task else (args.gen_len or model.gen_len)
+    batch = prompts.shape[0] if task else (args.batch or model.batch)
+    prompt_len = task.prompt_len if task else (args.prompt_len or model.prompt_len)
+    if gen_len < 2:
+        raise ConfigError(f"--gen-len = {gen_len}: compare needs >= 2 new tokens to time decoding")
+    columns = (
+        TextColumn("{task.description:<28}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=True) as bar:
+        tasks = {}
+
+        def progress(method, what):
+            if method not in tasks:
+                tasks[method] = bar.add_task(f"{method}: compiling", total=args.repeats + 2)
+            bar.update(
+                tasks[method],
+                advance=1,
+                description=f"{method}: {'timing' if what != 'placed' else 'compiling'}",
+            )
+
+        result = run_compare(
+            model,
+            mesh,
+            batch=batch,
+            prompt_len=prompt_len,
+            gen_len=gen_len,
+            microbatches=args.microbatches,
+            choice=choice,
+            kernel=kernel,
+            repeats=args.repeats,
+            seed=args.seed,
+            progress=progress,
+            checkpoint=args.checkpoint,
+            prompts=prompts,
+        )
+    layerwise = result.plans["layerwise"]
+    weights = f"checkpoint {args.checkpoint}" if args.checkpoint else f"random, seed {args.seed}"
+    prompts_from = f"task {task.name}" if task else f"random, seed {args.seed}"
+    console.print(f"weights: {weights}; prompts: {prompts_from}")
+    console.print(report.plan_summary(layerwise))
+    console.print(report.plan_table(layerwise, mesh))
+    console.print(report.plan_summary(result.plans["baseline"]))
+    console.print(report.results_table(result))
+    r = result.ratios
+    console.print(
+        f"layer-wise / baseline: TPS {r['tps_layerwise_over_baseline']:.2f}x, "
+        f"TPOT {r['tpot_layerwise_over_baseline']:.2f}x (measured on {result.measured_on})"
+    )
+    for line in report.breakdown_lines(result):
+        console.print(f"  {line}")
+    if mesh.platform == "cpu":
+        console.print(
+            "  caveat: simulated CPU devices share the host's cores and caches, so these ratios "
+            "say nothing yet about GPUs"
+        )
+    console.print(f"  {report.SEED_CLAIM}")
+    if not result.all_tokens_match:
+        console.print("[bold red]tokens differ from the reference[/bold red]")
+    if args.json:
+        doc = {**result.to_dict(), "weights": weights, "prompts": prompts_from}
+        write_text_atomically(args.json, json.dumps(doc, indent=2))
+        console.print(f"written to {args.json}")
+    if args.plot:
+        from jaxpart.plot import plot_comparison
+
+        plot_comparison(result, args.plot)
+        console.print(f"plot written to {args.plot}")
+    return 0 if result.all_tokens_match else 1
+
+
+def _task_prompts(args, model):
+    """(task, prompts, answers) for --task, else Nones; the prompts come from --seed."""
+    if not args.task:
+        return None, None, None
+    import numpy as np
+
+    from jaxpart.tasks import Task
+
+    if getattr(args, "prompt", None):
+        raise ConfigError("--prompt and --task: give one of them")
+    task = Task(args.task)
+    task.check(model.vocab, model.seq_len)
+    prompts, answers = task.sample(np.random.default_rng([args.seed, 1]), args.batch or model.batch)
+    return task, prompts, answers
+
+
+def cmd_generate(args, console: Console) -> int:
+    model, mesh, choice, kernel = _run_setup(args, console)
+    from jaxpart.engine import generate
+
+    task, prompts, answers = _task_prompts(args, model)
+    with console.status(f"compiling and running {args.method} on {mesh.name}..."):
+        tokens, _, executor = generate(
+            args.method,
+            model,
+            mesh,
+            batch=args.batch,
+            prompt_len=args.prompt_len,
+            gen_len=task.answer_len if task else args.gen_len,
+            microbatches=args.microbatches,
+            seed=args.seed,
+            prompts=prompts if task else args.prompt,
+            choice=choice,
+            kernel=kernel,
+            checkpoint=args.checkpoint,
+        )
+    plan = executor.plan
+    from jaxpart.report import plan_summary
+
+    console.print(f"method: {args.method} ({model.name}, {model.dtype})")
+    if plan is not None:
+        console.print(plan_summary(plan))
+        console.print(
+            f"schedule: {executor.shape.microbatches} microbatches over {plan.n_stages} stages; "
+            f"padding (idle share of stage-layer slots): {executor.padding_fraction:.0%}"
+        )
+    console.print(f"weights: {args.checkpoint or f'random, seed {args.seed}'}")
+    shown = min(8 if task else 4, tokens.shape[0])
+    accuracy = None
+    for i in range(shown):
+        if task:
+            ok = (tokens[i, : task.answer_len] == answers[i]).all()
+            console.print(
+                f"  {task.render(prompts[i])} {task.render(tokens[i])}"
+                f"  {'ok' if ok else 'WRONG, expected ' + task.render(answers[i])}"
+            )
+        else:
+            console.print(f"  sequence {i}: {' '.join(map(str, tokens[i].tolist()))}")
+    if tokens.shape[0] > shown:
+        console.print(f"  ... {tokens.shape[0] - shown} more sequences")
+    if task:
+        from jaxpart.tasks import exact_match
+
+        accuracy = exact_match(answers, tokens)
+        console.print(
+            f"task accuracy ({task.name}): {accuracy:.1%} exact answers of {tokens.shape[0]}"
+        )
+    if args.json:
+        doc = {
+            "method": args.method,
+            "model": model.name,
+            "dtype": model.dtype,
+            "tokens": tokens.tolist(),
+            "plan": plan.to_dict() if plan is not None else None,
+        }
+        if task:
+            doc["task_accuracy"] = accuracy
+        write_text_atomically(args.json, json.dumps(doc))
+        console.print(f"written to {args.json}")
+    return 0
+
+
+def kernel_choice(args, mesh):
+    from jaxpart.kernels.mlp import KernelChoice
+
+    # Kernel tiles are sized to what one block may hold on chip: the mesh's smem tier.
+    return KernelChoice(
+        backend=args.mlp_kernel,
+        sram_bytes=mesh.tiers["smem"].capacity_bytes,
+        strict=args.strict,
+    )
+
+
+def _start_devices(args, mesh, console: Console) -> None:
+    """Before jax starts: join the other processes of a multi-host run, and give a CPU mesh its
+    simulated devices (users never type XLA flags). Only process 0 prints."""
+    from jaxpart.distributed import Distributed, initialize, is_primary
+
+    setup = Distributed(
+        coordinator=args.coordinator,
+        num_processes=args.num_processes,
+        process_id=args.process_id,
+        timeout_s=args.init_timeout,
+    )
+    initialize(setup, mesh)
+    if not is_primary():
+        console.quiet = True
+
+
+def cmd_simulate(args, console: Console) -> int:
+    from jaxpart import report
+    from jaxpart.perfmodel import constants_from, parse_sweep
+    from jaxpart.simulate import run_simulate, run_sweep
+
+    model, mesh = load_model(args.model), load_mesh(args.mesh)
+    sweep = parse_sweep(args.sweep) if args.sweep else None
+    constants = constants_from(mesh, args.calibration)
+    choice = plan_choice(args)
+    shape = dict(
+        batch=args.batch or model.batch,
+        prompt_len=args.prompt_len or model.prompt_len,
+        gen_len=args.gen_len or model.gen_len,
+        microbatches=args.microbatches,
+    )
+    sim = run_simulate(model, mesh, constants, choice, **shape)
+    if sweep:
+        sim["sweep"] = run_sweep(model, mesh, constants, choice, *sweep, **shape)
+    for line in sim["calibration"]:
+        console.print(f"calibrated: {line}")
+    console.print(report.simulate_table(sim, str(mesh.n_devices)))
+    ratio = sim["ratios"]["tps_layerwise_over_baseline"]
+    console.print(f"layer-wise / baseline TPS: {ratio:.2f}x (predicted); {sim['why']}")
+    for line in report.verdict_lines(sim) + sim["notes"]:
+        console.print(f"  {line}")
+    if sweep:
+        sw = sim["sweep"]
+        for row in sw["rows"]:
+            console.print(
+                f"  {sw['key']} = {row['value']:>6}: layer-wise / baseline TPS "
+                f"{row['ratio']:.2f}x ({row['layerwise_tps']:,.0f} vs {row['baseline_tps']:,.0f});"
+                f" {row['why']}"
+            )
+        console.print(f"  {sw['crossover']} (predicted)")
+        for note in dict.fromkeys(sw["notes"]):
+            console.print(f"  note: {note}")
+    if args.json:
+        write_text_atomically(args.json, json.dumps(sim, indent=2))
+        console.print(f"written to {args.json}")
+    return 0
+
+
+def cmd_train(args, console: Console) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    model = load_model(args.model)
+    from jaxpart import checkpoint
+    from jaxpart.train import TrainConfig, evaluate, train
+
+    tc = TrainConfig(
+        task=args.task,
+        steps=args.steps,
+        batch=args.batch,
+        lr=args.lr,
+        seed=args.seed,
+        every=args.every,
+    )
+    if args.checkpoint and checkpoint.latest_step(args.checkpoint) is not None:
+        step, _ = checkpoint.read_meta(args.checkpoint, model)  # a wrong model fails here
+        console.print(f"resuming from step {step} in {args.checkpoint}")
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}  exact {task.fields[exact]:.1%}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console) as bar:
+        job = bar.add_task(
+            f"training {model.name} on {args.task}", total=tc.steps, loss=0.0, exact=0.0
+        )
+
+        def on_step(step, metrics):
+            if step % 10 == 0 or step == tc.steps:
+                bar.update(
+                    job, completed=step, loss=float(metrics["loss"]), exact=float(metrics["exact"])
+                )
+
+        params, metrics, start = train(model, tc, args.checkpoint, on_step)
+        bar.update(job, completed=tc.steps)
+    if start >= tc.steps:
+        console.print(f"nothing to do: the checkpoint is at step {start} >= --steps {tc.steps}")
+    accuracy = evaluate(model, params, args.task, seed=args.seed)
+    console.print(
+        f"{args.task}: {accuracy:.1%} exact answers by greedy generation on 256 fresh prompts "
+        f"(measured on one CPU device); last training batch: loss {metrics.get('loss', 0):.4f}"
+    )
+    if args.checkpoint:
+        console.print(f"checkpoint: {args.checkpoint} (step {tc.steps})")
+    return 0
+
+
+def cmd_verify(args, console: Console) -> int:
+    from jaxpart.config import format_bytes
+    from jaxpart.sharding import ensure_cpu_devices
+    from jaxpart.verify import cost_check, verify
+
+    model, mesh = load_model(args.model), load_mesh(args.mesh)
+    if args.batch:
+        model = model.replace(batch=args.batch)
+    # Always simulated CPU devices, as many as the mesh has: nothing is allocated.
+    ensure_cpu_devices(mesh.n_devices)
+    choice = plan_choice(args)
+    with console.status("compiling") as status:
+        result = verify(
+            model,
+            mesh,
+            args.method,
+            choice,
+            prompt_len=args.prompt_len or model.prompt_len,
+            gen_len=args.gen_len or model.gen_len,
+            microbatches=args.microbatches,
+            progress=lambda p: status.update(f"lowering and compiling {p} (abstract arrays)"),
+        )
+        status.update("XLA's cost analysis of one decode step")
+        result["cost_check"] = cost_check(model, model.batch)
+    pred = result["predicted_per_device"]
+    console.print(
+        f"{args.method} plan of {model.name} (batch {model.batch}) on {mesh.name}, compiled for "
+        f"{mesh.n_devices} simulated CPU devices from abstract arrays; per device:"
+    )
+    console.print(
+        f"  memory model: weights {format_bytes(pred['weights'])} + KV cache "
+        f"{format_bytes(pred['kv_cache'])} + embedding and head "
+        f"{format_bytes(pred['embedding_and_head'])} = {format_bytes(pred['total'])}"
+    )
+    hbm = format_bytes(result["hbm_bytes"])
+    for name, p in result["programs"].items():
+        console.print(
+            f"  XLA {name}: arguments {format_bytes(p['argument_bytes'])} "
+            f"({p['argument_bytes_over_predicted']:.3f}x the model's), temporaries "
+            f"{format_bytes(p['temp_bytes'])}, outputs {format_bytes(p['output_bytes'])} "
+            f"(aliased {format_bytes(p['alias_bytes'])}); peak {format_bytes(p['peak_bytes'])}: "
+            f"{'fits' if p['fits_hbm'] else 'does NOT fit'} {hbm} of HBM"
+        )
+    cost = result["cost_check"]
+    console.print(
+        f"  one decode step on one device (batch {model.batch}, float32), XLA's cost analysis "
+        f"vs the perf model: {cost['xla_flops'] / 1e9:.2f} vs "
+        f"{cost['model_flops'] / 1e9:.2f} GFLOP "
+        f"({cost['xla_flops'] / cost['model_flops'] - 1:+.1%}); bytes accessed "
+        f"{format_bytes(cost['xla_bytes_accessed'])} vs the model's minimum "
+        f"{format_bytes(cost['model_bytes'])} (XLA counts every operand of every op: "
+        "intermediates and the cache update, which the model does not count)"
+    )
+    if not result["programs"]["prefill"]["fits_hbm"]:
+        console.print(
+            f"  prefill's attention scores alone take "
+            f"{format_bytes(result['prefill_attention_scores_bytes'])} a microbatch (rows x heads"
+            " x prompt x context, f32): more --microbatches shrink them"
+        )
+    if args.json:
+        write_text_atomically(args.json, json.dumps(result, indent=2))
+        console.print(f"written to {args.json}")
+    return 0
+
+
+def cmd_launch(args, console: Console) -> int:
+    from jaxpart.launch import launch
+
+    return launch(args.processes, args.run, args.init_timeout)
+
+
+COMMANDS = {
+    "launch": cmd_launch,
+    "train": cmd_train,
+    "verify": cmd_verify,
+    "plan": cmd_plan,
+    "compare": cmd_compare,
+    "generate": cmd_generate,
+    "simulate": cmd_simulate,
+}
