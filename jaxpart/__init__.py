@@ -16,7 +16,8 @@ from importlib import import_module
 
 from jaxpart.config import ConfigError, MeshConfig, ModelConfig, load_mesh, load_model, parse_size
 from jaxpart.memory import layer_memory
-from jaxpart.partition import Plan, PlanError, make_plan, plan_balanced, plan_greedy, plan_manual
+from jaxpart.partition import PlanError, plan_balanced, plan_greedy, plan_manual
+from jaxpart.plan import Plan, make_plan
 
 _LAZY = {
     "generate": "jaxpart.engine",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from jaxpart.config import ConfigError, MeshConfig, ModelConfig
 from jaxpart.memory import EVERYTHING, layer_fit_bytes
-from jaxpart.partition import Plan, assemble_plan
+from jaxpart.plan import Plan, assemble_plan
 
 
 def baseline_plan(

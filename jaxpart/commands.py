@@ -11,7 +11,7 @@ from pathlib import Path
 from rich.console import Console
 
 from jaxpart.config import ConfigError, load_mesh, load_model
-from jaxpart.partition import make_plan
+from jaxpart.plan import make_plan
 
 
 def write_text_atomically(path: str, text: str) -> None:

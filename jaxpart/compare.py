@@ -9,7 +9,7 @@ from jaxpart.bench import Measurement, decode_breakdown, measure, measured_on
 from jaxpart.config import MeshConfig, ModelConfig
 from jaxpart.engine import METHODS, PlanChoice, load_checkpoint, make_executor, random_prompts
 from jaxpart.kernels.mlp import XLA_KERNEL, KernelChoice
-from jaxpart.partition import Plan
+from jaxpart.plan import Plan
 
 
 @dataclass

@@ -15,8 +15,8 @@ from jaxpart.config import ConfigError, MeshConfig, ModelConfig
 from jaxpart.kernels.mlp import XLA_KERNEL, KernelChoice
 from jaxpart.layers import forward
 from jaxpart.model import empty_cache
-from jaxpart.partition import Plan, make_plan
 from jaxpart.pipeline import Executor, Generation, PipelineExecutor, RunShape, check_tokens
+from jaxpart.plan import Plan, make_plan
 
 METHODS = ("reference", "baseline", "layerwise")
 

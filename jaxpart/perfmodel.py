@@ -21,7 +21,7 @@ from pathlib import Path
 
 from jaxpart.config import ConfigError, Link, MeshConfig, ModelConfig
 from jaxpart.memory import layer_memory
-from jaxpart.partition import Plan
+from jaxpart.plan import Plan
 
 # The seed's results table, verbatim: (method, TPS, "TPOT" ms).
 SEED_ROWS = (("baseline", 12_800.0, 0.078), ("layerwise", 15_360.0, 0.065))

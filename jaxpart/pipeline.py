@@ -26,7 +26,7 @@ from jax.sharding import PartitionSpec as P
 from jaxpart.config import ConfigError, ModelConfig
 from jaxpart.kernels.mlp import XLA_KERNEL, KernelChoice
 from jaxpart.layers import embed_tokens, jnp_dtype, lm_logits, run_layers
-from jaxpart.partition import Plan
+from jaxpart.plan import Plan
 from jaxpart.sharding import (
     build_mesh,
     cache_spec,

@@ -8,7 +8,7 @@ from rich.table import Table
 
 from jaxpart.config import MeshConfig, ModelConfig, format_bytes
 from jaxpart.memory import discrepancies, embedding_params, layer_memory
-from jaxpart.partition import Plan
+from jaxpart.plan import Plan
 
 
 def memory_table(model: ModelConfig, figures: str) -> Table:

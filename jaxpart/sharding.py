@@ -16,7 +16,7 @@ from jax.sharding import PartitionSpec as P
 
 from jaxpart.config import ConfigError, ModelConfig
 from jaxpart.model import CACHE_AXES, logical_specs
-from jaxpart.partition import Plan
+from jaxpart.plan import Plan
 
 MESH_AXES = ("data", "stage", "tensor")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from jaxpart.baseline import baseline_plan
 from jaxpart.config import MeshConfig, ModelConfig
 from jaxpart.engine import PlanChoice, default_microbatches, plan_for
-from jaxpart.partition import PlanError, make_plan
+from jaxpart.partition import PlanError
 from jaxpart.perfmodel import (
     Constants,
     crossover,
@@ -16,6 +16,7 @@ from jaxpart.perfmodel import (
     verdicts,
     why,
 )
+from jaxpart.plan import make_plan
 
 
 def _plans(cfg: ModelConfig, mesh: MeshConfig, choice: PlanChoice):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from jaxpart.baseline import baseline_plan
 from jaxpart.config import load_mesh, load_model
-from jaxpart.partition import make_plan
+from jaxpart.plan import make_plan
 from jaxpart.sharding import spec_dump_text
 
 GOLDEN = Path(__file__).resolve().parent.parent / "tests" / "golden"

@@ -13,8 +13,8 @@ from jaxpart.config import ConfigError, load_mesh, load_model
 from jaxpart.engine import PlanChoice, ReferenceExecutor, generate, random_prompts
 from jaxpart.memory import EVERYTHING, layer_fit_bytes
 from jaxpart.model import DenseDecoder, init_params
-from jaxpart.partition import make_plan
 from jaxpart.pipeline import PipelineExecutor, RunShape
+from jaxpart.plan import make_plan
 
 MODEL = load_model("dense16-tiny")
 MESH = load_mesh("cpu16")

@@ -9,14 +9,13 @@ from hypothesis import strategies as st
 from jaxpart.config import load_mesh, load_model
 from jaxpart.partition import (
     LayerTooLarge,
-    Plan,
     PlanError,
     bottleneck,
-    make_plan,
     plan_balanced,
     plan_greedy,
     plan_manual,
 )
+from jaxpart.plan import Plan, make_plan
 
 MANY = settings(max_examples=1000, deadline=None)
 

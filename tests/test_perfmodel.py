@@ -13,7 +13,6 @@ from jaxpart.config import ConfigError, Link, load_mesh, load_model
 from jaxpart.layers import forward
 from jaxpart.memory import layer_memory
 from jaxpart.model import empty_cache, init_params
-from jaxpart.partition import make_plan
 from jaxpart.perfmodel import (
     Constants,
     allreduce_s,
@@ -23,6 +22,7 @@ from jaxpart.perfmodel import (
     floor,
     predict,
 )
+from jaxpart.plan import make_plan
 
 LINK = Link(
     "test",

@@ -1,0 +1,317 @@
+"""The Plan: a model's layers as pipeline stages on a mesh, with the devices each stage spans
+(its tensor-split degree), the bytes it needs and the smallest memory tier it fits.
+
+``make_plan`` runs a partitioner (``jaxpart.partition``) under a capacity, finds the smallest
+tensor split that makes a layer fit, and uses every device of the mesh.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+from jaxpart.config import TIER_NAMES, MeshConfig, ModelConfig, format_bytes, parse_size
+from jaxpart.memory import FIT_DEFINITIONS, STATED, TIER_DEFINITION, layer_fit_bytes, valid_splits
+from jaxpart.partition import (
+    STRATEGIES,
+    PlanError,
+    bottleneck,
+    plan_balanced,
+    plan_greedy,
+    plan_manual,
+)
+
+
+@dataclass(frozen=True)
+class Stage:
+    layers: tuple[int, ...]
+    devices: tuple[int, ...]  # every device of this stage, across data-parallel replicas
+    split: int  # tensor-split degree: devices per stage per replica
+    bytes: int  # per device, under the plan's fit definition
+    tier: str  # smallest tier it fits: smem, l2, hbm, or "none"
+    bytes_by_tier: dict[str, int] = field(default_factory=dict)  # per device, per tier's definition
+
+
+@dataclass(frozen=True)
+class Plan:
+    model: str
+    mesh: str
+    strategy: str
+    figures: str  # derived | stated
+    fit_definition: str  # resident | everything | stated
+    capacity: str  # as given: a tier name or a size
+    capacity_bytes: int
+    layer_bytes: tuple[int, ...]  # per device, at the plan's split, under fit_definition
+    split: int
+    data_parallel: int
+    stages: tuple[Stage, ...]
+    notes: tuple[str, ...] = ()
+
+    @property
+    def n_stages(self) -> int:
+        return len(self.stages)
+
+    @property
+    def n_devices(self) -> int:
+        return self.n_stages * self.split * self.data_parallel
+
+    @property
+    def layers_per_stage(self) -> list[int]:
+        return [len(s.layers) for s in self.stages]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["devices"] = self.n_devices
+        d["fit_definition_text"] = FIT_DEFINITIONS[self.fit_definition]
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Plan:
+        d = {k: v for k, v in d.items() if k not in ("devices", "fit_definition_text")}
+        stages = tuple(
+            Stage(
+                layers=tuple(s["layers"]),
+                devices=tuple(s["devices"]),
+                split=s["split"],
+                bytes=s["bytes"],
+                tier=s["tier"],
+                bytes_by_tier=dict(s["bytes_by_tier"]),
+            )
+            for s in d.pop("stages")
+        )
+        return cls(
+            **{**d, "layer_bytes": tuple(d["layer_bytes"]), "notes": tuple(d["notes"])},
+            stages=stages,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Plan:
+        return cls.from_dict(json.loads(text))
+
+
+def resolve_capacity(capacity: str | None, mesh: MeshConfig) -> tuple[str, int, str]:
+    """A tier name or a size -> (label, bytes, fit definition).
+
+    A size is read against the mesh: if it is no larger than the l2 tier it is a cache capacity
+    (the resident set must fit), otherwise an HBM-like capacity (everything must fit).
+    """
+    name = capacity or mesh.default_capacity
+    if name in mesh.tiers:
+        return name, mesh.tiers[name].capacity_bytes, TIER_DEFINITION[name]
+    nbytes = parse_size(name, "--capacity")
+    for tier in TIER_NAMES:
+        if nbytes <= mesh.tiers[tier].capacity_bytes:
+            return name, nbytes, TIER_DEFINITION[tier]
+    return name, nbytes, TIER_DEFINITION["hbm"]
+
+
+def _stage_bytes(model: ModelConfig, definition: str, split: int, n_layers: int) -> int:
+    return n_layers * layer_fit_bytes(model, definition, split)
+
+
+def _smallest_tier(model: ModelConfig, mesh: MeshConfig, figures: str, split: int, n: int):
+    by_tier = {
+        tier: _stage_bytes(
+            model, STATED if figures == "stated" else TIER_DEFINITION[tier], split, n
+        )
+        for tier in TIER_NAMES
+    }
+    for tier in TIER_NAMES:
+        if by_tier[tier] <= mesh.tiers[tier].capacity_bytes:
+            return tier, by_tier
+    return "none", by_tier
+
+
+def _partition(strategy, layer_bytes, capacity, n_stages, layers_per_stage, n_layers):
+    """Stages for one split degree, or None when they do not fit the capacity."""
+    if strategy == "greedy":
+        if max(layer_bytes) > capacity:
+            return None
+        return plan_greedy(layer_bytes, capacity)
+    if strategy == "manual":
+        stages = plan_manual(layers_per_stage, n_layers)
+    else:
+        stages = plan_balanced(layer_bytes, n_stages)
+    return stages if bottleneck(stages, layer_bytes) <= capacity else None
+
+
+def make_plan(
+    model: ModelConfig,
+    mesh: MeshConfig,
+    capacity: str | None = None,
+    strategy: str = "greedy",
+    devices: int | None = None,
+    figures: str = "derived",
+    layers_per_stage: Sequence[int] | None = None,
+) -> Plan:
+    """Plan ``model`` onto ``devices`` under ``capacity`` (both default to the mesh's)."""
+    if strategy not in STRATEGIES:
+        raise PlanError(f"--strategy = {strategy!r}: use one of {list(STRATEGIES)}")
+    if figures not in ("derived", "stated"):
+        raise PlanError(f"--figures = {figures!r}: use 'derived' or 'stated'")
+    if (strategy == "manual") != (layers_per_stage is not None):
+        raise PlanError(
+            "--layers-per-stage: give it with --strategy manual, and only then"
+            f" (strategy = {strategy!r})"
+        )
+    n_devices = mesh.n_devices if devices is None else devices
+    if n_devices < 1:
+        raise PlanError(f"--devices = {n_devices}: must be >= 1")
+    label, cap, definition = resolve_capacity(capacity, mesh)
+    if figures == "stated":
+        definition = STATED
+    L = model.n_layers
+    splits = [t for t in valid_splits(model) if t <= n_devices]
+
+    stages, split, layer_bytes = None, 1, []
+    for split in splits:
+        layer_bytes = [layer_fit_bytes(model, definition, split)] * L
+        n_stages = min(L, n_devices // split)
+        stages = _partition(strategy, layer_bytes, cap, n_stages, layers_per_stage, L)
+        if stages is not None:
+            break
+    if stages is None:
+        raise _no_fit_error(model, definition, label, cap, strategy, layers_per_stage, splits)
+
+    notes = [f"fit definition: {FIT_DEFINITIONS[definition]}"]
+    if split > 1:
+        notes.append(
+            f"one layer needs {format_bytes(layer_fit_bytes(model, definition, 1))}, more than "
+            f"{label} ({format_bytes(cap)}): heads and MLP are split {split} ways per stage"
+        )
+    needed = len(stages) * split
+    if needed > n_devices:
+        raise PlanError(
+            f"the {strategy} plan needs {len(stages)} stages x {split} devices = {needed} devices "
+            f"at capacity {label} ({format_bytes(cap)}), but the mesh has {n_devices}; "
+            "use a larger --capacity (e.g. hbm) or more devices"
+        )
+    data_parallel = 1
+    if needed < n_devices:
+        if n_devices % needed == 0:
+            data_parallel = n_devices // needed
+            notes.append(
+                f"{strategy} needs {needed} of {n_devices} devices: the pipeline is replicated "
+                f"{data_parallel}x for data parallelism"
+            )
+        elif strategy == "greedy" and n_devices // split <= L:
+            n_stages = n_devices // split
+            stages = plan_balanced(layer_bytes, n_stages)
+            notes.append(
+                f"greedy needs {needed} of {n_devices} devices, which does not divide them: "
+                f"fell back to balanced over {n_stages} stages"
+            )
+        else:
+            notes.append(f"{n_devices - needed} of {n_devices} devices stay unused")
+
+    plan = assemble_plan(
+        model,
+        mesh,
+        stages,
+        split,
+        data_parallel,
+        strategy,
+        figures,
+        definition,
+        label,
+        cap,
+        layer_bytes,
+        notes,
+    )
+    hbm = mesh.tiers["hbm"].capacity_bytes
+    for i, stage in enumerate(plan.stages):
+        if figures == "derived" and stage.bytes_by_tier["hbm"] > hbm:
+            raise PlanError(
+                f"stage {i} (layers {stage.layers[0]}-{stage.layers[-1]}) fits {label} but "
+                f"needs {format_bytes(stage.bytes_by_tier['hbm'])} of HBM with its KV cache, "
+                f"more than {format_bytes(hbm)}; use fewer layers per stage"
+            )
+    return plan
+
+
+def assemble_plan(
+    model: ModelConfig,
+    mesh: MeshConfig,
+    stages: Sequence[Sequence[int]],
+    split: int,
+    data_parallel: int,
+    strategy: str,
+    figures: str,
+    definition: str,
+    label: str,
+    cap: int,
+    layer_bytes: Sequence[int],
+    notes: Sequence[str],
+) -> Plan:
+    """Stages of layer ids -> a Plan: device ids, bytes per device and the tier each fits."""
+    per_replica = len(stages) * split
+    plan_stages = []
+    for s, layers in enumerate(stages):
+        tier, by_tier = _smallest_tier(model, mesh, figures, split, len(layers))
+        devs = tuple(
+            r * per_replica + s * split + k for r in range(data_parallel) for k in range(split)
+        )
+        plan_stages.append(
+            Stage(
+                layers=tuple(layers),
+                devices=devs,
+                split=split,
+                bytes=sum(layer_bytes[i] for i in layers),
+                tier=tier,
+                bytes_by_tier=by_tier,
+            )
+        )
+    return Plan(
+        model=model.name,
+        mesh=mesh.name,
+        strategy=strategy,
+        figures=figures,
+        fit_definition=definition,
+        capacity=label,
+        capacity_bytes=cap,
+        layer_bytes=tuple(layer_bytes),
+        split=split,
+        data_parallel=data_parallel,
+        stages=tuple(plan_stages),
+        notes=tuple(notes),
+    )
+
+
+def _no_fit_error(model, definition, label, cap, strategy, layers_per_stage, splits) -> PlanError:
+    one = layer_fit_bytes(model, definition, 1)
+    if strategy == "manual":
+        heaviest = max(layers_per_stage)
+        return PlanError(
+            f"--layers-per-stage: a stage of {heaviest} layers needs "
+            f"{format_bytes(heaviest * one)} but capacity {label} is {format_bytes(cap)}, "
+            f"even split {splits[-1]} ways"
+        )
+    # fit(t) = fixed + shardable / t: the fixed part (replicated activations, buffers) never splits.
+    shardable = 2 * (one - layer_fit_bytes(model, definition, 2)) if model.n_heads % 2 == 0 else one
+    fixed = one - shardable
+    fitting = [t for t in valid_splits(model) if layer_fit_bytes(model, definition, t) <= cap]
+    head = f"layer 0 needs {format_bytes(one)} but capacity {label} is {format_bytes(cap)}"
+    if fitting:
+        t = fitting[0]
+        return PlanError(
+            f"{head}; a {t}-way split fits, so {model.n_layers} layers would take "
+            f"{model.n_layers * t} devices but only {splits[-1]}-way splits fit this mesh. "
+            "Use --capacity hbm or a smaller model"
+        )
+    if fixed >= cap:
+        return PlanError(
+            f"{head}, and its part that no split divides ({format_bytes(fixed)}: replicated "
+            "activations and buffers) alone exceeds it: no number of devices fits. "
+            "Use --capacity hbm or a smaller model"
+        )
+    per_layer = math.ceil(shardable / (cap - fixed))
+    return PlanError(
+        f"{head}; no split of its {model.n_heads} heads and {model.d_ff} MLP width fits; it would "
+        f"take a {per_layer}-way split, {model.n_layers * per_layer} devices for "
+        f"{model.n_layers} layers. Use --capacity hbm or a smaller model"
+    )
