@@ -129,7 +129,11 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="jaxpart", description=__doc__)
+    parser = _Parser(
+        prog="jaxpart",
+        description="Place a dense decoder on a device mesh layer-wise or as TP x PP, run both, "
+        "measure them side by side, and predict them for GPU pods. Start with `jaxpart compare`.",
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("plan", help="partition a model's layers onto a mesh and print the plan")
