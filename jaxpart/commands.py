@@ -425,7 +425,7 @@ def cmd_verify(args, console: Console) -> int:
         console.print(
             f"  prefill's attention scores alone take "
             f"{format_bytes(result['prefill_attention_scores_bytes'])} a microbatch (rows x heads"
-            " x prompt x context, f32): more --microbatches shrink them"
+            " x query chunk x context, f32): more --microbatches shrink them"
         )
     if args.json:
         write_text_atomically(args.json, json.dumps(result, indent=2))

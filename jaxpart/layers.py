@@ -16,6 +16,7 @@ from jaxpart.kernels.mlp import KernelChoice, fused_mlp
 
 ROPE_THETA = 10_000.0
 NORM_EPS = 1e-6
+QUERY_CHUNK = 512  # queries attended at once in a long prefill (see _attend)
 
 
 def jnp_dtype(name: str):
@@ -71,13 +72,38 @@ def attention(p, x, k_cache, v_cache, pos, tensor_axis=None, layer=0, row=0):
     window = (1, b, *k_cache.shape[2:])
     keys = jax.lax.dynamic_slice(k_cache, (layer, row, 0, 0, 0), window)[0]
     values = jax.lax.dynamic_slice(v_cache, (layer, row, 0, 0, 0), window)[0]
-    scores = _dot("bthk,bshk->bhts", q, keys) * (q.shape[-1] ** -0.5)
-    visible = jnp.arange(keys.shape[1])[None, :] <= positions[:, None]  # [T, S]
-    scores = jnp.where(visible[None, None], scores, -jnp.inf)
-    probs = jax.nn.softmax(scores, axis=-1).astype(dtype)
-    o = _dot("bhts,bshk->bthk", probs, values).astype(dtype)
+    o = _attend(q, keys, values, positions)
     out = _reduce(_dot("bthk,hkd->btd", o, p["wo"]), tensor_axis)
     return out.astype(dtype), k_cache, v_cache
+
+
+def _attend(q, keys, values, positions):
+    """softmax(q k^T / sqrt(K), causal) v for ``q [b, T, H, K]`` over ``keys [b, S, H, K]``.
+
+    A long prompt is taken QUERY_CHUNK queries at a time (each row's softmax is independent, so
+    this changes nothing but memory): the f32 scores of a whole prefill, b x H x T x S, are the
+    largest buffer of a full-size model (101 GB a microbatch for dense16).
+    """
+    t = q.shape[1]
+
+    def block(q, positions):
+        scores = _dot("bthk,bshk->bhts", q, keys) * (q.shape[-1] ** -0.5)
+        visible = jnp.arange(keys.shape[1])[None, :] <= positions[:, None]  # [T, S]
+        scores = jnp.where(visible[None, None], scores, -jnp.inf)
+        probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype)
+        return _dot("bhts,bshk->bthk", probs, values).astype(q.dtype)
+
+    if t <= QUERY_CHUNK:
+        return block(q, positions)
+    n = -(-t // QUERY_CHUNK)
+    pad = n * QUERY_CHUNK - t  # padded queries see position 0 onwards; their rows are dropped
+    q = jnp.pad(q, ((0, 0), (0, pad), (0, 0), (0, 0)))
+    positions = jnp.pad(positions, (0, pad))
+    chunks = q.reshape(q.shape[0], n, QUERY_CHUNK, *q.shape[2:]).swapaxes(0, 1)
+    out = jax.lax.map(
+        lambda c: block(c[0], c[1]), (chunks, positions.reshape(n, QUERY_CHUNK))
+    )  # [n, b, chunk, H, K]
+    return out.swapaxes(0, 1).reshape(q.shape)[:, :t]
 
 
 def mlp(p, x, tensor_axis=None, kernel: KernelChoice = XLA):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from jaxpart.config import MeshConfig, ModelConfig
 from jaxpart.engine import PlanChoice, default_microbatches, plan_for
+from jaxpart.layers import QUERY_CHUNK
 from jaxpart.memory import embedding_params, layer_memory
 from jaxpart.pipeline import PipelineExecutor, RunShape
 
@@ -57,10 +58,11 @@ def verify(
             "argument_bytes_over_predicted": args / predicted_args,
             "fits_hbm": peak <= hbm,
         }
-    # The prefill's attention materialises f32 scores for one microbatch: rows x heads x prompt
-    # x context. At full size this, not the weights or the cache, decides whether prefill fits.
+    # The prefill's attention materialises f32 scores for one chunk of queries of a microbatch:
+    # rows x heads x chunk x context. At full size this is the largest temporary.
     rows = cfg.batch // plan.data_parallel // m
-    scores = rows * (cfg.n_heads // plan.split) * prompt_len * cfg.seq_len * 4
+    queries = min(prompt_len, QUERY_CHUNK)
+    scores = rows * (cfg.n_heads // plan.split) * queries * cfg.seq_len * 4
     return {
         "prefill_attention_scores_bytes": scores,
         "model": cfg.name,

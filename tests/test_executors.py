@@ -151,3 +151,19 @@ def test_cache_is_sharded_by_stage(params):
     placed = executor.place(params)
     assert placed["layers"]["w1"].addressable_shards[0].data.shape == (1, 128, 512)
     assert jax.devices()[0] in placed["layers"]["w1"].sharding.device_set
+
+
+def test_long_prompts_attend_in_query_chunks_with_the_same_result(params, monkeypatch):
+    # A chunk of 5 queries does not divide the 16-token prompt: the last chunk is padded.
+    from jaxpart import layers
+
+    prompts = random_prompts(MODEL, 4, 16, 11)
+    shape = RunShape(4, 16, 4, 1)
+    whole = ReferenceExecutor(MODEL, shape)
+    tokens, logits = whole.generate(whole.place(params), prompts)
+    monkeypatch.setattr(layers, "QUERY_CHUNK", 5)
+    chunked = ReferenceExecutor(MODEL, shape)
+    tokens_c, logits_c = chunked.generate(chunked.place(params), prompts)
+    np.testing.assert_array_equal(tokens_c, tokens)
+    # Same maths row by row; only XLA's fusion of the smaller blocks may reorder f32 sums.
+    np.testing.assert_allclose(logits_c, logits, rtol=0, atol=1e-5)
