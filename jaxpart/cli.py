@@ -12,11 +12,6 @@ from jaxpart.partition import STRATEGIES
 from jaxpart.tasks import TASKS
 
 
-class TrainDefaults:
-    # Mirrors jaxpart.train.TrainConfig's defaults without importing jax at start-up.
-    steps, batch, lr, every = 300, 64, 3e-3, 100
-
-
 class UsageError(ConfigError):
     pass
 
@@ -181,16 +176,17 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train the small model on a synthetic task (optax)")
     t.add_argument("--model", default="dense16-tiny")
     t.add_argument("--task", choices=TASKS, default="copy")
-    t.add_argument("--steps", type=positive_int, default=TrainDefaults.steps)
-    t.add_argument("--batch", type=positive_int, default=TrainDefaults.batch)
-    t.add_argument("--lr", type=float, default=TrainDefaults.lr)
+    # Defaults (None here) are TrainConfig's: steps 300, batch 64, lr 3e-3, every 100.
+    t.add_argument("--steps", type=positive_int, default=None)
+    t.add_argument("--batch", type=positive_int, default=None)
+    t.add_argument("--lr", type=float, default=None)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument(
         "--checkpoint",
         default=None,
         help="save here every --every steps; resume from the newest checkpoint here",
     )
-    t.add_argument("--every", type=positive_int, default=TrainDefaults.every)
+    t.add_argument("--every", type=positive_int, default=None)
 
     la = sub.add_parser("launch", help="try a multi-host run: N processes on this machine")
     la.add_argument("--processes", type=positive_int, default=2)

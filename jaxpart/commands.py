@@ -325,13 +325,9 @@ def cmd_train(args, console: Console) -> int:
     from jaxpart import checkpoint
     from jaxpart.train import TrainConfig, evaluate, train
 
+    given = {k: getattr(args, k) for k in ("steps", "batch", "lr", "every")}
     tc = TrainConfig(
-        task=args.task,
-        steps=args.steps,
-        batch=args.batch,
-        lr=args.lr,
-        seed=args.seed,
-        every=args.every,
+        task=args.task, seed=args.seed, **{k: v for k, v in given.items() if v is not None}
     )
     if args.checkpoint and checkpoint.latest_step(args.checkpoint) is not None:
         step, _ = checkpoint.read_meta(args.checkpoint, model)  # a wrong model fails here

@@ -43,8 +43,10 @@ class TrainConfig:
 
 
 def optimizer(tc: TrainConfig) -> optax.GradientTransformation:
+    # The cosine part needs steps after the warm-up: a short run warms up for a quarter of it.
+    warmup = min(tc.warmup, tc.steps // 4)
     schedule = optax.warmup_cosine_decay_schedule(
-        0.0, tc.lr, min(tc.warmup, tc.steps), tc.steps, end_value=tc.lr * 0.1
+        0.0, tc.lr, warmup, tc.steps, end_value=tc.lr * 0.1
     )
     return optax.chain(
         optax.clip_by_global_norm(tc.clip),

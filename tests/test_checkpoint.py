@@ -2,6 +2,7 @@
 copies through every placement; every way a checkpoint can be wrong is a one-line error."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -220,3 +221,9 @@ def test_trained_copy_model_through_every_placement(capsys, tmp_path):
         tokens[method] = doc["tokens"]
     assert tokens["reference"] == tokens["baseline"] == tokens["layerwise"]
     assert "-> " in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+def test_runs_shorter_than_the_warmup(steps):
+    params, metrics, start = train(MODEL, TrainConfig(steps=steps, batch=4))
+    assert start == 0 and math.isfinite(metrics["loss"])
