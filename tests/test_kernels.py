@@ -187,3 +187,24 @@ def test_bench_gpu_script_runs_on_cpu(tmp_path):
         ("tp8_shard", "xla"),
         ("tp8_shard", "pallas"),
     }
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float32])
+@pytest.mark.parametrize(
+    "m, d, f", [(16, d, f) for d, f in MODEL_DIMS] + [(8, d, f // 8) for d, f in MODEL_DIMS]
+)
+def test_kernel_lowers_to_triton_for_cuda(m, d, f, dtype):
+    # No GPU here, but jax lowers for CUDA on any machine: that runs Pallas's Triton lowering,
+    # which enforces Triton's rules (power-of-2 blocks, 2-D dots >= 16). PTX is not built.
+    from jaxpart.kernels.mlp import _fused_mlp_pallas
+
+    bs = choose_block_sizes(m, d, f, dtype, H100_SMEM)
+    shapes = [jax.ShapeDtypeStruct(s, dtype) for s in ((m, d), (d, f), (f, d))]
+
+    def run(x, w1, w2):
+        return _fused_mlp_pallas(
+            x, w1, w2, block_sizes=bs, interpret=False, out_dtype=jnp.dtype(dtype)
+        )
+
+    text = jax.jit(run).trace(*shapes).lower(lowering_platforms=("cuda",)).as_text()
+    assert "triton" in text.lower()
