@@ -163,11 +163,21 @@ def test_kill_9_during_save_leaves_the_previous_checkpoint(tmp_path):
 
 
 def test_training_resumes_exactly(tmp_path):
-    small = dict(batch=8, every=3, warmup=2)
-    straight, _, _ = train(MODEL, TrainConfig(steps=6, **small))
-    train(MODEL, TrainConfig(steps=3, **small), str(tmp_path / "ck"))
+    # A run stopped after its step-3 checkpoint, then resumed, equals a run that never stopped.
+    tc = TrainConfig(steps=6, batch=8, every=3, warmup=2)
+    straight, _, _ = train(MODEL, tc)
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_3(step, metrics):
+        if step == 4:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train(MODEL, tc, str(tmp_path / "ck"), on_step=stop_after_3)
     assert checkpoint.latest_step(str(tmp_path / "ck")) == 3
-    resumed, _, start = train(MODEL, TrainConfig(steps=6, **small), str(tmp_path / "ck"))
+    resumed, _, start = train(MODEL, tc, str(tmp_path / "ck"))
     assert start == 3 and checkpoint.latest_step(str(tmp_path / "ck")) == 6
     assert leaves_equal(resumed, straight)
 
