@@ -177,7 +177,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--model", default="dense16-tiny")
     t.add_argument("--task", choices=TASKS, default="copy")
     # Defaults (None here) are TrainConfig's: steps 300, batch 64, lr 3e-3, every 100.
-    t.add_argument("--steps", type=positive_int, default=None)
+    t.add_argument(
+        "--steps",
+        type=positive_int,
+        default=None,
+        help="total steps; a resumed run continues to this many (the same --steps resumes "
+        "exactly: the learning-rate schedule spans them)",
+    )
     t.add_argument("--batch", type=positive_int, default=None)
     t.add_argument("--lr", type=float, default=None)
     t.add_argument("--seed", type=int, default=0)
