@@ -43,7 +43,7 @@ class Measurement:
         return replace(self, tokens_match_reference=match)
 
 
-def measured_on(mesh_platform: str, n_devices: int) -> str:
+def measured_on(n_devices: int) -> str:
     """Where numbers come from, in words: simulated CPU devices share the host's cores."""
     device = jax.devices()[0]
     processes = f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""

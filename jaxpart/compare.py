@@ -96,7 +96,7 @@ def run_compare(
     params = None if checkpoint else init_params(cfg, seed)
     if prompts is None:
         prompts = random_prompts(cfg, batch, prompt_len, seed)
-    result = Comparison(measured_on(mesh.platform, mesh.n_devices), cfg, batch, prompt_len, gen_len)
+    result = Comparison(measured_on(mesh.n_devices), cfg, batch, prompt_len, gen_len)
     tokens = {}
     for method, executor in executors.items():
         placed = load_checkpoint(executor, checkpoint) if checkpoint else executor.place(params)

@@ -99,14 +99,6 @@ def cache_spec(plan: Plan) -> P:
     return spec_for(CACHE_AXES, plan)
 
 
-def param_shardings(cfg: ModelConfig, plan: Plan, mesh: Mesh) -> dict:
-    return jax.tree.map(
-        lambda spec: NamedSharding(mesh, spec),
-        param_specs(cfg, plan),
-        is_leaf=lambda x: isinstance(x, P),
-    )
-
-
 def stage_layout(plan: Plan) -> tuple[np.ndarray, np.ndarray]:
     """(rows, sizes): canonical layer id of each padded row ``[S * Lmax]``, and layers per stage.
 

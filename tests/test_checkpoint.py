@@ -211,9 +211,9 @@ def test_trained_copy_model_through_every_placement(capsys, tmp_path):
                 [
                     "generate",
                     "--model",
-                    "dense16-tiny",
+                    MODEL.name,
                     "--mesh",
-                    "cpu16",
+                    MESH.name,
                     "--method",
                     method,
                     "--checkpoint",

@@ -1,6 +1,7 @@
 """`jaxpart plan` as a user runs it: the acceptance commands, and bad input -> one line, exit 2."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -8,6 +9,8 @@ import pytest
 
 from jaxpart.cli import main
 from jaxpart.config import resolve
+
+TINY = ("--model", "dense16-tiny", "--mesh", "cpu16")
 
 
 def run(capsys, *argv):
@@ -151,10 +154,7 @@ def test_generate_json_same_tokens_for_each_method(capsys, tmp_path):
         code, out, _ = run(
             capsys,
             "generate",
-            "--model",
-            "dense16-tiny",
-            "--mesh",
-            "cpu16",
+            *TINY,
             "--method",
             method,
             "--gen-len",
@@ -183,9 +183,7 @@ def test_generate_json_same_tokens_for_each_method(capsys, tmp_path):
 )
 def test_generate_bad_input(capsys, tmp_path, args, fragment):
     path = tmp_path / "g.json"
-    code, out, err = run(
-        capsys, "generate", "--model", "dense16-tiny", "--mesh", "cpu16", *args, "--json", str(path)
-    )
+    code, out, err = run(capsys, "generate", *TINY, *args, "--json", str(path))
     assert code == 2 and fragment in err and err.count("\n") == 1
     assert "Traceback" not in err and not path.exists()
 
@@ -193,17 +191,14 @@ def test_generate_bad_input(capsys, tmp_path, args, fragment):
 def test_generate_in_a_fresh_process_sets_up_the_cpu_devices(tmp_path):
     # No XLA flags in the environment: the CLI gives the cpu16 mesh its 16 devices itself.
     path = tmp_path / "g.json"
-    env = {k: v for k, v in __import__("os").environ.items() if k != "XLA_FLAGS"}
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     proc = subprocess.run(
         [
             sys.executable,
             "-m",
             "jaxpart.cli",
             "generate",
-            "--model",
-            "dense16-tiny",
-            "--mesh",
-            "cpu16",
+            *TINY,
             "--method",
             "layerwise",
             "--gen-len",
