@@ -21,10 +21,11 @@ from jaxpart.plan import Plan, make_plan
 
 _LAZY = {
     "generate": "jaxpart.engine",
-    "PlanChoice": "jaxpart.engine",
-    "ReferenceExecutor": "jaxpart.engine",
-    "PipelineExecutor": "jaxpart.pipeline",
-    "RunShape": "jaxpart.pipeline",
+    "PlanChoice": "jaxpart.placement",
+    "KernelChoice": "jaxpart.kernels.backend",
+    "ReferenceExecutor": "jaxpart.executors",
+    "PipelineExecutor": "jaxpart.executors",
+    "RunShape": "jaxpart.executors",
     "baseline_plan": "jaxpart.baseline",
     "DenseDecoder": "jaxpart.model",
     "init_params": "jaxpart.model",

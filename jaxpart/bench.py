@@ -1,5 +1,6 @@
-"""Measuring generation: TTFT, TPS, TPOT and amortised ms/token, medians over repeats, plus the
-decode-step breakdown of a pipeline (ticks, collectives, what one collective costs here).
+"""Measuring generation: TTFT, TPS, TPOT and amortised ms/token, medians and spread over repeats
+that interleave the methods, plus the decode-step breakdown of a pipeline (ticks, collectives,
+what one collective costs here).
 
 Definitions (DESIGN.md, "Measuring"):
 - TTFT: prefill, until the first tokens are on the host.
@@ -28,18 +29,21 @@ from jaxpart.sharding import put_global
 class Measurement:
     name: str
     devices: int
-    tps: float
+    tps: float  # medians over the repeats
     tpot_ms: float
     ttft_ms: float
     ms_per_token_amortized: float
     decode_step_ms: float
     repeats: int
+    tps_range: tuple[float, float]  # (min, max) over the repeats
+    tpot_ms_range: tuple[float, float]
+    ttft_ms_range: tuple[float, float]
     tokens_match_reference: bool | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def with_match(self, match: bool) -> Measurement:
+    def with_match(self, match: bool | None) -> Measurement:
         return replace(self, tokens_match_reference=match)
 
 
@@ -52,45 +56,82 @@ def measured_on(n_devices: int) -> str:
     return f"{n_devices} x {device.device_kind}{processes}"
 
 
-def measure(
-    name: str,
-    executor,
-    placed,
-    prompts,
-    repeats: int,
-    devices: int,
-    on_repeat: Callable[[], None] | None = None,
-    on_warm: Callable[[], None] | None = None,
-) -> tuple[Measurement, np.ndarray]:
-    """Warm up (compiles), then ``repeats`` timed generations; medians. Returns the tokens too."""
-    executor.timed_generate(placed, prompts)
-    if on_warm:
-        on_warm()
-    runs = []
-    for _ in range(repeats):
-        runs.append(executor.timed_generate(placed, prompts))
-        if on_repeat:
-            on_repeat()
+_compiles = [0]
+
+
+def _count_compiles(event: str, duration: float, **kwargs) -> None:
+    if event == "/jax/core/compile/backend_compile_duration":
+        _compiles[0] += 1
+
+
+jax.monitoring.register_event_duration_secs_listener(_count_compiles)
+
+
+def compile_count() -> int:
+    """XLA compilations in this process so far."""
+    return _compiles[0]
+
+
+def rates(runs: list, batch: int, steps: int) -> dict[str, list[float]]:
+    """Per run: TPS (decode tokens over the batch per second), TPOT and TTFT in ms."""
+    out = {"tps": [], "tpot_ms": [], "ttft_ms": []}
+    for r in runs:
+        out["ttft_ms"].append(1e3 * r.prefill_s)
+        ok = steps > 0 and r.decode_s > 0
+        out["tps"].append(batch * steps / r.decode_s if ok else float("nan"))
+        out["tpot_ms"].append(1e3 * r.decode_s / steps if ok else float("nan"))
+    return out
+
+
+def summarize(name: str, devices: int, runs: list) -> Measurement:
+    """Medians and (min, max) of a method's timed runs."""
     batch, gen_len = runs[-1].tokens.shape
-    steps = gen_len - 1
-    ttft = statistics.median(r.prefill_s for r in runs)
-    decode = statistics.median(r.decode_s for r in runs)
-    if steps == 0 or decode == 0:
-        tps = tpot = step = float("nan")
-    else:
-        tps = batch * steps / decode
-        tpot = step = 1e3 * decode / steps
-    m = Measurement(
+    per_run = rates(runs, batch, gen_len - 1)
+
+    def spread(key):
+        values = per_run[key]
+        return statistics.median(values), (min(values), max(values))
+
+    tps, tps_range = spread("tps")
+    tpot, tpot_range = spread("tpot_ms")
+    ttft, ttft_range = spread("ttft_ms")
+    return Measurement(
         name=name,
         devices=devices,
         tps=tps,
         tpot_ms=tpot,
-        ttft_ms=1e3 * ttft,
+        ttft_ms=ttft,
         ms_per_token_amortized=1e3 / tps if tps == tps else float("nan"),
-        decode_step_ms=step,
-        repeats=repeats,
+        decode_step_ms=tpot,
+        repeats=len(runs),
+        tps_range=tps_range,
+        tpot_ms_range=tpot_range,
+        ttft_ms_range=ttft_range,
     )
-    return m, runs[-1].tokens
+
+
+def measure_interleaved(
+    runners: dict[str, Callable[[], object]],
+    repeats: int,
+    on_event: Callable[[str, str], None] | None = None,
+) -> tuple[dict[str, list], object, int]:
+    """Warm every method up (that compiles it), then time ``repeats`` rounds in which each
+    method runs once, in turn (A B C A B C ...): a slow spell of the machine hits every method
+    alike instead of one. Returns (each method's timed runs, the warm-up runs, the number of
+    compilations during the timed rounds, which should be 0)."""
+    warm = {}
+    for name, run in runners.items():
+        warm[name] = run()
+        if on_event:
+            on_event(name, "compiled")
+    before = compile_count()
+    timed = {name: [] for name in runners}
+    for _ in range(repeats):
+        for name, run in runners.items():
+            timed[name].append(run())
+            if on_event:
+                on_event(name, "timed")
+    return timed, warm, compile_count() - before
 
 
 def collective_latency_s(mesh, axis: str, kind: str, iterations: int = 64) -> float:

@@ -100,6 +100,12 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
         help="MLP backend: Pallas on GPU / XLA on CPU (auto), or force one",
     )
     p.add_argument(
+        "--attention",
+        choices=("auto", "pallas", "xla"),
+        default="auto",
+        help="attention backend: Pallas on GPU / XLA on CPU (auto), or force one",
+    )
+    p.add_argument(
         "--strict",
         action="store_true",
         help="fail instead of falling back to XLA when Pallas cannot run",
@@ -245,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"jaxpart: error: {e}", file=sys.stderr)
         return 2
     except RuntimeError as e:
-        from jaxpart.kernels.mlp import KernelFallbackError
+        from jaxpart.kernels.backend import KernelFallbackError
 
         if not isinstance(e, KernelFallbackError):
             raise

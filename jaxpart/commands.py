@@ -33,7 +33,7 @@ def write_text_atomically(path: str, text: str) -> None:
 
 def plan_choice(args):
     """How to place the model, from --capacity --strategy --layers-per-stage --tp --pp."""
-    from jaxpart.engine import PlanChoice
+    from jaxpart.placement import PlanChoice
 
     return PlanChoice(
         capacity=args.capacity,
@@ -86,7 +86,7 @@ def cmd_compare(args, console: Console) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from jaxpart import report
-    from jaxpart.compare import run_compare
+    from jaxpart.compare import ratio_line, run_compare
 
     if args.plot:
         from jaxpart.plot import require_matplotlib
@@ -139,12 +139,17 @@ def cmd_compare(args, console: Console) -> int:
     console.print(report.plan_summary(layerwise))
     console.print(report.plan_table(layerwise, mesh))
     console.print(report.plan_summary(result.plans["baseline"]))
+    if result.reference_skipped:
+        console.print(result.reference_skipped)
     console.print(report.results_table(result))
-    r = result.ratios
-    console.print(
-        f"layer-wise / baseline: TPS {r['tps_layerwise_over_baseline']:.2f}x, "
-        f"TPOT {r['tpot_layerwise_over_baseline']:.2f}x (measured on {result.measured_on})"
-    )
+    console.print(ratio_line(result))
+    for a in result.agreements:
+        console.print(
+            f"  {a.method} vs {result.anchor}, teacher-forced ({a.dtype}): chooses the same token "
+            f"at {a.agreement:.1%} of steps; max |dlogit| {a.max_logit_delta:.4f}; "
+            f"{a.faults} choice(s) differ by more than the rounding tolerance {a.tolerance}"
+            + (f" (worst gap {a.worst_gap:.3f})" if a.faults else "")
+        )
     for line in report.breakdown_lines(result):
         console.print(f"  {line}")
     if mesh.platform == "cpu":
@@ -153,8 +158,9 @@ def cmd_compare(args, console: Console) -> int:
             "say nothing yet about GPUs"
         )
     console.print(f"  {report.SEED_CLAIM}")
-    if not result.all_tokens_match:
-        console.print("[bold red]tokens differ from the reference[/bold red]")
+    if not result.all_agree:
+        what = "its tokens" if not result.agreements else "beyond rounding"
+        console.print(f"[bold red]a placement disagrees with the {result.anchor} ({what})[/]")
     if args.json:
         doc = {**result.to_dict(), "weights": weights, "prompts": prompts_from}
         write_text_atomically(args.json, json.dumps(doc, indent=2))
@@ -164,7 +170,7 @@ def cmd_compare(args, console: Console) -> int:
 
         plot_comparison(result, args.plot)
         console.print(f"plot written to {args.plot}")
-    return 0 if result.all_tokens_match else 1
+    return 0 if result.all_agree else 1
 
 
 def _task_prompts(args, model):
@@ -250,12 +256,16 @@ def cmd_generate(args, console: Console) -> int:
 
 
 def kernel_choice(args, mesh):
-    from jaxpart.kernels.mlp import KernelChoice
+    from jaxpart.kernels.backend import KernelChoice
 
-    # Kernel tiles are sized to what one block may hold on chip: the mesh's smem tier.
+    # Kernel tiles are sized to what one block may hold on chip (the mesh's smem tier), and
+    # spread over its SMs.
+    smem = mesh.tiers["smem"]
     return KernelChoice(
-        backend=args.mlp_kernel,
-        sram_bytes=mesh.tiers["smem"].capacity_bytes,
+        mlp=args.mlp_kernel,
+        attention=args.attention,
+        sram_bytes=smem.capacity_bytes,
+        sm_count=smem.sm_count,
         strict=args.strict,
     )
 
@@ -389,9 +399,21 @@ def cmd_verify(args, console: Console) -> int:
         status.update("XLA's cost analysis of one decode step")
         result["cost_check"] = cost_check(model, model.batch)
     pred = result["predicted_per_device"]
+    if result["cuda"]:
+        console.print(
+            f"{args.method} plan of {model.name} (batch {model.batch}) on {mesh.name}, lowered "
+            "for CUDA with the kernels a GPU run uses (auto):"
+        )
+        for name, low in result["cuda"].items():
+            console.print(
+                f"  {name}: {low['pallas_kernels']} Pallas (Triton) kernel calls; largest buffer "
+                f"it creates {format_bytes(low['largest_intermediate_bytes'])} "
+                f"({low['largest_intermediate']})"
+            )
     console.print(
         f"{args.method} plan of {model.name} (batch {model.batch}) on {mesh.name}, compiled for "
-        f"{mesh.n_devices} simulated CPU devices from abstract arrays; per device:"
+        f"{mesh.n_devices} simulated CPU devices from abstract arrays (XLA kernel paths: a CUDA "
+        "program needs a GPU to compile); per device:"
     )
     console.print(
         f"  memory model: weights {format_bytes(pred['weights'])} + KV cache "
@@ -409,8 +431,9 @@ def cmd_verify(args, console: Console) -> int:
         )
     cost = result["cost_check"]
     console.print(
-        f"  one decode step on one device (batch {model.batch}, float32), XLA's cost analysis "
-        f"vs the perf model: {cost['xla_flops'] / 1e9:.2f} vs "
+        f"  one decode step on one device (batch {model.batch}, float32, attending over "
+        f"{cost['attended_positions']} positions: XLA counts the attention's loop over KV blocks "
+        f"once), XLA's cost analysis vs the perf model: {cost['xla_flops'] / 1e9:.2f} vs "
         f"{cost['model_flops'] / 1e9:.2f} GFLOP "
         f"({cost['xla_flops'] / cost['model_flops'] - 1:+.1%}); bytes accessed "
         f"{format_bytes(cost['xla_bytes_accessed'])} vs the model's minimum "
@@ -420,8 +443,8 @@ def cmd_verify(args, console: Console) -> int:
     if not result["programs"]["prefill"]["fits_hbm"]:
         console.print(
             f"  prefill's attention scores alone take "
-            f"{format_bytes(result['prefill_attention_scores_bytes'])} a microbatch (rows x heads"
-            " x query chunk x context, f32): more --microbatches shrink them"
+            f"{format_bytes(result['prefill_attention_scores_bytes'])} a microbatch on the XLA path"
+            " (rows x heads x query chunk x prompt, f32): more --microbatches shrink them"
         )
     if args.json:
         write_text_atomically(args.json, json.dumps(result, indent=2))

@@ -1,15 +1,36 @@
 """The main job: the single-device reference, the TP x PP baseline and the layer-wise plan, run on
-the same weights and prompts in one process, measured side by side, tokens checked."""
+the same weights and prompts in one process, measured side by side (repeats interleaved), and
+checked to compute the same model (``jaxpart.agreement``)."""
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass, field
 
-from jaxpart.bench import Measurement, decode_breakdown, measure, measured_on
-from jaxpart.config import MeshConfig, ModelConfig
-from jaxpart.engine import METHODS, PlanChoice, load_checkpoint, make_executor, random_prompts
-from jaxpart.kernels.mlp import XLA_KERNEL, KernelChoice
+from jaxpart.agreement import Agreement, agree
+from jaxpart.bench import Measurement, decode_breakdown, measure_interleaved, measured_on, summarize
+from jaxpart.config import MeshConfig, ModelConfig, format_bytes
+from jaxpart.engine import load_checkpoint, make_executor, random_prompts
+from jaxpart.kernels.backend import AUTO, KernelChoice
+from jaxpart.memory import EVERYTHING, embedding_params, layer_memory
+from jaxpart.placement import METHODS, PlanChoice
 from jaxpart.plan import Plan
+
+
+def reference_bytes(cfg: ModelConfig, batch: int) -> int:
+    """What the single-device reference holds, by the memory model: every layer (weights, KV
+    cache, a prefill's activations, buffers) and the embedding and head."""
+    per_layer = layer_memory(cfg.replace(batch=batch)).fit_bytes(EVERYTHING)
+    return cfg.n_layers * per_layer + embedding_params(cfg) * cfg.dtype_bytes
+
+
+def verdict(ratios: list[float], faster: str, slower: str) -> str:
+    """Name a winner only when every interleaved round agrees on it."""
+    if min(ratios) > 1:
+        return f"{faster} faster in every round"
+    if max(ratios) < 1:
+        return f"{slower} faster in every round"
+    return "within noise: the rounds disagree on the winner"
 
 
 @dataclass
@@ -22,24 +43,34 @@ class Comparison:
     methods: list[Measurement] = field(default_factory=list)
     plans: dict[str, Plan] = field(default_factory=dict)
     breakdown: dict[str, dict] = field(default_factory=dict)
+    tps_ratios: list[float] = field(default_factory=list)  # layer-wise / baseline, per round
+    agreements: list[Agreement] = field(default_factory=list)  # 2-byte dtypes
+    anchor: str = "reference"  # what the others are checked against
+    reference_skipped: str | None = None  # why the reference did not run
+    compiles_while_timing: int = 0
 
-    def method(self, name: str) -> Measurement:
-        return next(m for m in self.methods if m.name == name)
+    def method(self, name: str) -> Measurement | None:
+        return next((m for m in self.methods if m.name == name), None)
 
     @property
-    def ratios(self) -> dict[str, float]:
-        lw, base = self.method("layerwise"), self.method("baseline")
-        ref = self.method("reference")
-        return {
-            "tps_layerwise_over_baseline": lw.tps / base.tps,
+    def ratios(self) -> dict:
+        lw, base, ref = (self.method(n) for n in ("layerwise", "baseline", "reference"))
+        out = {
+            "tps_layerwise_over_baseline": statistics.median(self.tps_ratios),
+            "tps_layerwise_over_baseline_range": [min(self.tps_ratios), max(self.tps_ratios)],
             "tpot_layerwise_over_baseline": lw.tpot_ms / base.tpot_ms,
-            "decode_step_layerwise_over_reference": lw.decode_step_ms / ref.decode_step_ms,
-            "decode_step_baseline_over_reference": base.decode_step_ms / ref.decode_step_ms,
+            "verdict": verdict(self.tps_ratios, "layer-wise", "baseline"),
         }
+        if ref is not None:
+            out["decode_step_layerwise_over_reference"] = lw.decode_step_ms / ref.decode_step_ms
+            out["decode_step_baseline_over_reference"] = base.decode_step_ms / ref.decode_step_ms
+        return out
 
     @property
-    def all_tokens_match(self) -> bool:
-        return all(m.tokens_match_reference for m in self.methods)
+    def all_agree(self) -> bool:
+        if self.agreements:
+            return all(a.ok for a in self.agreements)
+        return all(m.tokens_match_reference is not False for m in self.methods)
 
     def to_dict(self) -> dict:
         return {
@@ -51,6 +82,11 @@ class Comparison:
             "gen_len": self.gen_len,
             "methods": [m.to_dict() for m in self.methods],
             "ratios": self.ratios,
+            "tps_ratio_per_round": self.tps_ratios,
+            "checked_against": self.anchor,
+            "reference_skipped": self.reference_skipped,
+            "agreement": [a.to_dict() for a in self.agreements],
+            "compiles_while_timing": self.compiles_while_timing,
             "plan": self.plans["layerwise"].to_dict(),
             "baseline_plan": self.plans["baseline"].to_dict(),
             "breakdown": self.breakdown,
@@ -66,19 +102,32 @@ def run_compare(
     gen_len: int,
     microbatches: int | None,
     choice: PlanChoice,
-    kernel: KernelChoice = XLA_KERNEL,
+    kernel: KernelChoice = AUTO,
     repeats: int = 5,
     seed: int = 0,
     progress=None,
     checkpoint: str | None = None,
     prompts=None,
 ) -> Comparison:
-    """Build every executor first (so bad input fails before any work), then measure each.
+    """Build every executor first (so bad input fails before any work), then measure them.
 
-    ``progress(method, what)`` is called with "placed", "compiled" and "timed" as work is done.
+    The reference runs only where the memory model says it fits one device; otherwise the
+    placements are checked against the baseline. ``progress(method, what)`` is called with
+    "placed", "compiled" and "timed" as work is done.
     """
     from jaxpart.model import init_params
 
+    hbm = mesh.tiers["hbm"].capacity_bytes
+    need = reference_bytes(cfg, batch)
+    skipped = None
+    methods = list(METHODS)
+    if need > hbm:
+        skipped = (
+            f"the reference is not run: one device would need {format_bytes(need)} (memory "
+            f"model) and holds {format_bytes(hbm)}; the placements are checked against the "
+            "baseline instead"
+        )
+        methods.remove("reference")
     executors = {
         method: make_executor(
             method,
@@ -91,31 +140,53 @@ def run_compare(
             choice=choice,
             kernel=kernel,
         )
-        for method in METHODS
+        for method in methods
     }
     params = None if checkpoint else init_params(cfg, seed)
     if prompts is None:
         prompts = random_prompts(cfg, batch, prompt_len, seed)
-    result = Comparison(measured_on(mesh.n_devices), cfg, batch, prompt_len, gen_len)
-    tokens = {}
+    placed = {}
     for method, executor in executors.items():
-        placed = load_checkpoint(executor, checkpoint) if checkpoint else executor.place(params)
+        placed[method] = (
+            load_checkpoint(executor, checkpoint) if checkpoint else executor.place(params)
+        )
         if progress:
             progress(method, "placed")
+    runners = {m: (lambda m=m: executors[m].timed_generate(placed[m], prompts)) for m in methods}
+    timed, warm, compiles = measure_interleaved(runners, repeats, progress)
+    anchor = methods[0]
+    result = Comparison(measured_on(mesh.n_devices), cfg, batch, prompt_len, gen_len)
+    result.anchor, result.reference_skipped, result.compiles_while_timing = (
+        anchor,
+        skipped,
+        compiles,
+    )
+    exact = cfg.dtype == "float32"
+    for method, executor in executors.items():
         devices = executor.plan.n_devices if executor.plan else 1
-        measurement, tokens[method] = measure(
-            method,
-            executor,
-            placed,
-            prompts,
-            repeats,
-            devices,
-            on_repeat=(lambda m=method: progress(m, "timed")) if progress else None,
-            on_warm=(lambda m=method: progress(m, "compiled")) if progress else None,
-        )
-        match = bool((tokens[method] == tokens["reference"]).all())
-        result.methods.append(measurement.with_match(match))
+        match = bool((warm[method].tokens == warm[anchor].tokens).all())
+        result.methods.append(summarize(method, devices, timed[method]).with_match(match))
         if executor.plan is not None:
             result.plans[method] = executor.plan
-            result.breakdown[method] = decode_breakdown(executor, measurement.decode_step_ms)
+            step_ms = result.methods[-1].decode_step_ms
+            result.breakdown[method] = decode_breakdown(executor, step_ms)
+    rounds = zip(timed["layerwise"], timed["baseline"], strict=True)
+    steps = gen_len - 1
+    result.tps_ratios = [base.decode_s / lw.decode_s for lw, base in rounds if steps]
+    if not exact:
+        tokens = warm[anchor].tokens
+        forced = {m: executors[m].teacher_forced(placed[m], prompts, tokens) for m in executors}
+        for method in methods[1:]:
+            result.agreements.append(agree(method, cfg.dtype, forced[anchor], forced[method]))
     return result
+
+
+def ratio_line(result: Comparison) -> str:
+    r = result.ratios
+    low, high = r["tps_layerwise_over_baseline_range"]
+    median = r["tps_layerwise_over_baseline"]
+    return (
+        f"layer-wise / baseline TPS: {median:.2f}x (median of {len(result.tps_ratios)} "
+        f"interleaved rounds, {low:.2f}x to {high:.2f}x): {r['verdict']} "
+        f"(measured on {result.measured_on})"
+    )

@@ -151,6 +151,7 @@ class Tier:
     name: str
     capacity_bytes: int  # per device
     bandwidth_bytes_per_s: float  # per device
+    sm_count: int = 1  # smem only: the multiprocessors that hold one (a kernel's parallel width)
 
 
 @dataclass(frozen=True)
@@ -332,7 +333,14 @@ def load_mesh(name_or_path: str) -> MeshConfig:
         if tier_name not in TIER_NAMES:
             raise ConfigError(f"{src}: unknown field 'tiers.{tier_name}' (use {list(TIER_NAMES)})")
         t = _Fields(src, table, f"tiers.{tier_name}.")
-        tiers[tier_name] = Tier(tier_name, t.size("capacity"), float(t.size("bandwidth_per_s")))
+        sm_count = t.take("sm_count", 1) if tier_name == "smem" else 1
+        if isinstance(sm_count, bool) or not isinstance(sm_count, int) or sm_count < 1:
+            raise ConfigError(
+                f"{src}: field 'tiers.smem.sm_count' = {sm_count!r}: must be an integer >= 1"
+            )
+        tiers[tier_name] = Tier(
+            tier_name, t.size("capacity"), float(t.size("bandwidth_per_s")), sm_count
+        )
         t.done()
     mesh = MeshConfig(
         name=m.take("name", path.stem),

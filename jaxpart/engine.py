@@ -1,113 +1,19 @@
-"""Generation by any method on the same weights and prompts: the single-device reference, the
-TP x PP baseline and the layer-wise plan. Greedy decoding."""
+"""Generation by any method on the same weights and prompts: builds the executor of the
+single-device reference, the TP x PP baseline or the layer-wise plan, and runs it. Greedy."""
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
-
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from jaxpart.baseline import baseline_plan
 from jaxpart.config import ConfigError, MeshConfig, ModelConfig
-from jaxpart.kernels.mlp import XLA_KERNEL, KernelChoice
-from jaxpart.layers import forward
-from jaxpart.model import empty_cache
-from jaxpart.pipeline import Executor, Generation, PipelineExecutor, RunShape, check_tokens
-from jaxpart.plan import Plan, make_plan
-
-METHODS = ("reference", "baseline", "layerwise")
-
-
-class ReferenceExecutor(Executor):
-    """The whole model on one device; the executors' answers are checked against it."""
-
-    def __init__(
-        self, cfg: ModelConfig, shape: RunShape, device=None, kernel: KernelChoice = XLA_KERNEL
-    ):
-        shape.check(cfg)
-        self.cfg, self.shape, self.kernel = cfg, shape, kernel
-        self.device = device or jax.local_devices()[0]  # each process runs its own
-        self.plan = None
-        self._prefill = jax.jit(self._prefill_fn)
-        self._decode = jax.jit(self._decode_fn, donate_argnums=(2, 3))
-
-    def place(self, params: dict) -> dict:
-        return jax.device_put(params, self.device)
-
-    def _prefill_fn(self, params, prompts):
-        k, v = empty_cache(self.cfg, prompts.shape[0], params["embed"].dtype)
-        logits, k, v = forward(params, prompts, k, v, 0, self.kernel)
-        return jnp.argmax(logits, axis=-1).astype(jnp.int32), logits, k, v
-
-    def _decode_fn(self, params, first, k, v):
-        steps, start = self.shape.gen_len - 1, self.shape.prompt_len
-
-        def step(i, carry):
-            tok, k, v, out = carry
-            logits, k, v = forward(params, tok[:, None], k, v, start + i, self.kernel)
-            tok = jnp.argmax(logits, axis=-1).astype(jnp.int32)
-            return tok, k, v, out.at[i].set(tok)
-
-        out = jnp.zeros((steps, first.shape[0]), jnp.int32)
-        _, k, v, out = jax.lax.fori_loop(0, steps, step, (first, k, v, out))
-        return out.T, k, v
-
-    def timed_generate(self, placed, prompts) -> Generation:
-        check_tokens(np.asarray(prompts), self.cfg)
-        t0 = time.perf_counter()
-        prompts = jax.device_put(np.asarray(prompts, np.int32), self.device)
-        first, logits, k, v = self._prefill(placed, prompts)
-        first_host = np.asarray(first)
-        t1 = time.perf_counter()
-        if self.shape.gen_len == 1:
-            return Generation(first_host[:, None], np.asarray(logits), t1 - t0, 0.0)
-        rest = np.asarray(self._decode(placed, first, k, v)[0])
-        t2 = time.perf_counter()
-        tokens = np.concatenate([first_host[:, None], rest], 1)
-        return Generation(tokens, np.asarray(logits), t1 - t0, t2 - t1)
-
-
-@dataclass(frozen=True)
-class PlanChoice:
-    """How to place the model: for the layer-wise method, the partitioner's arguments."""
-
-    capacity: str | None = None
-    strategy: str = "greedy"
-    layers_per_stage: tuple[int, ...] | None = None
-    tp: int = 8
-    pp: int = 2
-
-
-def plan_for(method: str, cfg: ModelConfig, mesh: MeshConfig, choice: PlanChoice) -> Plan | None:
-    if method == "reference":
-        return None
-    if method == "baseline":
-        return baseline_plan(cfg, mesh, choice.tp, choice.pp)
-    if method == "layerwise":
-        return make_plan(
-            cfg,
-            mesh,
-            capacity=choice.capacity,
-            strategy=choice.strategy,
-            layers_per_stage=choice.layers_per_stage,
-        )
-    raise ConfigError(f"--method = {method!r}: use one of {list(METHODS)}")
+from jaxpart.executors import PipelineExecutor, ReferenceExecutor, RunShape, check_tokens
+from jaxpart.kernels.backend import AUTO, KernelChoice
+from jaxpart.placement import DEFAULT_CHOICE, PlanChoice, default_microbatches, plan_for
 
 
 def random_prompts(cfg: ModelConfig, batch: int, prompt_len: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, cfg.vocab, (batch, prompt_len), dtype=np.int32)
-
-
-def default_microbatches(plan: Plan | None, batch: int) -> int:
-    """Enough microbatches to fill the pipe (M >= stages) that divide each replica's batch."""
-    if plan is None:
-        return 1
-    per_replica = batch // plan.data_parallel
-    fitting = [m for m in range(plan.n_stages, per_replica + 1) if per_replica % m == 0]
-    return fitting[0] if fitting else max(per_replica, 1)
 
 
 def check_mesh(mesh: MeshConfig, needed: int) -> None:
@@ -119,6 +25,11 @@ def check_mesh(mesh: MeshConfig, needed: int) -> None:
             f"--mesh = {mesh.name!r} describes {mesh.n_devices} {mesh.device_kind} "
             f"({mesh.platform}) but jax sees {len(devices)} {platform} device(s); pick the mesh "
             "file of this machine (cpu16 on a CPU)"
+        )
+    if platform == "gpu" and mesh.device_kind != devices[0].device_kind:
+        raise ConfigError(
+            f"--mesh = {mesh.name!r} describes {mesh.device_kind!r} devices but jax sees "
+            f"{devices[0].device_kind!r}; pick or write the mesh file of this machine"
         )
     if len(devices) < needed:
         raise ConfigError(
@@ -136,8 +47,8 @@ def make_executor(
     prompt_len: int,
     gen_len: int,
     microbatches: int | None = None,
-    choice: PlanChoice = PlanChoice(),
-    kernel: KernelChoice = XLA_KERNEL,
+    choice: PlanChoice = DEFAULT_CHOICE,
+    kernel: KernelChoice = AUTO,
 ):
     """Plan ``method`` on ``mesh``, check the run's shape and the devices, build the executor."""
     plan = plan_for(method, cfg, mesh, choice)
@@ -162,9 +73,9 @@ def generate(
     microbatches: int | None = None,
     seed: int = 0,
     prompts: np.ndarray | None = None,
-    choice: PlanChoice = PlanChoice(),
+    choice: PlanChoice = DEFAULT_CHOICE,
     params: dict | None = None,
-    kernel: KernelChoice = XLA_KERNEL,
+    kernel: KernelChoice = AUTO,
     checkpoint: str | None = None,
 ):
     """Generate with ``method``; returns (tokens [B, gen_len], first-step logits, executor).

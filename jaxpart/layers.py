@@ -11,12 +11,14 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxpart.kernels.mlp import XLA_KERNEL as XLA
-from jaxpart.kernels.mlp import KernelChoice, fused_mlp
+from jaxpart.kernels.attention import decode_attention, prefill_attention
+from jaxpart.kernels.backend import AUTO, XLA, KernelChoice
+from jaxpart.kernels.mlp import mlp as mlp_kernel
+from jaxpart.memory import cache_positions
 
 ROPE_THETA = 10_000.0
 NORM_EPS = 1e-6
-QUERY_CHUNK = 512  # queries attended at once in a long prefill (see _attend)
+ROW_CHUNK = 4096  # rows of a long prompt whose MLP runs at once (bounds the hidden activation)
 
 
 def jnp_dtype(name: str):
@@ -24,7 +26,9 @@ def jnp_dtype(name: str):
 
 
 def empty_cache(n_layers, batch, seq_len, n_heads, head_dim, dtype):
-    shape = (n_layers, batch, seq_len, n_heads, head_dim)
+    """K and V caches ``[heads, layers, batch, positions, head_dim]``: heads first, so that the
+    decode kernel can read the whole cache as its page pool (see kernels/attention.py)."""
+    shape = (n_heads, n_layers, batch, cache_positions(seq_len), head_dim)
     return jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)
 
 
@@ -39,12 +43,15 @@ def rms_norm(x: jax.Array, scale: jax.Array) -> jax.Array:
     return (y * scale.astype(jnp.float32)).astype(x.dtype)
 
 
-def rope(x: jax.Array, positions: jax.Array) -> jax.Array:
-    """Rotary positions on ``x [B, T, H, K]`` at ``positions [T]`` (rotate-half form)."""
+def rope(x: jax.Array, positions: jax.Array, seq_axis: int = 1) -> jax.Array:
+    """Rotary positions on ``x [..., K]`` whose axis ``seq_axis`` holds ``positions [T]``
+    (rotate-half form)."""
     half = x.shape[-1] // 2
     freq = ROPE_THETA ** (-jnp.arange(half, dtype=jnp.float32) / half)
-    angle = positions.astype(jnp.float32)[:, None] * freq[None, :]
-    cos, sin = jnp.cos(angle)[None, :, None, :], jnp.sin(angle)[None, :, None, :]
+    angle = positions.astype(jnp.float32)[:, None] * freq[None, :]  # [T, half]
+    shape = [1] * x.ndim
+    shape[seq_axis], shape[-1] = angle.shape
+    cos, sin = jnp.cos(angle).reshape(shape), jnp.sin(angle).reshape(shape)
     x1, x2 = x[..., :half].astype(jnp.float32), x[..., half:].astype(jnp.float32)
     return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
 
@@ -53,83 +60,84 @@ def _reduce(x: jax.Array, tensor_axis: str | None) -> jax.Array:
     return x if tensor_axis is None else jax.lax.psum(x, tensor_axis)
 
 
-def attention(p, x, k_cache, v_cache, pos, tensor_axis=None, layer=0, row=0):
+def attention(p, x, k_cache, v_cache, pos, tensor_axis=None, layer=0, row=0, kernel=AUTO):
     """Causal attention of ``x [b, T, d]`` at positions pos..pos+T.
 
-    The caches are the whole stack ``[n, B, S, H, K]``; x is layer ``layer``'s input for cache
-    rows row..row+b. Only the new keys and values are written, in place, and only this layer's
-    rows are read: a step never copies a layer's whole cache. Returns (out, k_cache, v_cache).
+    The caches are the whole stack ``[H, n, B, S, K]``; x is layer ``layer``'s input for cache
+    rows row..row+b. Only the new keys and values are written, in place. A prompt (T > 1) must
+    start at position 0 and attends to its own keys; a decode step (T = 1) reads the cache up to
+    its position only. Returns (out, k_cache, v_cache).
     """
     dtype = x.dtype
     b, t = x.shape[:2]
+    if t > 1 and not (isinstance(pos, int) and pos == 0):
+        raise ValueError(f"a prompt of {t} tokens must start at position 0, not {pos}")
     positions = pos + jnp.arange(t)
     q = rope(_dot("btd,dhk->bthk", x, p["wq"]).astype(dtype), positions)
-    k = rope(_dot("btd,dhk->bthk", x, p["wk"]).astype(dtype), positions)
-    v = _dot("btd,dhk->bthk", x, p["wv"]).astype(dtype)
-    at = (layer, row, pos, 0, 0)
-    k_cache = jax.lax.dynamic_update_slice(k_cache, k[None].astype(k_cache.dtype), at)
-    v_cache = jax.lax.dynamic_update_slice(v_cache, v[None].astype(v_cache.dtype), at)
-    window = (1, b, *k_cache.shape[2:])
-    keys = jax.lax.dynamic_slice(k_cache, (layer, row, 0, 0, 0), window)[0]
-    values = jax.lax.dynamic_slice(v_cache, (layer, row, 0, 0, 0), window)[0]
-    o = _attend(q, keys, values, positions)
+    # New keys and values are made in the cache's layout, [H, b, T, K].
+    k = rope(_dot("btd,dhk->hbtk", x, p["wk"]).astype(dtype), positions, seq_axis=2)
+    v = _dot("btd,dhk->hbtk", x, p["wv"]).astype(dtype)
+    if t == 1:
+        o, k_cache, v_cache = decode_attention(
+            q[:, 0], k[:, :, 0], v[:, :, 0], k_cache, v_cache, layer, row, pos, kernel=kernel
+        )
+        o = o[:, None]
+    else:
+        at = (0, layer, row, 0, 0)
+        k_cache = jax.lax.dynamic_update_slice(k_cache, k[:, None].astype(k_cache.dtype), at)
+        v_cache = jax.lax.dynamic_update_slice(v_cache, v[:, None].astype(v_cache.dtype), at)
+        o = prefill_attention(q, k.transpose(1, 2, 0, 3), v.transpose(1, 2, 0, 3), kernel)
     out = _reduce(_dot("bthk,hkd->btd", o, p["wo"]), tensor_axis)
     return out.astype(dtype), k_cache, v_cache
 
 
-def _attend(q, keys, values, positions):
-    """softmax(q k^T / sqrt(K), causal) v for ``q [b, T, H, K]`` over ``keys [b, S, H, K]``.
+def mlp(p, x, tensor_axis=None, kernel: KernelChoice = AUTO, layer=None):
+    """gelu(x @ w1) @ w2 through ``kernel``; column- then row-split under ``tensor_axis``, whose
+    partial sums are added in f32. With ``layer``, p's w1 and w2 are the whole stack
+    ``[n, ...]`` and that layer is used (the kernels read it in place).
 
-    A long prompt is taken QUERY_CHUNK queries at a time (each row's softmax is independent, so
-    this changes nothing but memory): the f32 scores of a whole prefill, b x H x T x S, are the
-    largest buffer of a full-size model (101 GB a microbatch for dense16).
+    A long prompt runs ROW_CHUNK rows at a time, each chunk reduced and rounded on its own: its
+    hidden activation (rows x d_ff) and its f32 output would otherwise be 4x and 2x the layer's
+    input (2.6 GB and 1.3 GB a microbatch for dense16's prefill).
     """
-    t = q.shape[1]
+    rows = x.reshape(-1, x.shape[-1])
+    n = rows.shape[0]
 
-    def block(q, positions):
-        scores = _dot("bthk,bshk->bhts", q, keys) * (q.shape[-1] ** -0.5)
-        visible = jnp.arange(keys.shape[1])[None, :] <= positions[:, None]  # [T, S]
-        scores = jnp.where(visible[None, None], scores, -jnp.inf)
-        probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype)
-        return _dot("bhts,bshk->bthk", probs, values).astype(q.dtype)
+    def run(r):
+        out = mlp_kernel(r, p["w1"], p["w2"], layer=layer, kernel=kernel, out_dtype=jnp.float32)
+        return _reduce(out, tensor_axis).astype(x.dtype)
 
-    if t <= QUERY_CHUNK:
-        return block(q, positions)
-    n = -(-t // QUERY_CHUNK)
-    pad = n * QUERY_CHUNK - t  # padded queries see position 0 onwards; their rows are dropped
-    q = jnp.pad(q, ((0, 0), (0, pad), (0, 0), (0, 0)))
-    positions = jnp.pad(positions, (0, pad))
-    chunks = q.reshape(q.shape[0], n, QUERY_CHUNK, *q.shape[2:]).swapaxes(0, 1)
-    out = jax.lax.map(
-        lambda c: block(c[0], c[1]), (chunks, positions.reshape(n, QUERY_CHUNK))
-    )  # [n, b, chunk, H, K]
-    return out.swapaxes(0, 1).reshape(q.shape)[:, :t]
-
-
-def mlp(p, x, tensor_axis=None, kernel: KernelChoice = XLA):
-    """gelu(x @ w1) @ w2 through ``kernel``; column- then row-split under ``tensor_axis``."""
-    out = fused_mlp(
-        x,
-        p["w1"],
-        p["w2"],
-        backend=kernel.backend,
-        interpret=kernel.interpret,
-        strict=kernel.strict,
-        sram_bytes=kernel.sram_bytes,
-        out_dtype=jnp.float32,
-    )
-    return _reduce(out, tensor_axis).astype(x.dtype)
+    if n <= ROW_CHUNK:
+        return run(rows).reshape(x.shape)
+    chunks = -(-n // ROW_CHUNK)
+    padded = jnp.pad(rows, ((0, chunks * ROW_CHUNK - n), (0, 0)))
+    out = jax.lax.map(run, padded.reshape(chunks, ROW_CHUNK, -1))
+    return out.reshape(-1, x.shape[-1])[:n].reshape(x.shape)
 
 
 def decoder_layer(
-    p, x, k_cache, v_cache, pos, tensor_axis=None, kernel: KernelChoice = XLA, layer=0, row=0
+    p,
+    x,
+    k_cache,
+    v_cache,
+    pos,
+    tensor_axis=None,
+    kernel: KernelChoice = AUTO,
+    layer=0,
+    row=0,
+    mlp_stack=None,
 ):
-    """One block; the caches are the whole stack, this block's slot is ``layer`` (see attention)."""
+    """One block; the caches are the whole stack, this block's slot is ``layer`` (see attention).
+    ``mlp_stack``, when given, holds the MLP weights of the whole stack (read at ``layer``)."""
     a, k_cache, v_cache = attention(
-        p, rms_norm(x, p["ln1"]), k_cache, v_cache, pos, tensor_axis, layer, row
+        p, rms_norm(x, p["ln1"]), k_cache, v_cache, pos, tensor_axis, layer, row, kernel
     )
     h = x + a
-    return h + mlp(p, rms_norm(h, p["ln2"]), tensor_axis, kernel), k_cache, v_cache
+    if mlp_stack is None:
+        out = mlp(p, rms_norm(h, p["ln2"]), tensor_axis, kernel)
+    else:
+        out = mlp(mlp_stack, rms_norm(h, p["ln2"]), tensor_axis, kernel, layer)
+    return h + out, k_cache, v_cache
 
 
 def run_layers(
@@ -140,11 +148,11 @@ def run_layers(
     pos,
     tensor_axis=None,
     n_valid=None,
-    kernel: KernelChoice = XLA,
+    kernel: KernelChoice = AUTO,
     row=0,
     unroll: bool = False,
 ):
-    """Apply a stack of layers ``[n, ...]`` in order; caches are ``[n, B, S, H, K]`` and x holds
+    """Apply a stack of layers ``[n, ...]`` in order; caches are ``[H, n, B, S, K]`` and x holds
     cache rows row..row+b. ``unroll`` lays the layers out flat (XLA's cost analysis counts a
     loop body once, so FLOP counting needs it).
 
@@ -156,13 +164,15 @@ def run_layers(
         p, j = xs
 
         def apply(x, kc, vc):
-            return decoder_layer(p, x, kc, vc, pos, tensor_axis, kernel, j, row)
+            return decoder_layer(p, x, kc, vc, pos, tensor_axis, kernel, j, row, mlp_stack)
 
         if n_valid is None:
             return apply(*carry), None
         return jax.lax.cond(j < n_valid, apply, lambda *c: c, *carry), None
 
-    n = k_cache.shape[0]
+    # The MLP kernels read their layer from the whole stack (no per-layer copy of its weights).
+    mlp_stack = {"w1": layers["w1"], "w2": layers["w2"]}
+    n = k_cache.shape[1]
     (x, k_cache, v_cache), _ = jax.lax.scan(
         body, (x, k_cache, v_cache), (layers, jnp.arange(n)), unroll=unroll
     )
@@ -178,7 +188,7 @@ def lm_logits(params, x_last: jax.Array) -> jax.Array:
     return _dot("...d,dv->...v", rms_norm(x_last, params["final_norm"]), params["head"])
 
 
-def forward(params, tokens, k_cache, v_cache, pos, kernel: KernelChoice = XLA, unroll=False):
+def forward(params, tokens, k_cache, v_cache, pos, kernel: KernelChoice = AUTO, unroll=False):
     """All layers on one device: tokens ``[B, T]`` at pos.. -> (last logits, k_cache, v_cache)."""
     x = embed_tokens(params, tokens)
     x, k_cache, v_cache = run_layers(
@@ -188,9 +198,10 @@ def forward(params, tokens, k_cache, v_cache, pos, kernel: KernelChoice = XLA, u
 
 
 def forward_all(params, tokens):
-    """Logits at every position of ``tokens [B, T]`` (training): the same layers, a fresh cache."""
+    """Logits at every position of ``tokens [B, T]`` (training): the same layers, a fresh cache,
+    through XLA (Pallas calls have no gradients)."""
     cfg_shape = params["layers"]["wk"].shape  # [L, d, H, K]
     b, t = tokens.shape
     k, v = empty_cache(cfg_shape[0], b, t, cfg_shape[2], cfg_shape[3], params["embed"].dtype)
-    x, _, _ = run_layers(params["layers"], embed_tokens(params, tokens), k, v, 0)
+    x, _, _ = run_layers(params["layers"], embed_tokens(params, tokens), k, v, 0, kernel=XLA)
     return lm_logits(params, x)

@@ -32,7 +32,7 @@ LOGICAL_AXES = {
         "w2": ("layers", "mlp", "embed"),
     },
 }
-CACHE_AXES = ("layers", "batch", "seq", "heads", "head_dim")
+CACHE_AXES = ("heads", "layers", "batch", "seq", "head_dim")
 
 
 def _param(rngs: nnx.Rngs, shape, axes, dtype, std: float | None) -> nnx.Param:
@@ -84,15 +84,15 @@ class DenseDecoder(nnx.Module):
     def prefill(self, tokens: jax.Array) -> jax.Array:
         """Run the prompt ``tokens [B, T]``, fill the cache; return the last position's logits."""
         self.init_cache(tokens.shape[0])
-        return self._step(tokens)
+        return self._step(tokens, 0)
 
     def decode_step(self, token: jax.Array) -> jax.Array:
         """One new token per sequence, ``token [B]``; returns logits ``[B, vocab]``."""
-        return self._step(token[:, None])
+        return self._step(token[:, None], self.pos[...])
 
-    def _step(self, tokens: jax.Array) -> jax.Array:
+    def _step(self, tokens: jax.Array, pos) -> jax.Array:
         params = nnx.to_pure_dict(nnx.state(self, nnx.Param))
-        logits, k, v = forward(params, tokens, self.cache_k[...], self.cache_v[...], self.pos[...])
+        logits, k, v = forward(params, tokens, self.cache_k[...], self.cache_v[...], pos)
         self.cache_k[...], self.cache_v[...] = k, v
         self.pos[...] = self.pos[...] + tokens.shape[1]
         return logits

@@ -52,13 +52,15 @@ def constants_from(mesh: MeshConfig, calibration: str | None = None) -> Constant
         devices_per_host=mesh.devices_per_host,
         source=f"meshes/{mesh.name}.toml",
     )
-    return c if calibration is None else calibrate(c, calibration)
+    return c if calibration is None else calibrate(c, calibration, mesh)
 
 
-def calibrate(c: Constants, path: str) -> Constants:
-    """Replace datasheet figures with those scripts/bench_gpu.py measured."""
+def calibrate(c: Constants, path: str, mesh: MeshConfig) -> Constants:
+    """Replace datasheet figures with those scripts/bench_gpu.py measured on the mesh's kind of
+    device (a file from another platform or device kind is refused)."""
     try:
         doc = json.loads(Path(path).read_text())
+        platform, device = doc["platform"], doc["device"]
         hbm = float(doc["ceilings"]["copy_bytes_per_s"])
         flops = float(doc["ceilings"]["matmul_flops_per_s"])
         l2 = float(doc["l2"]["fits_l2"]["effective_bytes_per_s"])
@@ -69,6 +71,11 @@ def calibrate(c: Constants, path: str) -> Constants:
         raise ConfigError(
             f"--calibration = {path!r}: not a bench_gpu.py result ({type(e).__name__}: {e})"
         ) from None
+    if (platform, device) != (mesh.platform, mesh.device_kind):
+        raise ConfigError(
+            f"--calibration = {path!r}: measured on {device!r} ({platform}), but --mesh = "
+            f"{mesh.name!r} is {mesh.device_kind!r} ({mesh.platform}); calibrate on that device"
+        )
     efficiency = min(1.0, max(kernel) / hbm) if kernel else c.kernel_efficiency
     replaced = (
         f"hbm bandwidth {c.hbm_bytes_per_s / 1e12:.2f} -> {hbm / 1e12:.2f} TB/s",

@@ -120,11 +120,18 @@ def results_table(comparison) -> Table:
         padding=(0, 1, 0, 0),  # one space and the divider between columns: fits 80 columns
     )
     rows = []
+    agreement = {a.method: a for a in comparison.agreements}
     for m in comparison.methods:
         name = {"reference": "Reference", "layerwise": "Layer-wise"}.get(m.name)
         if m.name == "baseline":
             plan = comparison.plans["baseline"]
             name = f"TP{plan.split}xPP{plan.n_stages}"
+        if m.name == comparison.anchor:
+            check = "anchor"
+        elif m.name in agreement:
+            check = f"{agreement[m.name].agreement:.1%}"
+        else:
+            check = "yes" if m.tokens_match_reference else "NO"
         rows.append(
             (
                 comparison.model.name,
@@ -134,7 +141,7 @@ def results_table(comparison) -> Table:
                 f"{m.tpot_ms:.3f}",
                 f"{m.ttft_ms:.1f}",
                 f"{m.ms_per_token_amortized:.4f}",
-                "yes" if m.tokens_match_reference else "NO",
+                check,
             )
         )
     headers = (
@@ -145,7 +152,7 @@ def results_table(comparison) -> Table:
         "TPOT\nms",
         "TTFT\nms",
         "ms/token\namortised",
-        "tokens\nmatch",
+        "agree-\nment" if comparison.agreements else "tokens\nmatch",
     )
     for i, header in enumerate(headers):  # no_wrap: a number is never split or cut
         table.add_column(header, justify="left" if i < 2 else "right", no_wrap=True)
@@ -156,12 +163,14 @@ def results_table(comparison) -> Table:
 
 def breakdown_lines(comparison) -> list[str]:
     lines = []
+    reference = comparison.method("reference")
     for name, b in comparison.breakdown.items():
         step = comparison.method(name).decode_step_ms
-        ref = comparison.method("reference").decode_step_ms
-        parts = [
-            f"{name}: decode step {step:.2f} ms = {step / ref:.1f}x the single device's "
-            f"{ref:.2f} ms",
+        parts = [f"{name}: decode step {step:.2f} ms"]
+        if reference is not None:
+            ref = reference.decode_step_ms
+            parts[0] += f" = {step / ref:.1f}x the single device's {ref:.2f} ms"
+        parts += [
             f"{b['ticks_per_step']} ticks a step ({b['stages']} stages, {b['microbatches']} "
             f"microbatches, bubbles {b['bubble_fraction']:.0%}, "
             f"padding {b['padding_fraction']:.0%})",

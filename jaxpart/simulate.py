@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from jaxpart.baseline import baseline_plan
 from jaxpart.config import MeshConfig, ModelConfig
-from jaxpart.engine import PlanChoice, default_microbatches, plan_for
 from jaxpart.partition import PlanError
 from jaxpart.perfmodel import (
     Constants,
@@ -16,6 +15,7 @@ from jaxpart.perfmodel import (
     verdicts,
     why,
 )
+from jaxpart.placement import PlanChoice, default_microbatches, plan_for
 from jaxpart.plan import make_plan
 
 

@@ -116,8 +116,7 @@ def train(
 
 def evaluate(cfg: ModelConfig, params, task_name: str, seed: int = 0, batch: int = 256) -> float:
     """Exact-answer accuracy of greedy generation on fresh prompts (not seen in training)."""
-    from jaxpart.engine import ReferenceExecutor
-    from jaxpart.pipeline import RunShape
+    from jaxpart.executors import ReferenceExecutor, RunShape
     from jaxpart.tasks import exact_match
 
     task = Task(task_name)

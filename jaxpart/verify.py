@@ -1,14 +1,118 @@
-"""`jaxpart verify`: compile the full-size sharded programs from abstract arrays (no weights are
-allocated) on simulated CPU devices, and set XLA's per-device memory beside the memory model's
+"""`jaxpart verify`: the full-size sharded programs from abstract arrays (no weights are
+allocated). On a GPU mesh, the programs a GPU run would run (the kernels ``auto`` picks there)
+are lowered for CUDA, and their largest intermediate buffer is read from the lowered module.
+XLA's per-device memory comes from compiling them on simulated CPU devices (with the XLA kernel
+paths: a CUDA program cannot be compiled without a GPU), set beside the memory model's
 prediction and the mesh's HBM."""
 
 from __future__ import annotations
 
+import re
+
 from jaxpart.config import MeshConfig, ModelConfig
-from jaxpart.engine import PlanChoice, default_microbatches, plan_for
-from jaxpart.layers import QUERY_CHUNK
-from jaxpart.memory import embedding_params, layer_memory
-from jaxpart.pipeline import PipelineExecutor, RunShape
+from jaxpart.executors import PipelineExecutor, RunShape
+from jaxpart.kernels.attention import QUERY_CHUNK
+from jaxpart.kernels.backend import KernelChoice
+from jaxpart.memory import KV_BLOCK, cache_positions, embedding_params, layer_memory
+from jaxpart.placement import PlanChoice, default_microbatches, plan_for
+
+_TENSOR = re.compile(r"tensor<((?:\d+x)+)([a-zA-Z][a-zA-Z0-9]*)>")
+_ELEMENT_BYTES = {"f64": 8, "i64": 8, "f32": 4, "i32": 4, "ui32": 4, "bf16": 2, "f16": 2}
+_ELEMENT_BYTES |= {"i16": 2, "ui16": 2, "i8": 1, "ui8": 1, "i1": 1, "f8E4M3FN": 1}
+
+
+def _tensor_bytes(dims: str, element: str) -> int:
+    count = 1
+    for d in dims.rstrip("x").split("x"):
+        count *= int(d)
+    return count * _ELEMENT_BYTES.get(element, 4)
+
+
+def _per_device_text(module_text: str) -> tuple[str, set[tuple[str, str]]]:
+    """The part of a lowered module with per-device shapes, and the types of what it is given:
+    a shard_map program's body (its ``sdy.manual_computation`` region) and the private
+    functions it calls, or, with no shard_map, the whole module after its signature."""
+    at = module_text.find("sdy.manual_computation(")
+    if at < 0:
+        main = module_text.find("func.func public @main")
+        end = module_text.find("->", main)
+        return module_text[end:], set(_TENSOR.findall(module_text[main:end]))
+    start = module_text.index("{\n", at)
+    given = set(_TENSOR.findall(module_text[module_text.index("manual_axes", at) : start]))
+    depth, i = 0, start
+    while True:
+        c = module_text[i]
+        depth += (c == "{") - (c == "}")
+        i += 1
+        if depth == 0:
+            break
+    privates = module_text.find("func.func private")
+    return module_text[start:i] + (module_text[privates:] if privates >= 0 else ""), given
+
+
+def largest_intermediate(module_text: str, exclude: set[str] = frozenset()) -> tuple[int, str]:
+    """(bytes, type) of the largest tensor, per device, that a lowered (StableHLO) module makes:
+    not its arguments, nor the types in ``exclude`` (such as ``"8x64x16xf32"``: the caches made
+    by the prefill, which are the program's state, not a buffer it needs on top)."""
+    text, given = _per_device_text(module_text)
+    exclude = set(exclude) | {f"{dims}{element}" for dims, element in given}
+    # A reshape of an excluded tensor (same element type and count) is a view of it, not a
+    # buffer: the decode kernel's page pool is the cache seen as pages.
+    views = {
+        (_tensor_bytes(*_TENSOR.match(f"tensor<{k}>").groups()), k.rsplit("x", 1)[1])
+        for k in exclude
+    }
+    best = (0, "")
+    for dims, element in set(_TENSOR.findall(text)):
+        kind = f"{dims}{element}"
+        size = _tensor_bytes(dims, element)
+        if kind in exclude or (size, element) in views:
+            continue
+        if size > best[0]:
+            best = (size, kind)
+    return best
+
+
+def local_type(shape, dtype, mesh_shape: dict, spec) -> str:
+    """A global array's per-device type in the lowered module's spelling."""
+    import numpy as np
+
+    dims = list(shape)
+    for i, axis in enumerate(spec):
+        if axis is not None:
+            dims[i] //= mesh_shape[axis]
+    element = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}[np.dtype(dtype).name]
+    return "x".join(map(str, dims)) + "x" + element
+
+
+def gpu_kernels(mesh: MeshConfig) -> KernelChoice:
+    """The kernels ``auto`` picks on the mesh's GPUs, for lowering on any machine."""
+    smem = mesh.tiers["smem"]
+    return KernelChoice(
+        sram_bytes=smem.capacity_bytes, sm_count=smem.sm_count, interpret=False, platform="gpu"
+    )
+
+
+def lower_for_cuda(executor: PipelineExecutor) -> dict:
+    """Each program lowered for CUDA: its Pallas kernels and the largest buffer it makes per
+    device, the KV caches (the program's state) left out."""
+    a = executor.abstract_inputs()
+    args = {
+        "prefill": (a["params"], a["prompts"]),
+        "decode": (a["params"], a["first"], a["cache"], a["cache"]),
+    }
+    cache = a["cache"]
+    state = {local_type(cache.shape, cache.dtype, executor.mesh.shape, cache.sharding.spec)}
+    out = {}
+    for name, program in (("decode", executor._decode), ("prefill", executor._prefill)):
+        text = program.trace(*args[name]).lower(lowering_platforms=("cuda",)).as_text()
+        size, kind = largest_intermediate(text, state)
+        out[name] = {
+            "pallas_kernels": text.count("__gpu$xla.gpu.triton"),
+            "largest_intermediate_bytes": size,
+            "largest_intermediate": kind,
+        }
+    return out
 
 
 def predicted_bytes(cfg: ModelConfig, executor: PipelineExecutor) -> dict:
@@ -16,7 +120,8 @@ def predicted_bytes(cfg: ModelConfig, executor: PipelineExecutor) -> dict:
     plan, t = executor.plan, executor.plan.split
     mem = layer_memory(cfg, t)
     rows = cfg.batch // plan.data_parallel
-    kv_per_layer = 2 * rows * cfg.seq_len * (cfg.n_heads // t) * cfg.head_dim * cfg.dtype_bytes
+    positions = cache_positions(cfg.seq_len)  # as allocated: whole pages for the kernels
+    kv_per_layer = 2 * rows * positions * (cfg.n_heads // t) * cfg.head_dim * cfg.dtype_bytes
     return {
         "weights": executor.lmax * mem.weight_bytes,
         "kv_cache": executor.lmax * kv_per_layer,
@@ -37,7 +142,13 @@ def verify(
 ) -> dict:
     plan = plan_for(method, cfg, mesh, choice)
     m = microbatches or default_microbatches(plan, cfg.batch)
-    executor = PipelineExecutor(cfg, plan, RunShape(cfg.batch, prompt_len, gen_len, m))
+    shape = RunShape(cfg.batch, prompt_len, gen_len, m)
+    executor = PipelineExecutor(cfg, plan, shape)
+    cuda = None
+    if mesh.platform == "gpu":
+        if progress:
+            progress("the GPU programs for CUDA")
+        cuda = lower_for_cuda(PipelineExecutor(cfg, plan, shape, kernel=gpu_kernels(mesh)))
     predicted = predicted_bytes(cfg, executor)
     predicted_args = sum(predicted.values())
     hbm = mesh.tiers["hbm"].capacity_bytes
@@ -58,11 +169,11 @@ def verify(
             "argument_bytes_over_predicted": args / predicted_args,
             "fits_hbm": peak <= hbm,
         }
-    # The prefill's attention materialises f32 scores for one chunk of queries of a microbatch:
-    # rows x heads x chunk x context. At full size this is the largest temporary.
+    # The XLA prefill's attention materialises f32 scores for one chunk of queries of a
+    # microbatch: rows x heads x chunk x prompt. At full size this is the largest temporary.
     rows = cfg.batch // plan.data_parallel // m
     queries = min(prompt_len, QUERY_CHUNK)
-    scores = rows * (cfg.n_heads // plan.split) * queries * cfg.seq_len * 4
+    scores = rows * (cfg.n_heads // plan.split) * queries * prompt_len * 4
     return {
         "prefill_attention_scores_bytes": scores,
         "model": cfg.name,
@@ -76,13 +187,15 @@ def verify(
         "predicted_per_device": {**predicted, "total": predicted_args},
         "hbm_bytes": hbm,
         "programs": programs,
+        "cuda": cuda,
     }
 
 
 def cost_check(cfg: ModelConfig, batch: int) -> dict:
     """The perf model's FLOPs and bytes for one decode step on one device, beside XLA's own
     cost analysis of that step (compiled from abstract arrays, layers unrolled: XLA counts a
-    loop body once). In float32: XLA's CPU cost analysis also counts the ops that emulate
+    loop body once). The attention's loop over KV blocks is counted once too, so both sides
+    attend over one block. In float32: XLA's CPU cost analysis also counts the ops that emulate
     bf16 arithmetic (3.4x the FLOPs for dense16-tiny in bf16), which a GPU does not run."""
     cfg = cfg.replace(dtype="float32")
     import jax
@@ -99,13 +212,15 @@ def cost_check(cfg: ModelConfig, batch: int) -> dict:
     cost = step.lower(params, token, k, v).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
     mem = layer_memory(cfg)
-    # The least a step must move: every weight and the whole cache read once (our attention
-    # reads all seq_len positions, masked), the embedding row and the LM head.
-    kv = cfg.n_layers * 2 * batch * cfg.seq_len * cfg.n_heads * cfg.head_dim * cfg.dtype_bytes
+    # The least such a step must move: every weight, the KV block attended over, the embedding
+    # row and the LM head.
+    attended = min(KV_BLOCK, k.shape[3])
+    kv = cfg.n_layers * 2 * batch * attended * cfg.n_heads * cfg.head_dim * cfg.dtype_bytes
     minimum = cfg.n_layers * mem.weight_bytes + kv + cfg.d_model * cfg.vocab * cfg.dtype_bytes
     return {
         "xla_flops": float(cost["flops"]),
-        "model_flops": decode_step_flops(cfg, batch, cfg.seq_len),
+        "model_flops": decode_step_flops(cfg, batch, attended),
+        "attended_positions": attended,
         "xla_bytes_accessed": float(cost["bytes accessed"]),
         "model_bytes": minimum,
     }

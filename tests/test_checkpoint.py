@@ -17,8 +17,9 @@ from jaxpart import checkpoint
 from jaxpart.checkpoint import CheckpointError
 from jaxpart.cli import main
 from jaxpart.config import load_mesh, load_model
-from jaxpart.engine import PlanChoice, load_checkpoint, make_executor
+from jaxpart.engine import load_checkpoint, make_executor
 from jaxpart.model import init_params
+from jaxpart.placement import PlanChoice
 from jaxpart.train import TrainConfig, train
 
 MODEL = load_model("dense16-tiny")

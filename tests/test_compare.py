@@ -44,6 +44,7 @@ def test_compare_end_to_end_json_and_plot(capsys, tmp_path):
         (["--tp", "3"], "--tp = 3: must divide"),
         (["--mesh", "nowhere"], "--mesh = 'nowhere': not found"),
         (["--mesh", "h100x16"], "describes 16 NVIDIA H100 80GB HBM3 (gpu) but jax sees"),
+        (["--attention", "flash"], "--attention"),
         (["--gen-len", "1"], "--gen-len = 1"),
     ],
 )
@@ -70,3 +71,101 @@ def test_plot_without_matplotlib_is_a_clear_error(capsys, tmp_path, monkeypatch)
     _, err = capsys.readouterr()
     assert code == 2 and "pip install -e '.[plot]'" in err
     assert not (tmp_path / "p.png").exists()
+
+
+def test_bfloat16_compare_passes_with_its_agreement_figures(capsys, tmp_path):
+    # Rounding makes near-ties go either way in bf16; teacher-forced, every placement chooses
+    # the reference's token or misses within the rounding tolerance.
+    path = tmp_path / "bf16.json"
+    code = main(["compare", "--dtype", "bfloat16", *SMALL, "--json", str(path)])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "teacher-forced (bfloat16)" in out and "max |dlogit|" in out
+    doc = json.loads(path.read_text())
+    assert [a["method"] for a in doc["agreement"]] == ["baseline", "layerwise"]
+    for a in doc["agreement"]:
+        assert a["faults"] == 0 and a["tolerance"] == 0.09
+        assert 0.9 <= a["agreement"] <= 1 and 0 <= a["max_logit_delta"] < 0.09
+
+
+def _reverse_first_stage(monkeypatch):
+    """A real fault: the first pipeline stage applies its layers in reverse order."""
+    from jaxpart.executors import pipeline
+
+    real = pipeline.stage_layout
+
+    def faulty(plan):
+        rows, sizes = real(plan)
+        rows = rows.copy()
+        rows[: sizes[0]] = rows[: sizes[0]][::-1]
+        return rows, sizes
+
+    monkeypatch.setattr(pipeline, "stage_layout", faulty)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+def test_compare_catches_a_stage_running_its_layers_in_the_wrong_order(
+    capsys, tmp_path, monkeypatch, dtype
+):
+    _reverse_first_stage(monkeypatch)
+    path = tmp_path / "fault.json"
+    code = main(["compare", "--dtype", dtype, *SMALL, "--json", str(path)])
+    out, _ = capsys.readouterr()
+    assert code == 1 and "disagrees with the reference" in out
+    doc = json.loads(path.read_text())
+    if dtype == "bfloat16":
+        assert all(a["faults"] > 0 and a["worst_gap"] > a["tolerance"] for a in doc["agreement"])
+    else:
+        # In f32 the layer-wise plan has one layer a stage (nothing to reverse); the baseline's
+        # first stage holds 8.
+        assert [m["tokens_match_reference"] for m in doc["methods"]][:2] == [True, False]
+
+
+def test_nothing_compiles_while_timing(capsys, tmp_path):
+    from jaxpart.bench import compile_count
+
+    path = tmp_path / "out.json"
+    assert main(["compare", *SMALL[:-1], "3", "--json", str(path)]) == 0
+    assert json.loads(path.read_text())["compiles_while_timing"] == 0
+    # ... and the counter does count: a new program compiles once.
+    import jax
+    import jax.numpy as jnp
+
+    before = compile_count()
+    jax.jit(lambda x: x * 3 + 1)(jnp.arange(7.0)).block_until_ready()
+    assert compile_count() > before
+
+
+def test_without_room_for_the_reference_the_placements_are_checked_against_each_other(
+    capsys, tmp_path, monkeypatch
+):
+    from jaxpart import compare
+
+    monkeypatch.setattr(compare, "reference_bytes", lambda cfg, batch: 10**15)
+    path = tmp_path / "out.json"
+    code = main(["compare", *SMALL, "--json", str(path)])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "the reference is not run: one device would need 1000.00 TB" in out
+    doc = json.loads(path.read_text())
+    assert [m["name"] for m in doc["methods"]] == ["baseline", "layerwise"]
+    assert doc["checked_against"] == "baseline"
+    assert doc["methods"][1]["tokens_match_reference"] is True
+
+
+def test_a_winner_is_named_only_when_every_round_agrees():
+    from jaxpart.compare import verdict
+
+    assert verdict([1.1, 1.3, 1.05], "A", "B") == "A faster in every round"
+    assert verdict([0.7, 0.9], "A", "B") == "B faster in every round"
+    assert verdict([0.9, 1.2, 1.0], "A", "B").startswith("within noise")
+
+
+def test_reference_bytes_by_the_memory_model():
+    from jaxpart.compare import reference_bytes
+    from jaxpart.config import load_model
+
+    # dense16-l2 at batch 128: 16 layers x 10000 positions x 2 x 1024 x 2 bytes of KV per
+    # sequence is 84 GB: more than an 80 GB H100 holds, so the pod run checks placements.
+    assert 80e9 < reference_bytes(load_model("dense16-l2"), 128)
+    assert reference_bytes(load_model("dense16-tiny"), 16) < 1.61e9

@@ -10,10 +10,11 @@ import pytest
 from flax import nnx
 
 from jaxpart.config import ConfigError, load_mesh, load_model
-from jaxpart.engine import PlanChoice, ReferenceExecutor, generate, random_prompts
+from jaxpart.engine import generate, random_prompts
+from jaxpart.executors import PipelineExecutor, ReferenceExecutor, RunShape
 from jaxpart.memory import EVERYTHING, layer_fit_bytes
 from jaxpart.model import DenseDecoder, init_params
-from jaxpart.pipeline import PipelineExecutor, RunShape
+from jaxpart.placement import PlanChoice
 from jaxpart.plan import make_plan
 
 MODEL = load_model("dense16-tiny")
@@ -145,25 +146,54 @@ def test_bad_runs_are_config_errors(params, kwargs, fragment):
 def test_cache_is_sharded_by_stage(params):
     plan = make_plan(MODEL, MESH)
     executor = PipelineExecutor(MODEL, plan, RunShape(16, 16, 2, 16))
-    k, _ = executor.empty_cache()
-    assert len(k.sharding.device_set) == 16
-    assert k.addressable_shards[0].data.shape[0] == 1, "one layer's cache per device"
     placed = executor.place(params)
     assert placed["layers"]["w1"].addressable_shards[0].data.shape == (1, 128, 512)
     assert jax.devices()[0] in placed["layers"]["w1"].sharding.device_set
+    # The prefill program makes the caches, [heads, layers, batch, positions, head_dim].
+    _, _, (k, _) = executor.prefill(placed, random_prompts(MODEL, 16, 16, 0))
+    assert k.shape == executor.cache_shape() == (8, 16, 16, 64, 16)
+    assert len(k.sharding.device_set) == 16
+    assert k.addressable_shards[0].data.shape == (8, 1, 16, 64, 16), "one layer per device"
 
 
 def test_long_prompts_attend_in_query_chunks_with_the_same_result(params, monkeypatch):
     # A chunk of 5 queries does not divide the 16-token prompt: the last chunk is padded.
-    from jaxpart import layers
+    from jaxpart.kernels import attention
 
     prompts = random_prompts(MODEL, 4, 16, 11)
     shape = RunShape(4, 16, 4, 1)
     whole = ReferenceExecutor(MODEL, shape)
     tokens, logits = whole.generate(whole.place(params), prompts)
-    monkeypatch.setattr(layers, "QUERY_CHUNK", 5)
+    monkeypatch.setattr(attention, "QUERY_CHUNK", 5)
     chunked = ReferenceExecutor(MODEL, shape)
     tokens_c, logits_c = chunked.generate(chunked.place(params), prompts)
     np.testing.assert_array_equal(tokens_c, tokens)
     # Same maths row by row; only XLA's fusion of the smaller blocks may reorder f32 sums.
     np.testing.assert_allclose(logits_c, logits, rtol=0, atol=1e-5)
+
+
+def test_a_mesh_file_of_another_gpu_is_refused(monkeypatch):
+    from types import SimpleNamespace
+
+    from jaxpart import engine
+
+    a100 = [SimpleNamespace(platform="gpu", device_kind="NVIDIA A100-SXM4-80GB")] * 16
+    monkeypatch.setattr(engine.jax, "devices", lambda: a100)
+    with pytest.raises(ConfigError) as e:
+        engine.check_mesh(load_mesh("h100x16"), 16)
+    assert "'NVIDIA H100 80GB HBM3'" in str(e.value) and "'NVIDIA A100-SXM4-80GB'" in str(e.value)
+    h100 = [SimpleNamespace(platform="gpu", device_kind="NVIDIA H100 80GB HBM3")] * 16
+    monkeypatch.setattr(engine.jax, "devices", lambda: h100)
+    engine.check_mesh(load_mesh("h100x16"), 16)
+
+
+def test_planning_and_simulate_do_not_import_jax():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, jaxpart, jaxpart.simulate, jaxpart.placement, jaxpart.report; "
+        "print(sorted(m for m in sys.modules if m == 'jax' or m.startswith('jax.')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -1,5 +1,5 @@
-"""The fused MLP kernel in Pallas interpret mode against its reference, the tile chooser, the
-backend switch, and generations through the kernel in both executors."""
+"""The MLP kernels in Pallas interpret mode against their reference, the tile chooser, the
+backend switch, the eviction hints, and generations through the kernel in both executors."""
 
 import re
 import warnings
@@ -13,18 +13,21 @@ from hypothesis import strategies as st
 
 from jaxpart.config import load_mesh, load_model, shipped
 from jaxpart.engine import generate, random_prompts
-from jaxpart.kernels import mlp as mlp_module
+from jaxpart.kernels import backend as backend_module
+from jaxpart.kernels.backend import KernelChoice, KernelFallbackError
 from jaxpart.kernels.mlp import (
+    DECODE_ROWS,
     BlockSizes,
-    KernelChoice,
-    KernelFallbackError,
     choose_block_sizes,
-    fused_mlp,
+    mlp,
     mlp_reference,
+    programs,
 )
 from jaxpart.model import init_params
+from jaxpart.placement import decode_shapes
 
 H100_SMEM = 227 * 1024
+PALLAS = KernelChoice(mlp="pallas", sram_bytes=H100_SMEM)
 
 
 def random_mlp(m, d, f, dtype, seed=0):
@@ -51,7 +54,7 @@ MODEL_DIMS = [(load_model(str(p)).d_model, load_model(str(p)).d_ff) for p in shi
 )
 def test_pallas_interpret_matches_reference(m, d, f, dtype, bound):
     x, w1, w2 = random_mlp(m, d, f, dtype)
-    out = fused_mlp(x, w1, w2, backend="pallas", interpret=True, sram_bytes=H100_SMEM)
+    out = mlp(x, w1, w2, kernel=PALLAS)
     ref = mlp_reference(x, w1, w2)
     assert out.shape == ref.shape and out.dtype == ref.dtype
     assert np.isfinite(np.asarray(out, np.float32)).all()
@@ -63,24 +66,24 @@ def test_ragged_rows_never_see_nan_padding():
     # with NaN; the wrapper pads rows with zeros itself, so every row, the last included, is
     # finite and right.
     x, w1, w2 = random_mlp(37, 128, 512, jnp.float32, seed=3)
-    bs = BlockSizes(block_m=16, block_f=64, block_k=32, block_d=32)
-    out = np.asarray(fused_mlp(x, w1, w2, backend="pallas", block_sizes=bs))
+    bs = BlockSizes(block_m=16, block_f=64, block_d=32, block_k=32)
+    out = np.asarray(mlp(x, w1, w2, kernel=PALLAS, block_sizes=bs))
     assert np.isfinite(out).all()
     np.testing.assert_allclose(out, np.asarray(mlp_reference(x, w1, w2)), rtol=1e-5, atol=1e-5)
 
 
 def test_pallas_path_really_runs_the_kernel():
     x, w1, w2 = random_mlp(4, 128, 512, jnp.float32)
-    text = str(jax.make_jaxpr(lambda a, b, c: fused_mlp(a, b, c, backend="pallas"))(x, w1, w2))
-    assert "pallas_call" in text
-    text = str(jax.make_jaxpr(lambda a, b, c: fused_mlp(a, b, c, backend="auto"))(x, w1, w2))
+    text = str(jax.make_jaxpr(lambda a, b, c: mlp(a, b, c, kernel=PALLAS))(x, w1, w2))
+    assert text.count("pallas_call") == 2, "the up and the down kernel"
+    text = str(jax.make_jaxpr(lambda a, b, c: mlp(a, b, c, kernel=KernelChoice()))(x, w1, w2))
     assert "pallas_call" not in text, "auto means XLA on CPU"
 
 
 def test_block_size_that_does_not_divide_is_an_error():
     x, w1, w2 = random_mlp(4, 128, 512, jnp.float32)
     with pytest.raises(ValueError, match="d_ff=512 must be a multiple of the block 1024"):
-        fused_mlp(x, w1, w2, backend="pallas", block_sizes=BlockSizes(16, 1024, 32, 32))
+        mlp(x, w1, w2, kernel=PALLAS, block_sizes=BlockSizes(16, 1024, 32, 32))
 
 
 @settings(max_examples=1000, deadline=None)
@@ -101,30 +104,49 @@ def test_choose_block_sizes_fits_sram(m, d, f, dtype, sram, stages):
         return
     bs = choose_block_sizes(m, d, f, dtype, sram, stages)
     assert bs.working_set_bytes(nbytes) <= sram
-    for block, dim in ((bs.block_f, f), (bs.block_k, d), (bs.block_d, d)):
+    for block, dim in ((bs.block_f, f), (bs.block_k, d), (bs.block_k, f), (bs.block_d, d)):
         assert dim % block == 0 and block & (block - 1) == 0 and block >= 16
     assert 16 <= bs.block_m <= 64 and bs.block_m & (bs.block_m - 1) == 0
 
 
-def test_h100_tiles_for_the_seed_model():
-    bs = choose_block_sizes(16, 4096, 16384, jnp.bfloat16, H100_SMEM)
+DECODE_SHAPES = [
+    (s["model"], s["method"], s["rows"], s["d_model"], s["d_ff"])
+    for s in decode_shapes([load_model(str(p)) for p in shipped("models")], load_mesh("h100x16"))
+]
+
+
+@pytest.mark.parametrize("name, method, m, d, f", DECODE_SHAPES)
+def test_every_sm_gets_a_program_where_the_matrix_allows(name, method, m, d, f):
+    # Each program owns its output tile: no partial sums at all (0% extra weight traffic). The
+    # count reaches the SMs unless the matrix has fewer 16-wide tiles than SMs, the documented
+    # exception (module docstring).
+    bs = choose_block_sizes(m, d, f, jnp.bfloat16, H100_SMEM, sm_count=132)
     assert bs.working_set_bytes(2) <= H100_SMEM
-    assert bs.block_f >= 64, "wide F chunks keep the partial-sum traffic small"
+    count = programs(m, d, f, bs)
+    assert count["up"] >= 132 or bs.block_f == 16
+    assert count["down"] >= 132 or bs.block_d == 16
+    assert count["up"] >= min(132, f // 16) and count["down"] >= min(132, d // 16)
+
+
+def test_decode_shapes_cover_every_shipped_model():
+    names = {(n, m) for n, m, *_ in DECODE_SHAPES}
+    assert ("dense16", "baseline") in names and ("dense16-l2", "layerwise") in names
+    assert {r for _, _, r, _, _ in DECODE_SHAPES} >= {8, 64}
 
 
 def test_pallas_on_cpu_without_interpret_is_refused():
     x, w1, w2 = random_mlp(4, 128, 512, jnp.float32)
     with pytest.raises(KernelFallbackError, match="only in interpret mode"):
-        fused_mlp(x, w1, w2, backend="pallas", interpret=False)
+        mlp(x, w1, w2, kernel=KernelChoice(mlp="pallas", interpret=False))
 
 
 def test_fallback_warns_once_with_its_reason_and_strict_refuses():
     x, w1, w2 = random_mlp(4, 120, 240, jnp.float32)  # 120 is no multiple of 16
-    mlp_module._warned.clear()
+    backend_module._warned.clear()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        out1 = fused_mlp(x, w1, w2, backend="pallas")
-        out2 = fused_mlp(x, w1, w2, backend="pallas")
+        out1 = mlp(x, w1, w2, kernel=PALLAS)
+        out2 = mlp(x, w1, w2, kernel=PALLAS)
     messages = [str(w.message) for w in caught]
     assert messages == [
         "Pallas MLP kernel unavailable, using XLA: d_model=120 must be a multiple of 16 for the "
@@ -133,26 +155,79 @@ def test_fallback_warns_once_with_its_reason_and_strict_refuses():
     np.testing.assert_array_equal(out1, mlp_reference(x, w1, w2))
     np.testing.assert_array_equal(out2, out1)
     with pytest.raises(KernelFallbackError, match=re.escape("d_model=120 must be a multiple")):
-        fused_mlp(x, w1, w2, backend="pallas", strict=True)
+        mlp(x, w1, w2, kernel=KernelChoice(mlp="pallas", strict=True))
 
 
 def test_unknown_backend():
     with pytest.raises(ValueError, match="--mlp-kernel = 'cuda'"):
-        KernelChoice(backend="cuda")
+        KernelChoice(mlp="cuda")
+    with pytest.raises(ValueError, match="--attention = 'flash'"):
+        KernelChoice(attention="flash")
 
 
-@pytest.mark.parametrize("method", ["baseline", "layerwise"])
-def test_generations_through_the_kernel_equal_xla(cpu16, method):
+def test_auto_sends_prefill_rows_to_xla_on_gpu():
+    # Lowered for CUDA: decode-sized inputs run the kernels, a prompt's rows run XLA's GEMMs.
+    gpu = KernelChoice(platform="gpu", interpret=False)
+    for rows, kernels in ((DECODE_ROWS, 2), (DECODE_ROWS + 1, 0)):
+        x, w1, w2 = random_mlp(rows, 128, 512, jnp.bfloat16)
+        text = str(jax.make_jaxpr(lambda a, b, c: mlp(a, b, c, kernel=gpu))(x, w1, w2))
+        assert text.count("pallas_call") == kernels
+
+
+def _sub_jaxprs(eqn):
+    for value in eqn.params.values():
+        sub = getattr(value, "jaxpr", value)
+        if hasattr(sub, "eqns"):
+            yield sub
+
+
+def _load_policies(jaxpr) -> list[list[str]]:
+    """The eviction policy of every load, one list per pallas_call (walking nested jaxprs)."""
+    kernels = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "pallas_call":
+            policies, stack = [], [eqn.params["jaxpr"]]
+            while stack:
+                for e in stack.pop().eqns:
+                    if e.primitive.name in ("load", "masked_load"):
+                        policies.append(e.params.get("eviction_policy"))
+                    stack.extend(_sub_jaxprs(e))
+            kernels.append(sorted(str(p) for p in policies))
+        else:
+            for sub in _sub_jaxprs(eqn):
+                kernels.extend(_load_policies(sub))
+    return kernels
+
+
+def test_weights_are_loaded_evict_last_and_activations_evict_first():
+    # The hints are invisible in the printed jaxpr and in the Triton bytecode of a CUDA
+    # lowering, so walk the pallas_call equations: each kernel loads one activation tile
+    # (evict_first) and one weight tile (evict_last) per contraction step, and nothing else.
+    x, w1, w2 = random_mlp(16, 128, 512, jnp.bfloat16)
+    jaxpr = jax.make_jaxpr(lambda a, b, c: mlp(a, b, c, kernel=PALLAS))(x, w1, w2).jaxpr
+    assert _load_policies(jaxpr) == [["evict_first", "evict_last"]] * 2
+
+
+def test_generations_through_the_kernels_equal_xla_in_every_placement(cpu16):
+    # Pallas MLP and attention (interpret mode) against XLA, in the reference, TP8xPP2 and
+    # layer-wise: identical float32 tokens, all six runs.
     cfg, mesh = load_model("dense16-tiny"), load_mesh("cpu16")
     params = init_params(cfg, 0)
     prompts = random_prompts(cfg, 16, 16, 7)
     runs = {}
-    for backend in ("xla", "pallas"):
-        kernel = KernelChoice(backend, sram_bytes=mesh.tiers["smem"].capacity_bytes, strict=True)
-        runs[backend], _, _ = generate(
-            method, cfg, mesh, prompts=prompts, gen_len=6, params=params, kernel=kernel
-        )
-    np.testing.assert_array_equal(runs["pallas"], runs["xla"])
+    for method in ("reference", "baseline", "layerwise"):
+        for backend in ("xla", "pallas"):
+            kernel = KernelChoice(
+                mlp=backend,
+                attention=backend,
+                sram_bytes=mesh.tiers["smem"].capacity_bytes,
+                strict=True,
+            )
+            runs[method, backend], _, _ = generate(
+                method, cfg, mesh, prompts=prompts, gen_len=6, params=params, kernel=kernel
+            )
+    for key, tokens in runs.items():
+        np.testing.assert_array_equal(tokens, runs["reference", "xla"], err_msg=str(key))
 
 
 @pytest.mark.slow
@@ -176,16 +251,20 @@ def test_bench_gpu_script_runs_on_cpu(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     doc = json.loads((tmp_path / "bench_gpu.json").read_text())
     assert doc["platform"] == "cpu" and doc["jax_version"] == jax.__version__
-    assert {r["m"] for r in doc["mlp"]} == {8, 16}
+    assert doc["launch"]["per_launch_s"] > 0
+    assert {r["rows"] for r in doc["mlp"]} == {8, 16}
     for row in doc["mlp"]:
         assert row["rel_error_vs_f32"] < 1e-2
         assert row["pallas"]["per_call_s"] > 0 and row["xla"]["bytes_per_s"] > 0
-    assert doc["l2"]["fits_l2"]["effective_bytes_per_s"] > 0
-    assert {(r["stage"], r["mlp_kernel"]) for r in doc["stage"]} == {
+    attention = doc["attention"]
+    assert attention["pallas"]["rel_error"] < 1e-2 and attention["xla"]["rel_error"] < 1e-2
+    assert doc["l2"]["with_hints"]["effective_bytes_per_s"] > 0
+    assert doc["l2"]["fits_l2"]["effective_bytes_per_s"] > 0  # what --calibration reads
+    assert {(r["method"], r["kernels"]) for r in doc["stage"]} == {
         ("layerwise", "xla"),
         ("layerwise", "pallas"),
-        ("tp8_shard", "xla"),
-        ("tp8_shard", "pallas"),
+        ("baseline", "xla"),
+        ("baseline", "pallas"),
     }
 
 
@@ -196,14 +275,21 @@ def test_bench_gpu_script_runs_on_cpu(tmp_path):
 def test_kernel_lowers_to_triton_for_cuda(m, d, f, dtype):
     # No GPU here, but jax lowers for CUDA on any machine: that runs Pallas's Triton lowering,
     # which enforces Triton's rules (power-of-2 blocks, 2-D dots >= 16). PTX is not built.
-    from jaxpart.kernels.mlp import _fused_mlp_pallas
+    from jaxpart.kernels.mlp import _mlp_pallas
 
     bs = choose_block_sizes(m, d, f, dtype, H100_SMEM)
-    shapes = [jax.ShapeDtypeStruct(s, dtype) for s in ((m, d), (d, f), (f, d))]
+    # A stack of 3 layers (a padded stage need not hold a power of 2), layer 1 used.
+    shapes = [jax.ShapeDtypeStruct(s, dtype) for s in ((m, d), (3, d, f), (3, f, d))]
 
     def run(x, w1, w2):
-        return _fused_mlp_pallas(
-            x, w1, w2, block_sizes=bs, interpret=False, out_dtype=jnp.dtype(dtype)
+        return _mlp_pallas(
+            x,
+            w1,
+            w2,
+            jnp.ones((1,), jnp.int32),
+            block_sizes=bs,
+            interpret=False,
+            out_dtype=jnp.dtype(dtype),
         )
 
     text = jax.jit(run).trace(*shapes).lower(lowering_platforms=("cuda",)).as_text()

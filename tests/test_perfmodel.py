@@ -101,8 +101,8 @@ def test_predicted_flops_match_xla_within_10_percent():
     batch = 16
     k, v = jax.eval_shape(lambda: empty_cache(cfg, batch, jnp.float32))
     token = jax.ShapeDtypeStruct((batch, 1), jnp.int32)
-    # Unrolled: XLA's cost analysis counts a loop body once. Our attention reads the whole
-    # cache (masked), so the step attends over seq_len positions.
+    # Unrolled: XLA's cost analysis counts a loop body once, the attention's loop over KV
+    # blocks included; tiny's 64 positions are one block, so the step attends over seq_len.
     step = jax.jit(lambda p, t, k, v: forward(p, t, k, v, 20, unroll=True))
     cost = step.lower(params, token, k, v).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
@@ -167,20 +167,43 @@ def test_bad_sweep(capsys, sweep):
 def test_calibration_replaces_constants(tmp_path):
     bench = {
         "device": "NVIDIA H100 80GB HBM3",
+        "platform": "gpu",
         "ceilings": {"copy_bytes_per_s": 3.0e12, "matmul_flops_per_s": 7.9e14},
         "l2": {"fits_l2": {"effective_bytes_per_s": 5.0e12}},
         "mlp": [{"pallas": {"bytes_per_s": 2.7e12}}, {"error": "not timed"}],
     }
     path = tmp_path / "bench_gpu.json"
     path.write_text(json.dumps(bench))
-    c = calibrate(constants_from(load_mesh("h100x16")), str(path))
+    mesh = load_mesh("h100x16")
+    c = calibrate(constants_from(mesh), str(path), mesh)
     assert (c.hbm_bytes_per_s, c.peak_flops, c.l2_bytes_per_s) == (3.0e12, 7.9e14, 5.0e12)
     assert c.kernel_efficiency == pytest.approx(0.9)
     assert len(c.replaced) == 4 and "3.35 -> 3.00 TB/s" in c.replaced[0]
     bad = tmp_path / "bad.json"
     bad.write_text("{}")
     with pytest.raises(ConfigError, match="not a bench_gpu.py result"):
-        calibrate(c, str(bad))
+        calibrate(c, str(bad), mesh)
+
+
+@pytest.mark.parametrize(
+    "platform, device",
+    [("cpu", "cpu"), ("gpu", "NVIDIA A100-SXM4-80GB"), ("gpu", "NVIDIA H200")],
+)
+def test_calibration_from_another_device_is_refused(capsys, tmp_path, platform, device):
+    bench = {
+        "device": device,
+        "platform": platform,
+        "ceilings": {"copy_bytes_per_s": 3.0e10, "matmul_flops_per_s": 0.0},
+        "l2": {"fits_l2": {"effective_bytes_per_s": 5.0e10}},
+        "mlp": [],
+    }
+    path = tmp_path / "bench_gpu.json"
+    path.write_text(json.dumps(bench))
+    args = ["simulate", "--model", "dense16", "--mesh", "h100x16", "--calibration", str(path)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"measured on {device!r} ({platform})" in err and "NVIDIA H100 80GB HBM3" in err
+    assert err.count("\n") == 1
 
 
 def test_verify_dense16_layerwise_matches_the_memory_model(capsys, tmp_path):

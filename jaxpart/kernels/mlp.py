@@ -1,54 +1,73 @@
-"""Fused MLP, ``gelu(x @ w1) @ w2``: a Pallas kernel whose hidden activation never leaves on-chip
-memory, its pure-jnp reference, and the backend switch (pallas | xla | auto).
+"""The MLP, ``gelu(x @ w1) @ w2``: two Pallas kernels in which every program owns its output
+tile, their pure-jnp reference, and the backend switch (pallas | xla | auto).
 
-The kernel's grid is (row tiles of x, chunks of the MLP width F). Program (i, c) computes
-``h = gelu(x_i @ w1[:, c])`` tile by tile over d_model with an f32 accumulator, keeps ``h`` on
-chip, and writes ``h @ w2[c, :]`` in f32, tile by tile over d_model. The F chunks run as parallel
-programs, so a decode step with a handful of rows still spreads W1 and W2 over every SM and reads
-each weight once; their f32 partial products (F / block_f of them, each m x d_model) are summed by
-one small XLA reduction. At decode shapes those partials are a few percent of the weight bytes.
-A single program cannot hold the full ``[block_m, d_model]`` f32 accumulator on chip at dense16
-dims (16 x 4096 x 4 bytes = 256 KiB > 227 KiB), which is why the sum over F is not in-kernel.
+- **up**: program (i, c) computes ``h[i, c] = gelu(x_i @ w1[:, c])``, a loop over d_model in
+  ``block_k`` steps into an f32 tile, GELU applied on chip, one store of h's tile.
+- **down**: program (i, j) computes ``y[i, j] = h_i @ w2[:, j]``, a loop over d_ff.
 
-Tiles are chosen so that their working set (x, W1 and W2 tiles times the pipeline buffers, plus
-the f32 ``h`` and output tiles) fits the mesh's ``smem`` capacity, and follow Triton's rules:
-power-of-2 blocks, dot dimensions >= 16. On CPU, Pallas runs only in interpret mode (for tests).
+Why not one fused kernel: a program that owns an F chunk must add its ``[m, d_model]`` product to
+everyone else's. Partial sums in HBM cost ``m / block_f`` of the weight bytes (25-100% at the
+shipped decode shapes), and so would atomic adds; one program per output tile would re-read W1
+once per tile. Here nothing is reduced across programs, each weight is read once, and the only
+intermediate is h, ``m x d_ff``: written once and read once, ``m / d_model`` of the weight bytes,
+small enough at decode to stay in L2.
+
+**Cache-resident weights.** Weight tiles are loaded with ``eviction_policy="evict_last"`` and the
+streamed activations (x, h) with ``evict_first``, so that a stage's weights stay in L2 between
+microbatches while its KV cache streams past them.
+
+**Programs.** The output tiles (``block_f`` of h, ``block_d`` of y) are the widest power of 2 up
+to 256 that still gives ``sm_count`` programs. At the narrowest tile Triton allows (16, a dot
+dimension) a matrix with fewer than ``16 * sm_count`` columns cannot give every SM a program:
+dense16's TP8 shard of W1 (2048 columns: 128 programs of 132), dense16-l2's W2 (1024: 64) and
+its TP8 shard of W1 (512: 32), and the CPU model. More programs would need the contraction split,
+whose f32 partial sums cost more than 5% of the weight bytes at m = 64, or the rows split, which
+reads each weight tile once per row tile. ``programs()`` reports the count.
+
+**Prefill.** ``auto`` sends more than ``DECODE_ROWS`` rows to XLA: there the GEMMs are
+compute-bound and cuBLAS is the better kernel. ``jaxpart.layers`` runs long prompts' MLPs
+``ROW_CHUNK`` rows at a time on every backend, so h stays bounded.
+
+Tiles follow Triton's rules (power-of-2 blocks, dot dimensions >= 16) and their working set fits
+the mesh's ``smem`` capacity. On CPU, Pallas runs only in interpret mode (for tests).
 """
 
 from __future__ import annotations
 
 import functools
 import math
-import warnings
 from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
-BACKENDS = ("auto", "pallas", "xla")
+from jaxpart.kernels.backend import (
+    AUTO,
+    DEFAULT_SM_COUNT,
+    DEFAULT_SRAM_BYTES,
+    KernelChoice,
+    fallback,
+    resolve,
+)
+
 MIN_BLOCK = 16  # Triton: every dot dimension >= 16
 MAX_BLOCK_M = 64
 MAX_BLOCK = 256
-DEFAULT_SRAM_BYTES = 227 * 1024  # H100: shared memory one block may use
-_warned: set[str] = set()
-
-
-class KernelFallbackError(RuntimeError):
-    """Pallas was asked for strictly and cannot run these shapes or on this platform."""
+DECODE_ROWS = 256  # auto: more rows than this go to XLA (prefill)
 
 
 @dataclass(frozen=True)
 class BlockSizes:
     block_m: int  # rows of x per program
-    block_f: int  # MLP-width chunk per program (h is block_m x block_f, on chip)
-    block_k: int  # d_model tile of the x @ w1 contraction
-    block_d: int  # d_model tile of the output
+    block_f: int  # h tile width (up kernel's output columns)
+    block_d: int  # y tile width (down kernel's output columns)
+    block_k: int  # contraction tile: over d_model in up, over d_ff in down
     num_warps: int = 4
-    num_stages: int = 2  # pipeline buffers for the x, W1 and W2 tiles
+    num_stages: int = 2  # pipeline buffers for the input tiles
 
     def __post_init__(self):
-        for name in ("block_m", "block_f", "block_k", "block_d"):
+        for name in ("block_m", "block_f", "block_d", "block_k"):
             value = getattr(self, name)
             if value < MIN_BLOCK or value & (value - 1):
                 raise ValueError(f"{name}={value} must be a power of 2 >= {MIN_BLOCK}")
@@ -56,60 +75,58 @@ class BlockSizes:
             raise ValueError(f"{self.num_stages=} and {self.num_warps=} must be >= 1")
 
     def working_set_bytes(self, dtype_bytes: int) -> int:
-        """On-chip bytes of one program: buffered input tiles plus the f32 h and output tiles."""
-        bm, bf, bk, bd = self.block_m, self.block_f, self.block_k, self.block_d
-        tiles = (bm * bk + bk * bf + bf * bd) * dtype_bytes * self.num_stages
-        return tiles + (bm * bf + bm * bd) * 4
-
-
-@dataclass(frozen=True)
-class KernelChoice:
-    """How the model's MLP runs: passed down to every layer, hashable for jit."""
-
-    backend: str = "xla"
-    sram_bytes: int = DEFAULT_SRAM_BYTES
-    strict: bool = False
-    interpret: bool | None = None
-
-    def __post_init__(self):
-        if self.backend not in BACKENDS:
-            raise ValueError(f"--mlp-kernel = {self.backend!r}: use one of {list(BACKENDS)}")
-
-
-XLA_KERNEL = KernelChoice()
+        """On-chip bytes of one program of the larger kernel: buffered input tiles plus its f32
+        accumulator."""
+        bm, bk = self.block_m, self.block_k
+        return max(
+            (bm * bk + bk * width) * dtype_bytes * self.num_stages + bm * width * 4
+            for width in (self.block_f, self.block_d)
+        )
 
 
 def _largest_pow2_divisor(n: int, cap: int) -> int:
     return min(n & -n, cap)
 
 
-def choose_block_sizes(
-    m: int, d_model: int, d_ff: int, dtype, sram_bytes: int, num_stages: int = 2
-) -> BlockSizes:
-    """The largest legal tiles whose working set fits ``sram_bytes``.
+def _output_tile(columns: int, row_tiles: int, sm_count: int) -> int:
+    """The widest legal tile of ``columns`` that still gives ``sm_count`` programs."""
+    tile = _largest_pow2_divisor(columns, MAX_BLOCK)
+    while tile > MIN_BLOCK and row_tiles * (columns // tile) < sm_count:
+        tile //= 2
+    return tile
 
-    Starts from block_m = next power of 2 of m (16..64) and 256-wide tiles that divide the dims,
-    then halves the tile that costs most until the working set fits.
-    """
+
+def choose_block_sizes(
+    m: int,
+    d_model: int,
+    d_ff: int,
+    dtype,
+    sram_bytes: int = DEFAULT_SRAM_BYTES,
+    num_stages: int = 2,
+    sm_count: int = DEFAULT_SM_COUNT,
+) -> BlockSizes:
+    """Legal tiles for ``m`` rows: output tiles narrow enough for ``sm_count`` programs, then the
+    contraction tile (and, if need be, the others) halved until the working set fits
+    ``sram_bytes``."""
     for name, dim in (("d_model", d_model), ("d_ff", d_ff)):
         if dim % MIN_BLOCK:
             raise ValueError(
                 f"{name}={dim} must be a multiple of {MIN_BLOCK} for the Pallas kernel"
             )
     nbytes = jnp.dtype(dtype).itemsize
+    block_m = min(MAX_BLOCK_M, max(MIN_BLOCK, 1 << max(0, m - 1).bit_length()))
+    row_tiles = -(-m // block_m)
     sizes = {
-        "block_m": min(MAX_BLOCK_M, max(MIN_BLOCK, 1 << max(0, m - 1).bit_length())),
-        "block_f": _largest_pow2_divisor(d_ff, MAX_BLOCK),
-        "block_k": _largest_pow2_divisor(d_model, MAX_BLOCK),
-        "block_d": _largest_pow2_divisor(d_model, MAX_BLOCK),
+        "block_m": block_m,
+        "block_f": _output_tile(d_ff, row_tiles, sm_count),
+        "block_d": _output_tile(d_model, row_tiles, sm_count),
+        "block_k": _largest_pow2_divisor(math.gcd(d_model, d_ff), MAX_BLOCK),
     }
 
     def working_set(s):
         return BlockSizes(**s, num_stages=num_stages).working_set_bytes(nbytes)
 
-    # Shrink the contraction and output tiles before h's width and the row count: a wide F chunk
-    # keeps the partial-sum traffic low, and block_m follows the batch.
-    order = ("block_k", "block_d", "block_f", "block_m")
+    order = ("block_k", "block_f", "block_d", "block_m")
     while working_set(sizes) > sram_bytes:
         shrinkable = [k for k in order if sizes[k] > MIN_BLOCK]
         if not shrinkable:
@@ -120,8 +137,15 @@ def choose_block_sizes(
             )
         biggest = max(shrinkable, key=lambda k: (sizes[k], -order.index(k)))
         sizes[biggest] //= 2
-    warps = 8 if sizes["block_m"] * max(sizes["block_f"], sizes["block_d"]) >= 64 * 128 else 4
+    widest = max(sizes["block_f"], sizes["block_d"])
+    warps = 8 if sizes["block_m"] * widest >= 64 * 128 else 4
     return BlockSizes(**sizes, num_warps=warps, num_stages=num_stages)
+
+
+def programs(m: int, d_model: int, d_ff: int, bs: BlockSizes) -> dict[str, int]:
+    """Programs each kernel launches for ``m`` rows."""
+    row_tiles = -(-m // bs.block_m)
+    return {"up": row_tiles * (d_ff // bs.block_f), "down": row_tiles * (d_model // bs.block_d)}
 
 
 def _gelu(x):
@@ -130,41 +154,72 @@ def _gelu(x):
 
 
 def mlp_reference(x, w1, w2, out_dtype=None):
-    """gelu(x @ w1) @ w2 with f32 accumulation; h is rounded to x's dtype as the kernel does."""
+    """gelu(x @ w1) @ w2 with f32 accumulation; h is rounded to x's dtype as the kernels do."""
     h = _gelu(jnp.dot(x, w1, preferred_element_type=jnp.float32)).astype(x.dtype)
     return jnp.dot(h, w2, preferred_element_type=jnp.float32).astype(out_dtype or x.dtype)
 
 
-def _fused_mlp_kernel(x_ref, w1_ref, w2_ref, o_ref, *, block_k: int, block_d: int):
-    """One (row tile, F chunk): x_ref [bm, d], w1_ref [d, bf], w2_ref [bf, d], o_ref [bm, d]."""
-    block_m, block_f = x_ref.shape[0], w1_ref.shape[1]
-    d_model = x_ref.shape[1]
+def _load(ref, policy: str):
+    from jax.experimental.pallas import triton as pltriton
 
-    def contract(k, h):
-        xk = x_ref[:, pl.ds(k * block_k, block_k)]
-        wk = w1_ref[pl.ds(k * block_k, block_k), :]
-        return h + jnp.dot(xk, wk, preferred_element_type=jnp.float32)
+    return pltriton.load(ref, eviction_policy=policy or None)
 
-    h = jax.lax.fori_loop(
-        0, d_model // block_k, contract, jnp.zeros((block_m, block_f), jnp.float32)
+
+def _matmul_tile_kernel(layer_ref, a_ref, w_ref, o_ref, *, block_k: int, activation, hints: bool):
+    """One output tile: ``o = activation(a @ w[layer])`` over the contraction in ``block_k``
+    steps. a_ref [bm, K] streams (evict_first); w_ref is the whole weight stack [n, K, N], read
+    at this program's columns of layer ``layer_ref[0]`` (evict_last)."""
+    block_m, block_n = o_ref.shape
+    layer = layer_ref[0]
+    columns = pl.ds(pl.program_id(1) * block_n, block_n)
+
+    def step(k, acc):
+        rows = pl.ds(k * block_k, block_k)
+        a = _load(a_ref.at[:, rows], "evict_first" if hints else "")
+        w = _load(w_ref.at[layer, rows, columns], "evict_last" if hints else "")
+        return acc + jnp.dot(a, w, preferred_element_type=jnp.float32)
+
+    acc = jax.lax.fori_loop(
+        0, a_ref.shape[1] // block_k, step, jnp.zeros((block_m, block_n), jnp.float32)
     )
-    h = _gelu(h).astype(w2_ref.dtype)
-
-    def project(j, carry):
-        cols = pl.ds(j * block_d, block_d)
-        o_ref[:, cols] = jnp.dot(h, w2_ref[:, cols], preferred_element_type=jnp.float32)
-        return carry
-
-    jax.lax.fori_loop(0, d_model // block_d, project, 0)
+    o_ref[...] = activation(acc).astype(o_ref.dtype)
 
 
-@functools.partial(jax.jit, static_argnames=("block_sizes", "interpret", "out_dtype"))
-def _fused_mlp_pallas(x, w1, w2, *, block_sizes: BlockSizes, interpret: bool, out_dtype):
+def _tiled_matmul(
+    a, w, layer, *, block_m, block_n, block_k, activation, out_dtype, params, name, hints
+):
+    m = a.shape[0]
+    n = w.shape[2]
+    return pl.pallas_call(
+        functools.partial(
+            _matmul_tile_kernel, block_k=block_k, activation=activation, hints=hints
+        ),
+        out_shape=jax.ShapeDtypeStruct((m, n), out_dtype),
+        grid=(m // block_m, n // block_n),
+        in_specs=[
+            pl.BlockSpec((1,), lambda i, j: (0,)),
+            pl.BlockSpec((block_m, a.shape[1]), lambda i, j: (i, 0)),
+            pl.BlockSpec(w.shape, lambda i, j: (0, 0, 0)),  # the stack, whole: no copy
+        ],
+        out_specs=pl.BlockSpec((block_m, block_n), lambda i, j: (i, j)),
+        interpret=params is None,
+        compiler_params=params,
+        name=name,
+    )(layer, a, w)
+
+
+@functools.partial(jax.jit, static_argnames=("block_sizes", "interpret", "out_dtype", "hints"))
+def _mlp_pallas(
+    x, w1, w2, layer, *, block_sizes: BlockSizes, interpret: bool, out_dtype, hints: bool = True
+):
+    """x [m, d]; w1 [n, d, F] and w2 [n, F, d] stacks of which layer ``layer [1]`` is used.
+    ``hints=False`` drops the eviction hints (to measure what they buy)."""
     m, d_model = x.shape
-    d_ff = w1.shape[1]
+    d_ff = w1.shape[2]
     bs = block_sizes
     for name, dim, block in (
         ("d_ff", d_ff, bs.block_f),
+        ("d_ff", d_ff, bs.block_k),
         ("d_model", d_model, bs.block_k),
         ("d_model", d_model, bs.block_d),
     ):
@@ -175,87 +230,80 @@ def _fused_mlp_pallas(x, w1, w2, *, block_sizes: BlockSizes, interpret: bool, ou
     m_pad = -(-m // bs.block_m) * bs.block_m
     if m_pad != m:
         x = jnp.pad(x, ((0, m_pad - m), (0, 0)))
-    n_f = d_ff // bs.block_f
-    compiler_params = None
+    params = None
     if not interpret:
         from jax.experimental.pallas import triton as pltriton
 
-        compiler_params = pltriton.CompilerParams(num_warps=bs.num_warps, num_stages=bs.num_stages)
-    partial = pl.pallas_call(
-        functools.partial(_fused_mlp_kernel, block_k=bs.block_k, block_d=bs.block_d),
-        out_shape=jax.ShapeDtypeStruct((n_f, m_pad, d_model), jnp.float32),
-        grid=(m_pad // bs.block_m, n_f),
-        in_specs=[
-            pl.BlockSpec((bs.block_m, d_model), lambda i, c: (i, 0)),
-            pl.BlockSpec((d_model, bs.block_f), lambda i, c: (0, c)),
-            pl.BlockSpec((bs.block_f, d_model), lambda i, c: (c, 0)),
-        ],
-        out_specs=pl.BlockSpec((None, bs.block_m, d_model), lambda i, c: (c, i, 0)),
-        interpret=interpret,
-        compiler_params=compiler_params,
-        name="fused_mlp",
-    )(x, w1, w2)
-    return partial.sum(axis=0)[:m].astype(out_dtype)
+        params = pltriton.CompilerParams(num_warps=bs.num_warps, num_stages=bs.num_stages)
+    common = dict(block_m=bs.block_m, block_k=bs.block_k, params=params, hints=hints)
+    h = _tiled_matmul(
+        x,
+        w1,
+        layer,
+        block_n=bs.block_f,
+        activation=_gelu,
+        out_dtype=x.dtype,
+        name="mlp_up",
+        **common,
+    )
+    y = _tiled_matmul(
+        h,
+        w2,
+        layer,
+        block_n=bs.block_d,
+        activation=lambda a: a,
+        out_dtype=out_dtype,
+        name="mlp_down",
+        **common,
+    )
+    return y[:m]
 
 
-def _fallback(reason: str, strict: bool) -> str:
-    if strict:
-        raise KernelFallbackError(f"Pallas MLP kernel unavailable: {reason} (strict mode)")
-    if reason not in _warned:
-        _warned.add(reason)
-        warnings.warn(f"Pallas MLP kernel unavailable, using XLA: {reason}", stacklevel=3)
-    return "xla"
-
-
-def resolve_backend(backend: str, strict: bool = False, interpret: bool | None = None):
-    """-> ("pallas" | "xla", interpret): what actually runs on this platform."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend={backend!r}: use one of {list(BACKENDS)}")
-    platform = jax.default_backend()
-    if backend == "xla" or (backend == "auto" and platform == "cpu"):
-        return "xla", False
-    if platform == "cpu":
-        if interpret is False:
-            raise KernelFallbackError("on CPU, Pallas runs only in interpret mode (interpret=True)")
-        return "pallas", True
-    if platform != "gpu":
-        return _fallback(f"no Pallas GPU lowering on platform {platform!r}", strict), False
-    return "pallas", bool(interpret)
-
-
-def fused_mlp(
+def mlp(
     x,
     w1,
     w2,
     *,
-    backend: str = "auto",
+    layer=None,
+    kernel: KernelChoice = AUTO,
     block_sizes: BlockSizes | None = None,
-    interpret: bool | None = None,
-    strict: bool = False,
-    sram_bytes: int = DEFAULT_SRAM_BYTES,
     out_dtype=None,
 ):
-    """gelu(x @ w1) @ w2 for x ``[..., d_model]``, w1 ``[d_model, d_ff]``, w2 ``[d_ff, d_model]``.
+    """gelu(x @ w1) @ w2 for x ``[..., d_model]``, w1 ``[d_model, d_ff]``, w2 ``[d_ff, d_model]``;
+    or, given ``layer``, w1 ``[n, d_model, d_ff]`` and w2 ``[n, d_ff, d_model]`` stacks of which
+    that layer is used. The kernels read the layer straight from the stack: slicing it out first
+    would copy the layer's weights on every call.
 
-    backend: "pallas" (Triton on GPU, interpret mode on CPU), "xla" (the reference under jit) or
-    "auto" (Pallas on GPU, XLA on CPU). A Pallas request that cannot be met falls back to XLA with
-    one warning per reason, or raises ``KernelFallbackError`` when ``strict``.
+    ``kernel.mlp``: "pallas" (Triton on GPU, interpret mode on CPU), "xla" (the reference under
+    jit) or "auto" (Pallas on GPU for decode-sized inputs, else XLA). A Pallas request that
+    cannot be met falls back to XLA with one warning per reason, or raises
+    ``KernelFallbackError`` when ``kernel.strict``.
     """
     out_dtype = out_dtype or x.dtype
-    chosen, interpret = resolve_backend(backend, strict, interpret)
     lead, d_model = x.shape[:-1], x.shape[-1]
     x2 = x.reshape(-1, d_model)
+    if layer is None:
+        w1, w2, layer = w1[None], w2[None], 0
+    chosen, interpret = resolve("MLP", kernel.mlp, kernel)
+    if chosen == "pallas" and kernel.mlp == "auto" and x2.shape[0] > DECODE_ROWS:
+        chosen = "xla"  # prefill: compute-bound GEMMs, XLA's (cuBLAS) job
     if chosen == "pallas":
         try:
             bs = block_sizes or choose_block_sizes(
-                x2.shape[0], d_model, w1.shape[1], x.dtype, sram_bytes
+                x2.shape[0],
+                d_model,
+                w1.shape[2],
+                x.dtype,
+                kernel.sram_bytes,
+                sm_count=kernel.sm_count,
             )
         except ValueError as e:
-            chosen = _fallback(str(e), strict)
+            chosen = fallback("MLP", str(e), kernel.strict)
     if chosen == "xla":
-        out = mlp_reference(x2, w1, w2, out_dtype)
+        out = mlp_reference(x2, w1[layer], w2[layer], out_dtype)
     else:
-        out = _fused_mlp_pallas(
-            x2, w1, w2, block_sizes=bs, interpret=interpret, out_dtype=jnp.dtype(out_dtype)
+        index = jnp.asarray(layer, jnp.int32).reshape(1)
+        out = _mlp_pallas(
+            x2, w1, w2, index, block_sizes=bs, interpret=interpret, out_dtype=jnp.dtype(out_dtype)
         )
     return out.reshape(*lead, d_model)

@@ -15,7 +15,6 @@ partitioner and the TP x PP baseline (which is a plan of uniform stages split TP
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
@@ -24,8 +23,10 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxpart.config import ConfigError, ModelConfig
-from jaxpart.kernels.mlp import XLA_KERNEL, KernelChoice
+from jaxpart.executors.base import Executor, Forced, Generation, RunShape, check_tokens
+from jaxpart.kernels.backend import AUTO, KernelChoice
 from jaxpart.layers import embed_tokens, jnp_dtype, lm_logits, run_layers
+from jaxpart.memory import cache_positions
 from jaxpart.plan import Plan
 from jaxpart.sharding import (
     build_mesh,
@@ -36,50 +37,6 @@ from jaxpart.sharding import (
     stage_layout,
     to_host,
 )
-
-
-@dataclass(frozen=True)
-class RunShape:
-    """What one generate call runs: batch, prompt and generation lengths, microbatches."""
-
-    batch: int
-    prompt_len: int
-    gen_len: int  # new tokens per sequence, the prefill's first token included
-    microbatches: int
-
-    def check(self, cfg: ModelConfig, replicas: int = 1) -> None:
-        for name in ("batch", "prompt_len", "gen_len", "microbatches"):
-            value = getattr(self, name)
-            if value < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} = {value}: must be >= 1")
-        if self.prompt_len + self.gen_len > cfg.seq_len:
-            raise ConfigError(
-                f"--gen-len = {self.gen_len}: prompt {self.prompt_len} + generation "
-                f"{self.gen_len} = {self.prompt_len + self.gen_len} exceeds the model's "
-                f"seq_len = {cfg.seq_len} ({cfg.source})"
-            )
-        if self.batch % (replicas * self.microbatches):
-            raise ConfigError(
-                f"--batch = {self.batch}: must be divisible by {replicas} data-parallel "
-                f"replica(s) x {self.microbatches} microbatches = {replicas * self.microbatches}"
-            )
-
-
-@dataclass(frozen=True)
-class Generation:
-    tokens: np.ndarray  # [B, gen_len]
-    first_logits: np.ndarray  # [B, vocab], f32
-    prefill_s: float  # until the first tokens are on the host: the TTFT
-    decode_s: float  # the gen_len - 1 decode steps, until the tokens are on the host
-
-
-def check_tokens(tokens: np.ndarray, cfg: ModelConfig) -> None:
-    bad = np.argwhere((tokens < 0) | (tokens >= cfg.vocab))
-    if bad.size:
-        i, j = bad[0]
-        raise ConfigError(
-            f"prompt token {int(tokens[i, j])} at [{i}, {j}] is outside the vocab [0, {cfg.vocab})"
-        )
 
 
 def _pack(y: jax.Array, control: jax.Array) -> jax.Array:
@@ -96,15 +53,6 @@ def _unpack(buf: jax.Array, shape: tuple[int, ...], n_control: int):
     return buf[:size].reshape(shape), jax.lax.bitcast_convert_type(words, jnp.int32)
 
 
-class Executor:
-    """What every executor offers: ``place(params)`` and ``timed_generate(placed, prompts)``."""
-
-    def generate(self, placed, prompts) -> tuple[np.ndarray, np.ndarray]:
-        """Greedy tokens ``[B, gen_len]`` and the first step's logits ``[B, vocab]``."""
-        g = self.timed_generate(placed, prompts)
-        return g.tokens, g.first_logits
-
-
 class PipelineExecutor(Executor):
     """Places a model by ``plan`` on a mesh and generates greedily with the pipeline schedule."""
 
@@ -114,7 +62,7 @@ class PipelineExecutor(Executor):
         plan: Plan,
         shape: RunShape,
         devices=None,
-        kernel: KernelChoice = XLA_KERNEL,
+        kernel: KernelChoice = AUTO,
     ):
         shape.check(cfg, plan.data_parallel)
         if plan.model != cfg.name or len(plan.layer_bytes) != cfg.n_layers:
@@ -132,14 +80,16 @@ class PipelineExecutor(Executor):
         self._param_specs = param_specs(cfg, plan)
         self._prefill = self._build_prefill()
         self._decode = self._build_decode() if shape.gen_len > 1 else None
+        self._forced_decode = None  # built on first use (compare in bf16)
 
     # -- placement ------------------------------------------------------------------------------
 
     def place(self, params: dict) -> dict:
-        """Canonical ``[L, ...]`` weights -> the padded stage layout, sharded on the mesh."""
+        """Canonical ``[L, ...]`` weights -> the padded stage layout, sharded on the mesh, in the
+        model's dtype."""
 
         def put(x, spec, layered):
-            x = to_host(x)
+            x = to_host(x).astype(self.dtype)
             if layered:
                 x = x[self.rows]
             return put_global(x, NamedSharding(self.mesh, spec))
@@ -157,12 +107,11 @@ class PipelineExecutor(Executor):
         """Each stage's real layer count, on its devices (the executor skips padding rows)."""
         return put_global(self.sizes, NamedSharding(self.mesh, P("stage")))
 
-    def empty_cache(self):
+    def cache_shape(self) -> tuple[int, ...]:
+        """The global K (or V) cache: ``[H, S * Lmax, batch, positions, head_dim]``."""
         cfg = self.cfg
-        shape = (len(self.rows), self.shape.batch, cfg.seq_len, cfg.n_heads, cfg.head_dim)
-        sharding = NamedSharding(self.mesh, cache_spec(self.plan))
-        make = jax.jit(lambda: jnp.zeros(shape, self.dtype), out_shardings=sharding)
-        return make(), make()
+        positions = cache_positions(cfg.seq_len)
+        return (cfg.n_heads, len(self.rows), self.shape.batch, positions, cfg.head_dim)
 
     @property
     def padding_fraction(self) -> float:
@@ -211,9 +160,15 @@ class PipelineExecutor(Executor):
         T, vocab = self.shape.prompt_len, self.cfg.vocab
         forward = [(j, j + 1) for j in range(S - 1)]
 
-        def body(params, prompts, kc, vc):
+        heads, _, _, positions, head_dim = self.cache_shape()
+        local_cache = (heads // self.split, self.lmax, self.b_rep, positions, head_dim)
+
+        def body(params, prompts):
             s = jax.lax.axis_index("stage")
             tokens = prompts.reshape(M, b_mb, T)
+            # The caches are made here, inside the program: no allocation outside it to compile.
+            kc = jnp.zeros(local_cache, self.dtype)
+            vc = jnp.zeros(local_cache, self.dtype)
 
             def tick(i, carry):
                 state, kc, vc, toks, logits = carry
@@ -244,23 +199,27 @@ class PipelineExecutor(Executor):
         fn = jax.shard_map(
             body,
             mesh=self.mesh,
-            in_specs=(pspec, P("data", None), cspec, cspec),
+            in_specs=(pspec, P("data", None)),
             out_specs=(P("stage", None, "data"), P("stage", None, "data", None), cspec, cspec),
             check_vma=False,  # Pallas calls (interpret mode) fail the vma check on jax 0.10
         )
-        return jax.jit(fn, donate_argnums=(2, 3))
+        return jax.jit(fn)
 
-    def _build_decode(self):
+    def _build_decode(self, teacher_forced: bool = False):
+        """The decode program. ``teacher_forced``: the last stage sends round the ring the token
+        it is given for each step (the reference's), not its own, and also returns, for every
+        step, its top logit and its logit at the given token."""
         S, M, b_mb = self.n_stages, self.shape.microbatches, self.b_mb
         D, Pd, prompt_len = self.shape.gen_len - 1, self.period, self.shape.prompt_len
         ring = [(j, (j + 1) % S) for j in range(S)]
         n_ticks = (D - 1) * Pd + M + S - 1
 
-        def body(params, first_tokens, kc, vc):
+        def body(params, first_tokens, forced, kc, vc):
             s = jax.lax.axis_index("stage")
+            forced = forced.reshape(D, M, b_mb) if teacher_forced else None
 
             def tick(t, carry):
-                act, token_buf, kc, vc, out = carry
+                act, token_buf, kc, vc, out, top, at = carry
                 u = t - s
                 k, m = u // Pd, u % Pd
                 active = (u >= 0) & (m < M) & (k < D)
@@ -269,8 +228,13 @@ class PipelineExecutor(Executor):
                 x = jnp.where(s == 0, first, act)
                 y, kc, vc = self._stage_work(params, x, kc, vc, m, prompt_len + k, active)
                 produce = active & (s == S - 1)
-                tok, _ = self._next_token(params, y[:, 0], produce)
+                tok, logits = self._next_token(params, y[:, 0], produce)
                 out = jnp.where(produce, out.at[k, m].set(tok), out)
+                if teacher_forced:
+                    tok = forced[k, m]
+                    given = jnp.take_along_axis(logits, tok[:, None], axis=1)[:, 0]
+                    top = jnp.where(produce, top.at[k, m].set(logits.max(axis=-1)), top)
+                    at = jnp.where(produce, at.at[k, m].set(given), at)
                 # One transfer a tick: the activation with the token, its microbatch and a flag
                 # packed behind it (a collective costs far more than its bytes on CPU meshes).
                 control = jnp.concatenate([tok, jnp.stack([m, produce.astype(jnp.int32)])])
@@ -280,24 +244,39 @@ class PipelineExecutor(Executor):
                 act, control = _unpack(message, y.shape, control.shape[0])
                 r_tok, r_m, r_new = control[:-2], control[-2], control[-1] == 1
                 token_buf = jnp.where((s == 0) & r_new, token_buf.at[r_m].set(r_tok), token_buf)
-                return act, token_buf, kc, vc, out
+                return act, token_buf, kc, vc, out, top, at
 
+            scores = jnp.zeros((D, M, b_mb) if teacher_forced else (0,), jnp.float32)
             init = (
                 jnp.zeros((b_mb, 1, self.cfg.d_model), self.dtype),
                 first_tokens.reshape(M, b_mb),
                 kc,
                 vc,
                 jnp.zeros((D, M, b_mb), jnp.int32),
+                scores,
+                scores,
             )
-            _, _, kc, vc, out = jax.lax.fori_loop(0, n_ticks, tick, init)
+            _, _, kc, vc, out, top, at = jax.lax.fori_loop(0, n_ticks, tick, init)
+            if teacher_forced:
+                return out[None], top[None], at[None]
             return out[None], kc, vc
 
         pspec, cspec = self._specs()
+        steps = P("stage", None, None, "data")
+        if teacher_forced:
+            fn = jax.shard_map(
+                body,
+                mesh=self.mesh,
+                in_specs=(pspec, P("data"), P(None, "data"), cspec, cspec),
+                out_specs=(steps, steps, steps),
+                check_vma=False,
+            )
+            return jax.jit(fn)
         fn = jax.shard_map(
-            body,
+            lambda params, first, kc, vc: body(params, first, None, kc, vc),
             mesh=self.mesh,
             in_specs=(pspec, P("data"), cspec, cspec),
-            out_specs=(P("stage", None, None, "data"), cspec, cspec),
+            out_specs=(steps, cspec, cspec),
             check_vma=False,  # Pallas calls (interpret mode) fail the vma check on jax 0.10
         )
         return jax.jit(fn, donate_argnums=(2, 3))
@@ -312,11 +291,10 @@ class PipelineExecutor(Executor):
 
     def prefill(self, placed, prompts):
         """-> (first tokens [B], their logits [B, vocab], caches). Arrays stay on the devices."""
-        k, v = self.empty_cache()
         prompts = put_global(
             np.asarray(prompts, np.int32), NamedSharding(self.mesh, P("data", None))
         )
-        toks, logits, k, v = self._prefill(placed, prompts, k, v)
+        toks, logits, k, v = self._prefill(placed, prompts)
         return toks, logits, (k, v)
 
     def decode(self, placed, first_tokens, cache):
@@ -344,6 +322,26 @@ class PipelineExecutor(Executor):
         tokens = np.concatenate([first[:, None], rest], axis=1)
         return Generation(tokens, first_logits, t1 - t0, t2 - t1)
 
+    def teacher_forced(self, placed, prompts, tokens) -> Forced:
+        """Feed ``tokens [B, gen_len]`` (the reference's) instead of this placement's own, and
+        return what it would have chosen at every step and its logits there."""
+        check_tokens(np.asarray(prompts), self.cfg)
+        toks, logits, cache = self.prefill(placed, prompts)
+        first, first_logits = self.first_from(toks, logits)
+        tokens = np.asarray(tokens, np.int32)
+        steps = [(first, first_logits.max(-1), first_logits[np.arange(len(first)), tokens[:, 0]])]
+        if self.shape.gen_len > 1:
+            if self._forced_decode is None:
+                self._forced_decode = self._build_decode(teacher_forced=True)
+            given = put_global(tokens[:, 0], NamedSharding(self.mesh, P("data")))
+            forced = put_global(tokens[:, 1:].T, NamedSharding(self.mesh, P(None, "data")))
+            outs = self._forced_decode(placed, given, forced, *cache)
+            own, top, at = (to_host(o)[-1] for o in outs)  # each [D, M, replicas * b_mb]
+            for k in range(own.shape[0]):
+                steps.append(tuple(self._batch_order(o[k]) for o in (own, top, at)))
+        own, top, at = (np.stack(column, axis=1) for column in zip(*steps, strict=True))
+        return Forced(own, top, at)
+
     def abstract_inputs(self) -> dict:
         """Every program input as a ShapeDtypeStruct with its sharding: lowering and compiling
         with these allocates nothing, so a full-size model can be checked on a small machine."""
@@ -362,9 +360,9 @@ class PipelineExecutor(Executor):
             for k, v in canonical["layers"].items()
         }
         params["sizes"] = spec_struct(jax.ShapeDtypeStruct(self.sizes.shape, jnp.int32), P("stage"))
-        cfg, batch = self.cfg, self.shape.batch
+        batch = self.shape.batch
         cache = jax.ShapeDtypeStruct(
-            (len(self.rows), batch, cfg.seq_len, cfg.n_heads, cfg.head_dim),
+            self.cache_shape(),
             self.dtype,
             sharding=NamedSharding(self.mesh, cache_spec(self.plan)),
         )
@@ -396,7 +394,7 @@ class PipelineExecutor(Executor):
         """The compiled ``"prefill"`` or ``"decode"`` program, from abstract inputs."""
         a = self.abstract_inputs()
         if program == "prefill":
-            return self._prefill.lower(a["params"], a["prompts"], a["cache"], a["cache"]).compile()
+            return self._prefill.lower(a["params"], a["prompts"]).compile()
         return self._decode.lower(a["params"], a["first"], a["cache"], a["cache"]).compile()
 
     def lowered_decode_text(self) -> str:

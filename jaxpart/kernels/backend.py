@@ -1,0 +1,83 @@
+"""Which backend runs a kernel: the choice passed down to every layer, and how a request for
+Pallas is met on this platform (a fallback to XLA warns once with its reason; strict refuses)."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+BACKENDS = ("auto", "pallas", "xla")
+DEFAULT_SRAM_BYTES = 227 * 1024  # H100: the shared memory one thread block may use
+DEFAULT_SM_COUNT = 132  # H100 SXM
+_warned: set[str] = set()
+
+
+class KernelFallbackError(RuntimeError):
+    """Pallas was asked for strictly and cannot run these shapes or on this platform."""
+
+
+@dataclass(frozen=True)
+class KernelChoice:
+    """How the model's MLP and attention run: hashable, so that jit can take it as static.
+
+    ``auto`` is Pallas on GPU and XLA elsewhere; ``pallas`` on CPU runs in interpret mode (for
+    tests). ``platform`` is the platform to compile for (default: jax's default backend); set it
+    to ``"gpu"`` to lower for CUDA on a machine without one.
+    """
+
+    mlp: str = "auto"
+    attention: str = "auto"
+    sram_bytes: int = DEFAULT_SRAM_BYTES
+    sm_count: int = DEFAULT_SM_COUNT
+    strict: bool = False
+    interpret: bool | None = None
+    platform: str | None = None
+
+    def __post_init__(self):
+        for flag, value in (("--mlp-kernel", self.mlp), ("--attention", self.attention)):
+            if value not in BACKENDS:
+                raise ValueError(f"{flag} = {value!r}: use one of {list(BACKENDS)}")
+
+
+AUTO = KernelChoice()
+XLA = KernelChoice(mlp="xla", attention="xla")
+
+
+def target_platform(choice: KernelChoice) -> str:
+    if choice.platform is not None:
+        return choice.platform
+    import jax
+
+    return jax.default_backend()
+
+
+def fallback(kernel: str, reason: str, strict: bool) -> str:
+    """XLA instead of ``kernel``'s Pallas path: one warning per reason, or an error if strict."""
+    if strict:
+        raise KernelFallbackError(f"Pallas {kernel} kernel unavailable: {reason} (strict mode)")
+    key = f"{kernel}: {reason}"
+    if key not in _warned:
+        _warned.add(key)
+        warnings.warn(f"Pallas {kernel} kernel unavailable, using XLA: {reason}", stacklevel=4)
+    return "xla"
+
+
+def resolve(kernel: str, requested: str, choice: KernelChoice) -> tuple[str, bool]:
+    """-> ("pallas" | "xla", interpret): what runs ``kernel`` on the target platform."""
+    if requested not in BACKENDS:
+        raise ValueError(f"backend={requested!r}: use one of {list(BACKENDS)}")
+    platform = target_platform(choice)
+    if requested == "xla" or (requested == "auto" and platform != "gpu"):
+        return "xla", False
+    if platform == "cpu":
+        if choice.interpret is False:
+            raise KernelFallbackError(
+                f"Pallas {kernel} kernel: on CPU, Pallas runs only in interpret mode "
+                "(interpret=True)"
+            )
+        return "pallas", True
+    if platform != "gpu":
+        return fallback(
+            kernel, f"no Pallas GPU lowering on platform {platform!r}", choice.strict
+        ), False
+    return "pallas", bool(choice.interpret)

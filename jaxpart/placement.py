@@ -1,0 +1,81 @@
+"""How a method places the model: the plan choice, the plan it gives, and the default number of
+microbatches. No jax: planning, ``simulate`` and ``verify``'s arithmetic use it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from jaxpart.baseline import baseline_plan
+from jaxpart.config import ConfigError, MeshConfig, ModelConfig
+from jaxpart.plan import Plan, make_plan
+
+METHODS = ("reference", "baseline", "layerwise")
+
+
+@dataclass(frozen=True)
+class PlanChoice:
+    """How to place the model: for the layer-wise method, the partitioner's arguments."""
+
+    capacity: str | None = None
+    strategy: str = "greedy"
+    layers_per_stage: tuple[int, ...] | None = None
+    tp: int = 8
+    pp: int = 2
+
+
+DEFAULT_CHOICE = PlanChoice()
+
+
+def plan_for(method: str, cfg: ModelConfig, mesh: MeshConfig, choice: PlanChoice) -> Plan | None:
+    if method == "reference":
+        return None
+    if method == "baseline":
+        return baseline_plan(cfg, mesh, choice.tp, choice.pp)
+    if method == "layerwise":
+        return make_plan(
+            cfg,
+            mesh,
+            capacity=choice.capacity,
+            strategy=choice.strategy,
+            layers_per_stage=choice.layers_per_stage,
+        )
+    raise ConfigError(f"--method = {method!r}: use one of {list(METHODS)}")
+
+
+def default_microbatches(plan: Plan | None, batch: int) -> int:
+    """Enough microbatches to fill the pipe (M >= stages) that divide each replica's batch."""
+    if plan is None:
+        return 1
+    per_replica = batch // plan.data_parallel
+    fitting = [m for m in range(plan.n_stages, per_replica + 1) if per_replica % m == 0]
+    return fitting[0] if fitting else max(per_replica, 1)
+
+
+def decode_shapes(models: list[ModelConfig], mesh: MeshConfig) -> list[dict]:
+    """Each model's decode step in both placements on ``mesh``, at its own batch and default
+    microbatches: the rows of a microbatch and the per-device MLP matrices. A model the mesh
+    cannot place one way is left out of that way."""
+    out = []
+    for cfg in models:
+        for method in ("layerwise", "baseline"):
+            try:
+                plan = plan_for(method, cfg, mesh, DEFAULT_CHOICE)
+            except ConfigError:
+                continue
+            per_replica = cfg.batch // plan.data_parallel
+            rows = per_replica // default_microbatches(plan, cfg.batch)
+            layers = max(len(s.layers) for s in plan.stages)
+            out.append(
+                {
+                    "model": cfg.name,
+                    "method": method,
+                    "rows": rows,
+                    "layers_per_stage": layers,
+                    "split": plan.split,
+                    "d_model": cfg.d_model,
+                    "d_ff": cfg.d_ff // plan.split,
+                    "heads": cfg.n_heads // plan.split,
+                    "head_dim": cfg.head_dim,
+                }
+            )
+    return out

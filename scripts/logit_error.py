@@ -1,0 +1,63 @@
+"""How far 2-byte dtypes move the logits: the measurement behind agreement.LOGIT_TOLERANCE.
+
+    python scripts/logit_error.py [--sequences 64] [--steps 16]
+
+dense16-tiny with random weights on 16 simulated CPU devices: the float32 reference generates
+greedily; the reference, TP8xPP2 and layer-wise then run in bfloat16 and float16 (the same
+weights, rounded), teacher-forced on those tokens. Prints, per dtype and method, the largest
+|logit - float32 logit| at the forced token, and the same between the 2-byte placements and
+the 2-byte reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from jaxpart.sharding import ensure_cpu_devices  # noqa: E402
+
+ensure_cpu_devices(16)
+
+import numpy as np  # noqa: E402
+
+from jaxpart.config import load_mesh, load_model  # noqa: E402
+from jaxpart.engine import make_executor, random_prompts  # noqa: E402
+from jaxpart.model import init_params  # noqa: E402
+
+METHODS = ("reference", "baseline", "layerwise")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sequences", type=int, default=64)
+    p.add_argument("--steps", type=int, default=16)
+    args = p.parse_args()
+    cfg, mesh = load_model("dense16-tiny"), load_mesh("cpu16")
+    params = init_params(cfg, 0)
+    prompts = random_prompts(cfg, args.sequences, 16, 1)
+    shape = dict(batch=args.sequences, prompt_len=16, gen_len=args.steps)
+    ref = make_executor("reference", cfg, mesh, **shape)
+    placed = ref.place(params)
+    tokens, _ = ref.generate(placed, prompts)
+    exact = ref.teacher_forced(placed, prompts, tokens)
+    for dtype in ("bfloat16", "float16"):
+        low = cfg.replace(dtype=dtype)
+        runs = {}
+        for method in METHODS:
+            executor = make_executor(method, low, mesh, **shape)
+            runs[method] = executor.teacher_forced(executor.place(params), prompts, tokens)
+        for method, run in runs.items():
+            vs_f32 = np.abs(run.given_logit - exact.given_logit).max()
+            vs_ref = np.abs(run.given_logit - runs["reference"].given_logit).max()
+            print(
+                f"{dtype:9} {method:10} max |dlogit| vs float32 {vs_f32:.4f}, "
+                f"vs the {dtype} reference {vs_ref:.4f} "
+                f"({args.sequences} sequences x {args.steps} steps)"
+            )
+
+
+if __name__ == "__main__":
+    main()
