@@ -191,9 +191,7 @@ def _tiled_matmul(
     m = a.shape[0]
     n = w.shape[2]
     return pl.pallas_call(
-        functools.partial(
-            _matmul_tile_kernel, block_k=block_k, activation=activation, hints=hints
-        ),
+        functools.partial(_matmul_tile_kernel, block_k=block_k, activation=activation, hints=hints),
         out_shape=jax.ShapeDtypeStruct((m, n), out_dtype),
         grid=(m // block_m, n // block_n),
         in_specs=[
