@@ -228,3 +228,11 @@ def test_verify_dense16_layerwise_matches_the_memory_model(capsys, tmp_path):
     assert math.isclose(decode["argument_bytes_over_predicted"], 1.0, rel_tol=0.01)
     assert decode["fits_hbm"] is True
     assert "fits 80.00 GB" in capsys.readouterr().out
+    # Lowered for CUDA with the kernels a GPU run uses: paged decode attention and the two MLP
+    # kernels in decode, flash attention in prefill (its MLP rows go to XLA). Per device, the
+    # largest buffer either makes is at most twice a prefill microbatch's activations.
+    cuda = doc["cuda"]
+    assert cuda["decode"]["pallas_kernels"] == 3 and cuda["prefill"]["pallas_kernels"] == 1
+    activation = 8 * 9872 * 4096 * 2
+    assert cuda["prefill"]["largest_intermediate_bytes"] <= 2 * activation
+    assert cuda["decode"]["largest_intermediate_bytes"] < activation
