@@ -142,6 +142,7 @@ def cmd_compare(args, console: Console) -> int:
     if result.reference_skipped:
         console.print(result.reference_skipped)
     console.print(report.results_table(result))
+    console.print(report.spread_line(result))
     console.print(ratio_line(result))
     for a in result.agreements:
         console.print(

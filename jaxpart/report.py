@@ -122,10 +122,7 @@ def results_table(comparison) -> Table:
     rows = []
     agreement = {a.method: a for a in comparison.agreements}
     for m in comparison.methods:
-        name = {"reference": "Reference", "layerwise": "Layer-wise"}.get(m.name)
-        if m.name == "baseline":
-            plan = comparison.plans["baseline"]
-            name = f"TP{plan.split}xPP{plan.n_stages}"
+        name = method_label(comparison, m.name)
         if m.name == comparison.anchor:
             check = "anchor"
         elif m.name in agreement:
@@ -159,6 +156,22 @@ def results_table(comparison) -> Table:
     for row in rows:
         table.add_row(*row)
     return table
+
+
+def method_label(comparison, name: str) -> str:
+    if name == "baseline":
+        plan = comparison.plans["baseline"]
+        return f"TP{plan.split}xPP{plan.n_stages}"
+    return {"reference": "Reference", "layerwise": "Layer-wise"}[name]
+
+
+def spread_line(comparison) -> str:
+    """Each method's TPS range over the interleaved rounds (the table shows medians)."""
+    parts = [
+        f"{method_label(comparison, m.name)} {m.tps_range[0]:,.0f}-{m.tps_range[1]:,.0f}"
+        for m in comparison.methods
+    ]
+    return f"TPS min-max over {comparison.methods[0].repeats} rounds: " + ", ".join(parts)
 
 
 def breakdown_lines(comparison) -> list[str]:

@@ -17,6 +17,7 @@ def test_compare_end_to_end_json_and_plot(capsys, tmp_path):
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "Measured on 16 simulated CPU devices" in out and "caveat" in out
+    assert "TPS min-max over 1 rounds: Reference" in out and "interleaved rounds" in out
     doc = json.loads(out_json.read_text())
     assert doc["measured_on"].startswith("16 simulated CPU devices")
     assert doc["model"] == "dense16-tiny"
@@ -25,6 +26,7 @@ def test_compare_end_to_end_json_and_plot(capsys, tmp_path):
         for field in ("tps", "tpot_ms", "ttft_ms", "ms_per_token_amortized"):
             assert m[field] > 0 and math.isfinite(m[field]), (m["name"], field)
         assert math.isclose(m["ms_per_token_amortized"], 1000 / m["tps"], rel_tol=1e-9)
+        assert m["tps_range"][0] <= m["tps"] <= m["tps_range"][1]
         assert m["tokens_match_reference"] is True
     assert [m["devices"] for m in doc["methods"]] == [1, 16, 16]
     assert len(doc["plan"]["stages"]) == 16
