@@ -23,6 +23,11 @@ def baseline_plan(
         raise ConfigError(f"--tp = {tp}: must divide the model's {model.n_heads} attention heads")
     if model.d_ff % tp:
         raise ConfigError(f"--tp = {tp}: must divide the model's MLP width d_ff = {model.d_ff}")
+    if model.n_kv_heads % tp and tp % model.n_kv_heads:
+        raise ConfigError(
+            f"--tp = {tp}: must divide the model's {model.n_kv_heads} K/V heads or be a "
+            "multiple of them"
+        )
     if model.n_layers % pp:
         raise ConfigError(f"--pp = {pp}: must divide the model's {model.n_layers} layers")
     if n_devices % (tp * pp):

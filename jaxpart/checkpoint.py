@@ -16,6 +16,8 @@ from jaxpart.config import ConfigError, ModelConfig
 
 FORMAT_VERSION = 1
 MODEL_FIELDS = ("n_layers", "d_model", "n_heads", "head_dim", "d_ff", "vocab", "dtype")
+# Fields added later: a checkpoint saved before them has their defaults.
+LATER_FIELDS = {"n_kv_heads": None, "mlp": "gelu", "tie_embeddings": False}
 
 
 class CheckpointError(ConfigError):
@@ -23,7 +25,8 @@ class CheckpointError(ConfigError):
 
 
 def model_signature(cfg: ModelConfig) -> dict:
-    return {"name": cfg.name, **{f: getattr(cfg, f) for f in MODEL_FIELDS}}
+    fields = (*MODEL_FIELDS, *LATER_FIELDS)
+    return {"name": cfg.name, **{f: getattr(cfg, f) for f in fields}}
 
 
 def _manager(directory: str, create: bool) -> ocp.CheckpointManager:
@@ -94,7 +97,8 @@ def read_meta(directory: str, cfg: ModelConfig, step: int | None = None) -> tupl
             f"({FORMAT_VERSION}); upgrade jaxpart"
         )
     saved = meta.get("model", {})
-    for f in MODEL_FIELDS:
+    saved = {**LATER_FIELDS, "n_kv_heads": saved.get("n_heads"), **saved}
+    for f in (*MODEL_FIELDS, *LATER_FIELDS):
         if saved.get(f) != getattr(cfg, f):
             raise CheckpointError(
                 f"{_where(directory)}: saved for model {saved.get('name')!r} with {f} = "

@@ -18,6 +18,7 @@ from typing import Any
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 TIER_NAMES = ("smem", "l2", "hbm")  # smallest and fastest first
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+MLP_KINDS = {"gelu": 2, "swiglu": 3}  # kind -> d_model x d_ff matrices
 
 
 class ConfigError(ValueError):
@@ -113,10 +114,42 @@ class ModelConfig:
     buffer_bytes: int  # configured per-layer estimate of workspace buffers
     stated: StatedFigures | None = None
     source: str = "<memory>"
+    n_kv_heads: int | None = None  # K/V heads (grouped-query attention); None: n_heads
+    mlp: str = "gelu"  # "gelu": w2(gelu(x w1)); "swiglu": w2(silu(x w1) * (x w3))
+    tie_embeddings: bool = False  # the LM head is the embedding, transposed
+    rope_theta: float = 10_000.0
+    norm_eps: float = 1e-6
 
     def __post_init__(self) -> None:
-        for name in ("n_layers", "d_model", "n_heads", "head_dim", "d_ff", "vocab", "batch"):
+        if self.n_kv_heads is None:
+            object.__setattr__(self, "n_kv_heads", self.n_heads)
+        for name in (
+            "n_layers",
+            "d_model",
+            "n_heads",
+            "n_kv_heads",
+            "head_dim",
+            "d_ff",
+            "vocab",
+            "batch",
+        ):
             _positive_int(self.source, name, getattr(self, name))
+        if self.n_heads % self.n_kv_heads:
+            raise ConfigError(
+                f"{self.source}: field 'n_kv_heads' = {self.n_kv_heads}: must divide "
+                f"n_heads = {self.n_heads}"
+            )
+        if self.mlp not in MLP_KINDS:
+            raise ConfigError(
+                f"{self.source}: field 'mlp' = {self.mlp!r}: use one of {list(MLP_KINDS)}"
+            )
+        if not isinstance(self.tie_embeddings, bool):
+            raise ConfigError(
+                f"{self.source}: field 'tie_embeddings' = {self.tie_embeddings!r}: "
+                "use true or false"
+            )
+        for name in ("rope_theta", "norm_eps"):
+            _positive_number(self.source, name, getattr(self, name))
         for name in ("seq_len", "prompt_len", "gen_len"):
             _positive_int(self.source, name, getattr(self, name))
         if self.buffer_bytes < 0:
@@ -127,11 +160,6 @@ class ModelConfig:
             raise ConfigError(
                 f"{self.source}: field 'dtype' = {self.dtype!r}: use one of {sorted(DTYPE_BYTES)}"
             )
-        if self.n_heads * self.head_dim != self.d_model:
-            raise ConfigError(
-                f"{self.source}: field 'd_model' = {self.d_model}: must equal "
-                f"n_heads x head_dim = {self.n_heads} x {self.head_dim}"
-            )
         if self.prompt_len + self.gen_len > self.seq_len:
             raise ConfigError(
                 f"{self.source}: field 'gen_len' = {self.gen_len}: prompt_len + gen_len "
@@ -141,6 +169,21 @@ class ModelConfig:
     @property
     def dtype_bytes(self) -> int:
         return DTYPE_BYTES[self.dtype]
+
+    @property
+    def q_width(self) -> int:
+        """Width of the queries (and of the attention output): n_heads x head_dim."""
+        return self.n_heads * self.head_dim
+
+    @property
+    def kv_width(self) -> int:
+        """Width of the keys (and of the values): n_kv_heads x head_dim."""
+        return self.n_kv_heads * self.head_dim
+
+    @property
+    def mlp_matrices(self) -> int:
+        """d_model x d_ff matrices in one MLP: 2 for GELU, 3 for SwiGLU (gate, up, down)."""
+        return MLP_KINDS[self.mlp]
 
     def replace(self, **changes: Any) -> ModelConfig:
         return dataclasses.replace(self, **changes)
@@ -301,6 +344,11 @@ def load_model(name_or_path: str) -> ModelConfig:
         buffer_bytes=m.size("buffer_bytes", 0),
         stated=stated,
         source=src,
+        n_kv_heads=m.take("n_kv_heads", None),
+        mlp=m.take("mlp", "gelu"),
+        tie_embeddings=m.take("tie_embeddings", False),
+        rope_theta=m.take("rope_theta", 10_000.0),
+        norm_eps=m.take("norm_eps", 1e-6),
     )
     m.done()
     return model

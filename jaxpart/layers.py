@@ -8,6 +8,8 @@ and MLP are split over (one psum after attention, one after the MLP).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import jax
 import jax.numpy as jnp
 
@@ -16,9 +18,25 @@ from jaxpart.kernels.backend import AUTO, XLA, KernelChoice
 from jaxpart.kernels.mlp import mlp as mlp_kernel
 from jaxpart.memory import cache_positions
 
-ROPE_THETA = 10_000.0
+ROPE_THETA = 10_000.0  # defaults; a model file's rope_theta and norm_eps replace them
 NORM_EPS = 1e-6
 ROW_CHUNK = 4096  # rows of a long prompt whose MLP runs at once (bounds the hidden activation)
+
+
+@dataclass(frozen=True)
+class Arch:
+    """What a layer needs beyond its weights: hashable, so that jit takes it as static."""
+
+    rope_theta: float = ROPE_THETA
+    norm_eps: float = NORM_EPS
+
+
+DEFAULT_ARCH = Arch()
+
+
+def arch_of(cfg) -> Arch:
+    """A model config's architecture constants."""
+    return Arch(rope_theta=float(cfg.rope_theta), norm_eps=float(cfg.norm_eps))
 
 
 def jnp_dtype(name: str):
@@ -37,17 +55,19 @@ def _dot(spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
     return jnp.einsum(spec, a, b, preferred_element_type=jnp.float32)
 
 
-def rms_norm(x: jax.Array, scale: jax.Array) -> jax.Array:
+def rms_norm(x: jax.Array, scale: jax.Array, eps: float = NORM_EPS) -> jax.Array:
     x32 = x.astype(jnp.float32)
-    y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + NORM_EPS)
+    y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
     return (y * scale.astype(jnp.float32)).astype(x.dtype)
 
 
-def rope(x: jax.Array, positions: jax.Array, seq_axis: int = 1) -> jax.Array:
+def rope(
+    x: jax.Array, positions: jax.Array, seq_axis: int = 1, theta: float = ROPE_THETA
+) -> jax.Array:
     """Rotary positions on ``x [..., K]`` whose axis ``seq_axis`` holds ``positions [T]``
     (rotate-half form)."""
     half = x.shape[-1] // 2
-    freq = ROPE_THETA ** (-jnp.arange(half, dtype=jnp.float32) / half)
+    freq = theta ** (-jnp.arange(half, dtype=jnp.float32) / half)
     angle = positions.astype(jnp.float32)[:, None] * freq[None, :]  # [T, half]
     shape = [1] * x.ndim
     shape[seq_axis], shape[-1] = angle.shape
@@ -60,7 +80,9 @@ def _reduce(x: jax.Array, tensor_axis: str | None) -> jax.Array:
     return x if tensor_axis is None else jax.lax.psum(x, tensor_axis)
 
 
-def attention(p, x, k_cache, v_cache, pos, tensor_axis=None, layer=0, row=0, kernel=AUTO):
+def attention(
+    p, x, k_cache, v_cache, pos, tensor_axis=None, layer=0, row=0, kernel=AUTO, arch=DEFAULT_ARCH
+):
     """Causal attention of ``x [b, T, d]`` at positions pos..pos+T.
 
     The caches are the whole stack ``[H, n, B, S, K]``; x is layer ``layer``'s input for cache
@@ -73,9 +95,10 @@ def attention(p, x, k_cache, v_cache, pos, tensor_axis=None, layer=0, row=0, ker
     if t > 1 and not (isinstance(pos, int) and pos == 0):
         raise ValueError(f"a prompt of {t} tokens must start at position 0, not {pos}")
     positions = pos + jnp.arange(t)
-    q = rope(_dot("btd,dhk->bthk", x, p["wq"]).astype(dtype), positions)
+    theta = arch.rope_theta
+    q = rope(_dot("btd,dhk->bthk", x, p["wq"]).astype(dtype), positions, theta=theta)
     # New keys and values are made in the cache's layout, [H, b, T, K].
-    k = rope(_dot("btd,dhk->hbtk", x, p["wk"]).astype(dtype), positions, seq_axis=2)
+    k = rope(_dot("btd,dhk->hbtk", x, p["wk"]).astype(dtype), positions, 2, theta)
     v = _dot("btd,dhk->hbtk", x, p["wv"]).astype(dtype)
     if t == 1:
         o, k_cache, v_cache = decode_attention(
@@ -92,9 +115,10 @@ def attention(p, x, k_cache, v_cache, pos, tensor_axis=None, layer=0, row=0, ker
 
 
 def mlp(p, x, tensor_axis=None, kernel: KernelChoice = AUTO, layer=None):
-    """gelu(x @ w1) @ w2 through ``kernel``; column- then row-split under ``tensor_axis``, whose
-    partial sums are added in f32. With ``layer``, p's w1 and w2 are the whole stack
-    ``[n, ...]`` and that layer is used (the kernels read it in place).
+    """gelu(x @ w1) @ w2, or with w3 (SwiGLU) (silu(x @ w1) * (x @ w3)) @ w2, through
+    ``kernel``; column- then row-split under ``tensor_axis``, whose partial sums are added in
+    f32. With ``layer``, p's weights are the whole stack ``[n, ...]`` and that layer is used
+    (the kernels read it in place).
 
     A long prompt runs ROW_CHUNK rows at a time, each chunk reduced and rounded on its own: its
     hidden activation (rows x d_ff) and its f32 output would otherwise be 4x and 2x the layer's
@@ -104,7 +128,9 @@ def mlp(p, x, tensor_axis=None, kernel: KernelChoice = AUTO, layer=None):
     n = rows.shape[0]
 
     def run(r):
-        out = mlp_kernel(r, p["w1"], p["w2"], layer=layer, kernel=kernel, out_dtype=jnp.float32)
+        out = mlp_kernel(
+            r, p["w1"], p["w2"], w3=p.get("w3"), layer=layer, kernel=kernel, out_dtype=jnp.float32
+        )
         return _reduce(out, tensor_axis).astype(x.dtype)
 
     if n <= ROW_CHUNK:
@@ -126,17 +152,19 @@ def decoder_layer(
     layer=0,
     row=0,
     mlp_stack=None,
+    arch: Arch = DEFAULT_ARCH,
 ):
     """One block; the caches are the whole stack, this block's slot is ``layer`` (see attention).
     ``mlp_stack``, when given, holds the MLP weights of the whole stack (read at ``layer``)."""
+    eps = arch.norm_eps
     a, k_cache, v_cache = attention(
-        p, rms_norm(x, p["ln1"]), k_cache, v_cache, pos, tensor_axis, layer, row, kernel
+        p, rms_norm(x, p["ln1"], eps), k_cache, v_cache, pos, tensor_axis, layer, row, kernel, arch
     )
     h = x + a
     if mlp_stack is None:
-        out = mlp(p, rms_norm(h, p["ln2"]), tensor_axis, kernel)
+        out = mlp(p, rms_norm(h, p["ln2"], eps), tensor_axis, kernel)
     else:
-        out = mlp(mlp_stack, rms_norm(h, p["ln2"]), tensor_axis, kernel, layer)
+        out = mlp(mlp_stack, rms_norm(h, p["ln2"], eps), tensor_axis, kernel, layer)
     return h + out, k_cache, v_cache
 
 
@@ -151,6 +179,7 @@ def run_layers(
     kernel: KernelChoice = AUTO,
     row=0,
     unroll: bool = False,
+    arch: Arch = DEFAULT_ARCH,
 ):
     """Apply a stack of layers ``[n, ...]`` in order; caches are ``[H, n, B, S, K]`` and x holds
     cache rows row..row+b. ``unroll`` lays the layers out flat (XLA's cost analysis counts a
@@ -164,14 +193,14 @@ def run_layers(
         p, j = xs
 
         def apply(x, kc, vc):
-            return decoder_layer(p, x, kc, vc, pos, tensor_axis, kernel, j, row, mlp_stack)
+            return decoder_layer(p, x, kc, vc, pos, tensor_axis, kernel, j, row, mlp_stack, arch)
 
         if n_valid is None:
             return apply(*carry), None
         return jax.lax.cond(j < n_valid, apply, lambda *c: c, *carry), None
 
     # The MLP kernels read their layer from the whole stack (no per-layer copy of its weights).
-    mlp_stack = {"w1": layers["w1"], "w2": layers["w2"]}
+    mlp_stack = {k: layers[k] for k in ("w1", "w2", "w3") if k in layers}
     n = k_cache.shape[1]
     (x, k_cache, v_cache), _ = jax.lax.scan(
         body, (x, k_cache, v_cache), (layers, jnp.arange(n)), unroll=unroll
@@ -183,25 +212,40 @@ def embed_tokens(params, tokens: jax.Array) -> jax.Array:
     return jnp.take(params["embed"], tokens, axis=0)
 
 
-def lm_logits(params, x_last: jax.Array) -> jax.Array:
-    """Logits (f32) from hidden states ``[..., d]`` (the last position's, when generating)."""
-    return _dot("...d,dv->...v", rms_norm(x_last, params["final_norm"]), params["head"])
+def lm_logits(params, x_last: jax.Array, arch: Arch = DEFAULT_ARCH) -> jax.Array:
+    """Logits (f32) from hidden states ``[..., d]`` (the last position's, when generating),
+    through the LM head, or the embedding transposed when there is none (tied)."""
+    x = rms_norm(x_last, params["final_norm"], arch.norm_eps)
+    if "head" in params:
+        return _dot("...d,dv->...v", x, params["head"])
+    return _dot("...d,vd->...v", x, params["embed"])
 
 
-def forward(params, tokens, k_cache, v_cache, pos, kernel: KernelChoice = AUTO, unroll=False):
+def forward(
+    params,
+    tokens,
+    k_cache,
+    v_cache,
+    pos,
+    kernel: KernelChoice = AUTO,
+    unroll=False,
+    arch: Arch = DEFAULT_ARCH,
+):
     """All layers on one device: tokens ``[B, T]`` at pos.. -> (last logits, k_cache, v_cache)."""
     x = embed_tokens(params, tokens)
     x, k_cache, v_cache = run_layers(
-        params["layers"], x, k_cache, v_cache, pos, kernel=kernel, unroll=unroll
+        params["layers"], x, k_cache, v_cache, pos, kernel=kernel, unroll=unroll, arch=arch
     )
-    return lm_logits(params, x[:, -1]), k_cache, v_cache
+    return lm_logits(params, x[:, -1], arch), k_cache, v_cache
 
 
-def forward_all(params, tokens):
+def forward_all(params, tokens, arch: Arch = DEFAULT_ARCH):
     """Logits at every position of ``tokens [B, T]`` (training): the same layers, a fresh cache,
     through XLA (Pallas calls have no gradients)."""
-    cfg_shape = params["layers"]["wk"].shape  # [L, d, H, K]
+    cfg_shape = params["layers"]["wk"].shape  # [L, d, H_kv, K]
     b, t = tokens.shape
     k, v = empty_cache(cfg_shape[0], b, t, cfg_shape[2], cfg_shape[3], params["embed"].dtype)
-    x, _, _ = run_layers(params["layers"], embed_tokens(params, tokens), k, v, 0, kernel=XLA)
-    return lm_logits(params, x)
+    x, _, _ = run_layers(
+        params["layers"], embed_tokens(params, tokens), k, v, 0, kernel=XLA, arch=arch
+    )
+    return lm_logits(params, x, arch)

@@ -49,8 +49,8 @@ class LayerMemory:
     weight_bytes: int
     prefill_activation_bytes: int  # B x S x d: one whole prefill's hidden states
     decode_hidden_bytes: int  # B x d: what crosses a stage boundary per decode step
-    decode_working_bytes: int  # B x (d + (4d + F) / t): x, q, k, v, attention out, MLP hidden
-    kv_cache_bytes: int  # 2 x B x S x heads x head_dim / t
+    decode_working_bytes: int  # B x (d + q, k, v, attention out and MLP hidden per device)
+    kv_cache_bytes: int  # 2 x B x S x (K/V heads per device) x head_dim
     buffer_bytes: int
 
     def fit_bytes(self, definition: str) -> int:
@@ -67,31 +67,52 @@ class LayerMemory:
 
 
 def valid_splits(model: ModelConfig) -> list[int]:
-    """Tensor-split degrees that divide both the heads and the MLP width, smallest first."""
-    return [
-        t for t in range(1, model.n_heads + 1) if model.n_heads % t == 0 and model.d_ff % t == 0
-    ]
+    """Tensor-split degrees that divide the query heads and the MLP width, and either divide the
+    K/V heads or are a multiple of them, smallest first."""
+    return [t for t in range(1, model.n_heads + 1) if _split_problem(model, t) is None]
+
+
+def _split_problem(model: ModelConfig, t: int) -> str | None:
+    if model.n_heads % t or model.d_ff % t:
+        return f"must divide n_heads = {model.n_heads} and d_ff = {model.d_ff}"
+    if model.n_kv_heads % t and t % model.n_kv_heads:
+        return f"must divide n_kv_heads = {model.n_kv_heads} or be a multiple of it"
+    return None
+
+
+def kv_heads_per_device(model: ModelConfig, split: int) -> int:
+    """K/V heads a tensor rank holds: its share when ``split`` divides them; otherwise the one
+    head its query heads share, copied on each rank that needs it (as Megatron and MaxText)."""
+    return max(1, model.n_kv_heads // split)
 
 
 def layer_memory(model: ModelConfig, split: int = 1) -> LayerMemory:
     """The memory of one layer of ``model`` from its dims, per device at tensor split ``split``."""
-    if model.n_heads % split or model.d_ff % split:
-        raise ConfigError(
-            f"split = {split}: must divide n_heads = {model.n_heads} and d_ff = {model.d_ff}"
-        )
+    problem = _split_problem(model, split)
+    if problem:
+        raise ConfigError(f"split = {split}: {problem}")
     b, s, d, f, nbytes = model.batch, model.seq_len, model.d_model, model.d_ff, model.dtype_bytes
-    attention_width = model.n_heads * model.head_dim
-    params = 4 * d * attention_width + 2 * d * f
+    q, kv = model.q_width, model.kv_width
+    kv_local = kv_heads_per_device(model, split) * model.head_dim
+    params = 2 * d * q + 2 * d * kv + model.mlp_matrices * d * f
+    local = (2 * d * q + model.mlp_matrices * d * f) // split + 2 * d * kv_local
+    hidden = (model.mlp_matrices - 1) * f  # gelu: h; swiglu: gate and up
     return LayerMemory(
         split=split,
         params=params,
-        weight_bytes=params * nbytes // split,
+        weight_bytes=local * nbytes,
         prefill_activation_bytes=b * s * d * nbytes,
         decode_hidden_bytes=b * d * nbytes,
-        decode_working_bytes=b * (d + (4 * attention_width + f) // split) * nbytes,
-        kv_cache_bytes=2 * b * s * attention_width * nbytes // split,
+        decode_working_bytes=b * (d + (2 * q + hidden) // split + 2 * kv_local) * nbytes,
+        kv_cache_bytes=2 * b * s * kv_local * nbytes,
         buffer_bytes=model.buffer_bytes,
     )
+
+
+def kv_bytes(model: ModelConfig, rows: int, positions: int, split: int = 1) -> int:
+    """K and V of one layer for ``rows`` sequences at ``positions`` each, per device."""
+    heads = kv_heads_per_device(model, split)
+    return 2 * rows * positions * heads * model.head_dim * model.dtype_bytes
 
 
 def stated_fit_bytes(model: ModelConfig, split: int = 1) -> int:
@@ -113,8 +134,9 @@ def layer_fit_bytes(model: ModelConfig, definition: str, split: int = 1) -> int:
 
 
 def embedding_params(model: ModelConfig) -> int:
-    """Token embedding + untied LM head; held by the first and last stage, outside the layers."""
-    return 2 * model.vocab * model.d_model
+    """Token embedding + LM head (one matrix when tied); held by the first and last stage,
+    outside the layers."""
+    return (1 if model.tie_embeddings else 2) * model.vocab * model.d_model
 
 
 def discrepancies(model: ModelConfig) -> list[str]:

@@ -1,5 +1,6 @@
 """The dense decoder (Flax NNX): embedding, N blocks (RMSNorm, causal attention with rotary
-positions, GELU MLP), final norm, LM head, and a KV cache.
+positions and optionally grouped K/V heads, a GELU or SwiGLU MLP), final norm, LM head (or the
+embedding, tied), and a KV cache.
 
 Parameters are stored per layer in the canonical ``[L, ...]`` layout and carry *logical* axis names
 only (``LOGICAL_AXES``); ``jaxpart.sharding`` maps them to mesh axes. The maths is in
@@ -14,7 +15,7 @@ from flax import nnx
 
 from jaxpart import layers as decoder_ops
 from jaxpart.config import ModelConfig
-from jaxpart.layers import forward, jnp_dtype
+from jaxpart.layers import arch_of, forward, jnp_dtype
 
 # Logical axes of every parameter and cache leaf; the rules table in sharding.py maps them.
 LOGICAL_AXES = {
@@ -24,15 +25,16 @@ LOGICAL_AXES = {
     "layers": {
         "ln1": ("layers", "embed"),
         "wq": ("layers", "embed", "heads", "head_dim"),
-        "wk": ("layers", "embed", "heads", "head_dim"),
-        "wv": ("layers", "embed", "heads", "head_dim"),
+        "wk": ("layers", "embed", "kv_heads", "head_dim"),
+        "wv": ("layers", "embed", "kv_heads", "head_dim"),
         "wo": ("layers", "heads", "head_dim", "embed"),
         "ln2": ("layers", "embed"),
-        "w1": ("layers", "embed", "mlp"),
+        "w1": ("layers", "embed", "mlp"),  # GELU: up; SwiGLU: gate
+        "w3": ("layers", "embed", "mlp"),  # SwiGLU only: up
         "w2": ("layers", "mlp", "embed"),
     },
 }
-CACHE_AXES = ("heads", "layers", "batch", "seq", "head_dim")
+CACHE_AXES = ("kv_heads", "layers", "batch", "seq", "head_dim")
 
 
 def _param(rngs: nnx.Rngs, shape, axes, dtype, std: float | None) -> nnx.Param:
@@ -48,14 +50,17 @@ class LayerStack(nnx.Module):
 
     def __init__(self, cfg: ModelConfig, dtype, rngs: nnx.Rngs):
         L, d, h, k, f = cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.head_dim, cfg.d_ff
+        hkv = cfg.n_kv_heads
         ax = LOGICAL_AXES["layers"]
         self.ln1 = _param(rngs, (L, d), ax["ln1"], dtype, None)
         self.wq = _param(rngs, (L, d, h, k), ax["wq"], dtype, d**-0.5)
-        self.wk = _param(rngs, (L, d, h, k), ax["wk"], dtype, d**-0.5)
-        self.wv = _param(rngs, (L, d, h, k), ax["wv"], dtype, d**-0.5)
+        self.wk = _param(rngs, (L, d, hkv, k), ax["wk"], dtype, d**-0.5)
+        self.wv = _param(rngs, (L, d, hkv, k), ax["wv"], dtype, d**-0.5)
         self.wo = _param(rngs, (L, h, k, d), ax["wo"], dtype, (h * k) ** -0.5)
         self.ln2 = _param(rngs, (L, d), ax["ln2"], dtype, None)
         self.w1 = _param(rngs, (L, d, f), ax["w1"], dtype, d**-0.5)
+        if cfg.mlp == "swiglu":
+            self.w3 = _param(rngs, (L, d, f), ax["w3"], dtype, d**-0.5)
         self.w2 = _param(rngs, (L, f, d), ax["w2"], dtype, f**-0.5)
 
 
@@ -68,9 +73,10 @@ class DenseDecoder(nnx.Module):
         self.embed = _param(rngs, (cfg.vocab, cfg.d_model), LOGICAL_AXES["embed"], dt, 1.0)
         self.layers = LayerStack(cfg, dt, rngs)
         self.final_norm = _param(rngs, (cfg.d_model,), LOGICAL_AXES["final_norm"], dt, None)
-        self.head = _param(
-            rngs, (cfg.d_model, cfg.vocab), LOGICAL_AXES["head"], dt, cfg.d_model**-0.5
-        )
+        if not cfg.tie_embeddings:
+            self.head = _param(
+                rngs, (cfg.d_model, cfg.vocab), LOGICAL_AXES["head"], dt, cfg.d_model**-0.5
+            )
         # Empty until prefill sizes it for the batch: a full cache for dense16 would be GBs.
         self.cache_k = nnx.Cache(jnp.zeros((0,), dt))
         self.cache_v = nnx.Cache(jnp.zeros((0,), dt))
@@ -92,7 +98,8 @@ class DenseDecoder(nnx.Module):
 
     def _step(self, tokens: jax.Array, pos) -> jax.Array:
         params = nnx.to_pure_dict(nnx.state(self, nnx.Param))
-        logits, k, v = forward(params, tokens, self.cache_k[...], self.cache_v[...], pos)
+        k, v = self.cache_k[...], self.cache_v[...]
+        logits, k, v = forward(params, tokens, k, v, pos, arch=arch_of(self.cfg))
         self.cache_k[...], self.cache_v[...] = k, v
         self.pos[...] = self.pos[...] + tokens.shape[1]
         return logits
@@ -113,5 +120,5 @@ def logical_specs(cfg: ModelConfig) -> dict:
 
 def empty_cache(cfg: ModelConfig, batch: int, dtype) -> tuple[jax.Array, jax.Array]:
     return decoder_ops.empty_cache(
-        cfg.n_layers, batch, cfg.seq_len, cfg.n_heads, cfg.head_dim, dtype
+        cfg.n_layers, batch, cfg.seq_len, cfg.n_kv_heads, cfg.head_dim, dtype
     )

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from jaxpart.config import ConfigError, Link, MeshConfig, ModelConfig
-from jaxpart.memory import layer_memory
+from jaxpart.memory import kv_bytes, layer_memory
 from jaxpart.plan import Plan
 
 # The seed's results table, verbatim: (method, TPS, "TPOT" ms).
@@ -157,14 +157,13 @@ def tick(
     n, t = max(len(s.layers) for s in plan.stages), plan.split
     mem = layer_memory(cfg, t)
     nbytes, d = cfg.dtype_bytes, cfg.d_model
-    attn_width = cfg.n_heads * cfg.head_dim // t
     weights = n * mem.weight_bytes
     resident = weights + n * mem.decode_working_bytes <= c.l2_capacity
     stream = c.hbm_bytes_per_s * c.kernel_efficiency
     again_bw = c.l2_bytes_per_s * c.kernel_efficiency if resident else stream
     # KV: decode reads the context's keys and values; prefill writes the prompt's.
     kv_positions = tokens if prefill else context
-    kv = n * 2 * rows * kv_positions * attn_width * nbytes
+    kv = n * kv_bytes(cfg, rows, kv_positions, t)
     # Causal prefill attends to half its prompt on average; a decode step to the context.
     flops = n * layer_flops(cfg, rows, tokens, tokens / 2 if prefill else context, t)
     activation = rows * tokens * d * nbytes
@@ -248,7 +247,7 @@ def floor(
     mem = layer_memory(cfg)
     context = prompt_len + (gen_len - 1) / 2
     weights = cfg.n_layers * mem.weight_bytes
-    kv = cfg.n_layers * 2 * batch * context * cfg.n_heads * cfg.head_dim * cfg.dtype_bytes
+    kv = cfg.n_layers * kv_bytes(cfg, batch, context)
     flops = 2 * batch * cfg.n_layers * mem.params
     step_s = max(
         (weights + kv) / (n_devices * c.hbm_bytes_per_s), flops / (n_devices * c.peak_flops)
@@ -299,10 +298,17 @@ def scaled_model(cfg: ModelConfig, key: str, value: int) -> ModelConfig:
             raise ConfigError(
                 f"--sweep d_model={value}: must be a multiple of head_dim = {cfg.head_dim}"
             )
+        group = cfg.n_heads // cfg.n_kv_heads  # query heads per K/V head, kept
+        if heads % group:
+            raise ConfigError(
+                f"--sweep d_model={value}: its {heads} heads must be a multiple of the "
+                f"{group} query heads a K/V head serves"
+            )
         return cfg.replace(
             name=f"{cfg.name}@d{value}",
             d_model=value,
             n_heads=heads,
+            n_kv_heads=heads // group,
             d_ff=value * cfg.d_ff // cfg.d_model,
         )
     if key == "batch":

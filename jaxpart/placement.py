@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from jaxpart.baseline import baseline_plan
 from jaxpart.config import ConfigError, MeshConfig, ModelConfig
+from jaxpart.memory import kv_heads_per_device
 from jaxpart.plan import Plan, make_plan
 
 METHODS = ("reference", "baseline", "layerwise")
@@ -75,7 +76,9 @@ def decode_shapes(models: list[ModelConfig], mesh: MeshConfig) -> list[dict]:
                     "d_model": cfg.d_model,
                     "d_ff": cfg.d_ff // plan.split,
                     "heads": cfg.n_heads // plan.split,
+                    "kv_heads": kv_heads_per_device(cfg, plan.split),
                     "head_dim": cfg.head_dim,
+                    "mlp": cfg.mlp,
                 }
             )
     return out

@@ -36,7 +36,7 @@ def memory_table(model: ModelConfig, figures: str) -> Table:
     )
     row("activations, decode (Bxd)", format_bytes(mem.decode_hidden_bytes), "not stated")
     row("decode working set", format_bytes(mem.decode_working_bytes), "not stated")
-    row("KV cache (2xBxSxd)", format_bytes(mem.kv_cache_bytes), "left out")
+    row("KV cache (2 x B x S x K/V width)", format_bytes(mem.kv_cache_bytes), "left out")
     row(
         "buffers (estimate)",
         format_bytes(mem.buffer_bytes),

@@ -21,9 +21,13 @@ from jaxpart.plan import Plan
 MESH_AXES = ("data", "stage", "tensor")
 
 # Logical axis -> mesh axis, first match wins; an axis not listed is replicated.
+# kv_heads: split when the tensor degree divides them; split further, the executor first copies
+# each K/V head to the ranks whose query heads share it, so every rank holds exactly the one it
+# needs (as Megatron and MaxText do).
 RULES: tuple[tuple[str, str | None], ...] = (
     ("layers", "stage"),
     ("heads", "tensor"),
+    ("kv_heads", "tensor"),
     ("mlp", "tensor"),
     ("batch", "data"),
     ("embed", None),
@@ -95,6 +99,12 @@ def param_specs(cfg: ModelConfig, plan: Plan) -> dict:
     )
 
 
+def kv_copies(cfg: ModelConfig, plan: Plan) -> int:
+    """How many tensor ranks share each K/V head: 1 when the split divides the K/V heads,
+    else split / n_kv_heads (each head is copied to the ranks whose query heads use it)."""
+    return max(1, plan.split // cfg.n_kv_heads)
+
+
 def cache_spec(plan: Plan) -> P:
     return spec_for(CACHE_AXES, plan)
 
@@ -142,6 +152,7 @@ def spec_dump(cfg: ModelConfig, plan: Plan) -> dict[str, list]:
         "axes": list(MESH_AXES),
         "shape": [plan.data_parallel, plan.n_stages, plan.split],
     }
+    out["kv_head_copies"] = kv_copies(cfg, plan)
     out["layer_rows"] = rows.tolist()  # canonical layer id of each padded row on the stage axis
     out["layers_per_stage"] = sizes.tolist()
     return out

@@ -17,7 +17,7 @@ import optax
 
 from jaxpart import checkpoint
 from jaxpart.config import ConfigError, ModelConfig
-from jaxpart.layers import forward_all
+from jaxpart.layers import DEFAULT_ARCH, Arch, arch_of, forward_all
 from jaxpart.model import init_params
 from jaxpart.tasks import Task
 
@@ -54,8 +54,8 @@ def optimizer(tc: TrainConfig) -> optax.GradientTransformation:
     )
 
 
-def loss_and_metrics(params, tokens, mask):
-    logits = forward_all(params, tokens)[:, :-1]
+def loss_and_metrics(params, tokens, mask, arch: Arch = DEFAULT_ARCH):
+    logits = forward_all(params, tokens, arch)[:, :-1]
     targets = tokens[:, 1:]
     losses = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
     loss = (losses * mask).sum() / mask.sum()
@@ -63,10 +63,10 @@ def loss_and_metrics(params, tokens, mask):
     return loss, {"loss": loss, "exact": right.all(axis=1).mean()}
 
 
-def make_step(opt: optax.GradientTransformation):
+def make_step(opt: optax.GradientTransformation, arch: Arch = DEFAULT_ARCH):
     @jax.jit
     def step(params, opt_state, tokens, mask):
-        grads, metrics = jax.grad(loss_and_metrics, has_aux=True)(params, tokens, mask)
+        grads, metrics = jax.grad(loss_and_metrics, has_aux=True)(params, tokens, mask, arch)
         updates, opt_state = opt.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, metrics
 
@@ -94,7 +94,7 @@ def train(
         params, opt_state, start, _ = checkpoint.restore(
             directory, cfg, like(params), opt_target=like(opt_state)
         )
-    step_fn = make_step(opt)
+    step_fn = make_step(opt, arch_of(cfg))
     metrics = {}
     for step in range(start, tc.steps):
         tokens, mask = task.training_batch(np.random.default_rng([tc.seed, step]), tc.batch)

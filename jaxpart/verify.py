@@ -13,7 +13,7 @@ from jaxpart.config import MeshConfig, ModelConfig
 from jaxpart.executors import PipelineExecutor, RunShape
 from jaxpart.kernels.attention import QUERY_CHUNK
 from jaxpart.kernels.backend import KernelChoice
-from jaxpart.memory import KV_BLOCK, cache_positions, embedding_params, layer_memory
+from jaxpart.memory import KV_BLOCK, cache_positions, embedding_params, kv_bytes, layer_memory
 from jaxpart.placement import PlanChoice, default_microbatches, plan_for
 
 _TENSOR = re.compile(r"tensor<((?:\d+x)+)([a-zA-Z][a-zA-Z0-9]*)>")
@@ -121,7 +121,7 @@ def predicted_bytes(cfg: ModelConfig, executor: PipelineExecutor) -> dict:
     mem = layer_memory(cfg, t)
     rows = cfg.batch // plan.data_parallel
     positions = cache_positions(cfg.seq_len)  # as allocated: whole pages for the kernels
-    kv_per_layer = 2 * rows * positions * (cfg.n_heads // t) * cfg.head_dim * cfg.dtype_bytes
+    kv_per_layer = kv_bytes(cfg, rows, positions, t)
     return {
         "weights": executor.lmax * mem.weight_bytes,
         "kv_cache": executor.lmax * kv_per_layer,
@@ -201,21 +201,22 @@ def cost_check(cfg: ModelConfig, batch: int) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from jaxpart.layers import forward, jnp_dtype
+    from jaxpart.layers import arch_of, forward, jnp_dtype
     from jaxpart.model import empty_cache, init_params
     from jaxpart.perfmodel import decode_step_flops
 
     params = jax.eval_shape(lambda: init_params(cfg, 0))
     k, v = jax.eval_shape(lambda: empty_cache(cfg, batch, jnp_dtype(cfg.dtype)))
     token = jax.ShapeDtypeStruct((batch, 1), jnp.int32)
-    step = jax.jit(lambda p, t, k, v: forward(p, t, k, v, 0, unroll=True))
+    arch = arch_of(cfg)
+    step = jax.jit(lambda p, t, k, v: forward(p, t, k, v, 0, unroll=True, arch=arch))
     cost = step.lower(params, token, k, v).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
     mem = layer_memory(cfg)
     # The least such a step must move: every weight, the KV block attended over, the embedding
     # row and the LM head.
     attended = min(KV_BLOCK, k.shape[3])
-    kv = cfg.n_layers * 2 * batch * attended * cfg.n_heads * cfg.head_dim * cfg.dtype_bytes
+    kv = cfg.n_layers * kv_bytes(cfg, batch, attended)
     minimum = cfg.n_layers * mem.weight_bytes + kv + cfg.d_model * cfg.vocab * cfg.dtype_bytes
     return {
         "xla_flops": float(cost["flops"]),

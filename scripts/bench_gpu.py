@@ -130,7 +130,7 @@ def launch_cost(inner, repeats, interpret):
 def mlp_step(kernel, hints=True):
     """y = mlp(x) through ``kernel``; ``hints=False``: the Pallas kernels without eviction hints."""
 
-    def step(x, w1, w2):
+    def step(x, w1, w2, w3=None):
         if kernel.mlp == "pallas" and not hints:
             bs = choose_block_sizes(
                 x.shape[0],
@@ -139,6 +139,7 @@ def mlp_step(kernel, hints=True):
                 x.dtype,
                 kernel.sram_bytes,
                 sm_count=kernel.sm_count,
+                gated=w3 is not None,
             )
             index = jnp.zeros((1,), jnp.int32)
             return _mlp_pallas(
@@ -146,12 +147,13 @@ def mlp_step(kernel, hints=True):
                 w1[None],
                 w2[None],
                 index,
+                None if w3 is None else w3[None],
                 block_sizes=bs,
                 interpret=bool(kernel.interpret),
                 out_dtype=jnp.dtype(x.dtype),
                 hints=False,
             )
-        return mlp(x, w1, w2, kernel=kernel)
+        return mlp(x, w1, w2, w3=w3, kernel=kernel)
 
     return step
 
@@ -160,10 +162,11 @@ def mlp_loop(kernel, inner, hints=True):
     """`inner` rounds over every weight set, each output feeding the next input."""
     step = mlp_step(kernel, hints)
 
-    def run(x, w1s, w2s):
+    def run(x, w1s, w2s, w3s=None):
         def body(_, x):
-            for w1, w2 in zip(w1s, w2s, strict=True):
-                x = x + (1e-3 * step(x, w1, w2)).astype(x.dtype)
+            for i, (w1, w2) in enumerate(zip(w1s, w2s, strict=True)):
+                w3 = None if w3s is None else w3s[i]
+                x = x + (1e-3 * step(x, w1, w2, w3)).astype(x.dtype)
             return x
 
         return jax.lax.fori_loop(0, inner, body, x)
@@ -175,17 +178,27 @@ def bench_mlp(shapes, l2_bytes, hbm_bw, kernels, repeats, inner):
     rows = []
     for shape in shapes:
         m, d, f = shape["rows"], shape["d_model"], shape["d_ff"]
-        set_bytes = 2 * d * f * 2
+        gated = shape["mlp"] == "swiglu"
+        set_bytes = (3 if gated else 2) * d * f * 2
         n_sets = max(1, min(8, math.ceil(2 * l2_bytes / set_bytes)))
         w1s = tuple(fresh((d, f), d**-0.5) for _ in range(n_sets))
         w2s = tuple(fresh((f, d), f**-0.5) for _ in range(n_sets))
+        w3s = tuple(fresh((d, f), d**-0.5) for _ in range(n_sets)) if gated else None
         xs = [fresh((m, d)) for _ in range(2)]
         bs = choose_block_sizes(
-            m, d, f, DTYPE, kernels["pallas"].sram_bytes, sm_count=kernels["pallas"].sm_count
+            m,
+            d,
+            f,
+            DTYPE,
+            kernels["pallas"].sram_bytes,
+            sm_count=kernels["pallas"].sm_count,
+            gated=gated,
         )
-        got = mlp(xs[0], w1s[0], w2s[0], kernel=kernels["pallas"])
+        w3 = w3s[0] if gated else None
+        got = mlp(xs[0], w1s[0], w2s[0], w3=w3, kernel=kernels["pallas"])
         f32 = [a.astype(jnp.float32) for a in (xs[0], w1s[0], w2s[0])]
-        err = rel_error(got, mlp_reference(*f32))
+        ref = mlp_reference(*f32, w3=None if w3 is None else w3.astype(jnp.float32))
+        err = rel_error(got, ref)
         row = {**shape, "weight_sets": n_sets, "block_sizes": bs.__dict__, "rel_error_vs_f32": err}
         if not err < 1e-2:
             row["error"] = "Pallas result wrong; not timed"
@@ -194,7 +207,7 @@ def bench_mlp(shapes, l2_bytes, hbm_bw, kernels, repeats, inner):
         moved = set_bytes + 2 * m * d * 2  # weights once, x in, y out
         for name in ("pallas", "xla"):
             fn = mlp_loop(kernels[name], inner)
-            t = timed(fn, [(x, w1s, w2s) for x in xs], repeats)
+            t = timed(fn, [(x, w1s, w2s, w3s) for x in xs], repeats)
             per_call = t["median_s"] / (inner * n_sets)
             row[name] = {
                 **t,
@@ -382,9 +395,9 @@ def main():
     if small:  # the CPU model only: one layer a stage, and two row counts for the MLP
         shapes = [dict(s, layers_per_stage=1) for s in shapes if s["model"] == "dense16-tiny"]
         mlp_shapes = [dict(shapes[0], rows=r) for r in (8, 16)]
-    else:
-        mlp_shapes = shapes
-        shapes = [s for s in shapes if s["model"] != "dense16-tiny"]
+    else:  # every model's MLP; stage ticks for the seed's two models
+        mlp_shapes = [s for s in shapes if s["model"] not in ("dense16-tiny", "gqa-tiny")]
+        shapes = [s for s in shapes if s["model"] in ("dense16", "dense16-l2")]
     result["mlp"] = bench_mlp(mlp_shapes, l2_bytes, hbm_bw, kernels, repeats, 2 if small else 20)
     seed = load_model("dense16")
     context = 48 if small else seed.seq_len

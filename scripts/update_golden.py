@@ -16,11 +16,14 @@ GOLDEN = Path(__file__).resolve().parent.parent / "tests" / "golden"
 
 
 def golden_cases():
-    model, mesh = load_model("dense16-tiny"), load_mesh("cpu16")
-    return {
-        "sharding_dense16-tiny_layerwise.json": (model, make_plan(model, mesh)),
-        "sharding_dense16-tiny_tp8pp2.json": (model, baseline_plan(model, mesh, 8, 2)),
-    }
+    """dense16-tiny, and gqa-tiny (grouped K/V heads, SwiGLU, tied head), in both placements."""
+    mesh = load_mesh("cpu16")
+    cases = {}
+    for name in ("dense16-tiny", "gqa-tiny"):
+        model = load_model(name)
+        cases[f"sharding_{name}_layerwise.json"] = (model, make_plan(model, mesh))
+        cases[f"sharding_{name}_tp8pp2.json"] = (model, baseline_plan(model, mesh, 8, 2))
+    return cases
 
 
 def main() -> None:

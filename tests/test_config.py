@@ -15,9 +15,33 @@ from jaxpart.config import (
 @pytest.mark.parametrize("path", shipped("models"), ids=lambda p: p.stem)
 def test_every_shipped_model_loads(path):
     model = load_model(str(path))
-    assert model.n_layers == 16
-    assert model.n_heads * model.head_dim == model.d_model
     assert model.n_heads % 8 == 0, "the TP=8 baseline must divide the heads"
+    assert model.n_heads % model.n_kv_heads == 0
+    assert model.n_kv_heads % 8 == 0 or 8 % model.n_kv_heads == 0
+    text = path.read_text()
+    assert text.startswith("#") and "jaxpart " in text, "a header naming the source and a command"
+
+
+def test_real_architectures_ship_with_their_public_dims():
+    llama = load_model("llama3.1-70b")
+    assert (llama.n_layers, llama.d_model, llama.n_heads, llama.n_kv_heads, llama.d_ff) == (
+        80,
+        8192,
+        64,
+        8,
+        28672,
+    )
+    assert (llama.mlp, llama.tie_embeddings, llama.rope_theta, llama.norm_eps) == (
+        "swiglu",
+        False,
+        500000.0,
+        1e-5,
+    )
+    assert load_model("llama3.1-405b").d_model == 16384
+    assert load_model("qwen2.5-72b").d_ff == 29568
+    tiny = load_model("gqa-tiny")
+    assert (tiny.n_kv_heads, tiny.mlp, tiny.tie_embeddings) == (2, "swiglu", True)
+    assert load_model("dense16").n_kv_heads == 32 and load_model("dense16").mlp == "gelu"
 
 
 @pytest.mark.parametrize("path", shipped("meshes"), ids=lambda p: p.stem)
@@ -115,6 +139,11 @@ def write_model(tmp_path, text):
 def test_a_model_file_by_path(tmp_path):
     model = load_model(write_model(tmp_path, GOOD_MODEL))
     assert model.name == "m" and model.d_model == 64
+    assert (model.n_kv_heads, model.mlp, model.tie_embeddings) == (4, "gelu", False)
+    assert (model.rope_theta, model.norm_eps) == (10_000.0, 1e-6)
+    # d_model need not be n_heads x head_dim (Gemma, Qwen3 and others decouple them).
+    wide = load_model(write_model(tmp_path, GOOD_MODEL.replace("d_model = 64", "d_model = 96")))
+    assert wide.d_model == 96 and wide.q_width == 64
 
 
 @pytest.mark.parametrize(
@@ -125,7 +154,12 @@ def test_a_model_file_by_path(tmp_path):
         (("n_layers = 4", "n_layers = 0"), "field 'n_layers' = 0"),
         (("batch = 2", 'batch = "two"'), "field 'batch' = 'two'"),
         (('dtype = "float32"', 'dtype = "int4"'), "field 'dtype' = 'int4'"),
-        (("d_model = 64", "d_model = 65"), "field 'd_model' = 65"),
+        (("n_heads = 4", "n_heads = 4\nn_kv_heads = 3"), "field 'n_kv_heads' = 3: must divide"),
+        (("n_heads = 4", "n_heads = 4\nn_kv_heads = 0"), "field 'n_kv_heads' = 0"),
+        (("d_ff = 128", 'd_ff = 128\nmlp = "relu"'), "field 'mlp' = 'relu'"),
+        (("d_ff = 128", "d_ff = 128\ntie_embeddings = 1"), "field 'tie_embeddings' = 1"),
+        (("d_ff = 128", "d_ff = 128\nrope_theta = -1.0"), "field 'rope_theta' = -1.0"),
+        (("d_ff = 128", "d_ff = 128\nnorm_eps = 0"), "field 'norm_eps' = 0"),
         (("gen_len = 4", "gen_len = 40"), "field 'gen_len' = 40"),
         (("vocab = 32", "vocab = 32\nvocabb = 3"), "unknown field 'model.vocabb'"),
         (("[model]", "[model"), "not valid TOML"),

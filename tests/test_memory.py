@@ -55,3 +55,28 @@ def test_discrepancies_named():
     assert "201,326,592" in text and "30B" in text and "3.22B" in text
     assert "KV cache: 20.97 GB" in text and "leaves out" in text
     assert discrepancies(load_model("dense16-tiny")) == []
+
+
+def test_grouped_kv_heads_size_the_kv_cache():
+    from jaxpart.memory import kv_heads_per_device, layer_memory, valid_splits
+
+    llama = load_model("llama3.1-70b")
+    mem = layer_memory(llama)
+    # 2 x B x S x 8 K/V heads x 128 x 2 bytes, not 64 heads' worth
+    assert mem.kv_cache_bytes == 2 * 64 * 4096 * 8 * 128 * 2
+    # q and o: 8192 x 8192 each; k and v: 8192 x 1024 each; gate, up and down: 8192 x 28672
+    assert mem.params == 2 * 8192 * 8192 + 2 * 8192 * 1024 + 3 * 8192 * 28672
+    # TP8 splits the 8 K/V heads; TP16 copies each to the 2 ranks that share it.
+    assert kv_heads_per_device(llama, 8) == 1 and kv_heads_per_device(llama, 16) == 1
+    assert layer_memory(llama, 16).kv_cache_bytes == mem.kv_cache_bytes // 8
+    assert 16 in valid_splits(llama) and 3 not in valid_splits(llama)
+    tiny = load_model("gqa-tiny")
+    assert layer_memory(tiny, 8).kv_cache_bytes == layer_memory(tiny).kv_cache_bytes // 2
+
+
+def test_plan_prints_the_grouped_kv_bytes(capsys):
+    from jaxpart.cli import main
+
+    assert main(["plan", "--model", "llama3.1-70b", "--mesh", "h100x16"]) == 0
+    out = capsys.readouterr().out
+    assert "1.07 GB" in out  # 2 x 64 x 4096 x 8 x 128 x 2 bytes = 1,073,741,824

@@ -25,18 +25,21 @@ from jax.sharding import PartitionSpec as P
 from jaxpart.config import ConfigError, ModelConfig
 from jaxpart.executors.base import Executor, Forced, Generation, RunShape, check_tokens
 from jaxpart.kernels.backend import AUTO, KernelChoice
-from jaxpart.layers import embed_tokens, jnp_dtype, lm_logits, run_layers
+from jaxpart.layers import arch_of, embed_tokens, jnp_dtype, lm_logits, run_layers
 from jaxpart.memory import cache_positions
 from jaxpart.plan import Plan
 from jaxpart.sharding import (
     build_mesh,
     cache_spec,
+    kv_copies,
     padding_fraction,
     param_specs,
     put_global,
     stage_layout,
     to_host,
 )
+
+KV_WEIGHTS = ("wk", "wv")  # [L, d, H_kv, K]: copied per rank when split past their heads
 
 
 def _pack(y: jax.Array, control: jax.Array) -> jax.Array:
@@ -77,6 +80,10 @@ class PipelineExecutor(Executor):
         self.period = max(shape.microbatches, self.n_stages)
         self.dtype = jnp_dtype(cfg.dtype)
         self.tensor_axis = "tensor" if self.split > 1 else None
+        self.arch = arch_of(cfg)
+        # Split more ways than it has K/V heads, a model's heads are copied so that each tensor
+        # rank holds the one its query heads share (sharding.RULES, "kv_heads").
+        self.kv_copies = kv_copies(cfg, plan)
         self._param_specs = param_specs(cfg, plan)
         self._prefill = self._build_prefill()
         self._decode = self._build_decode() if shape.gen_len > 1 else None
@@ -88,17 +95,20 @@ class PipelineExecutor(Executor):
         """Canonical ``[L, ...]`` weights -> the padded stage layout, sharded on the mesh, in the
         model's dtype."""
 
-        def put(x, spec, layered):
+        def put(x, spec, layered, kv=False):
             x = to_host(x).astype(self.dtype)
             if layered:
                 x = x[self.rows]
+            if kv and self.kv_copies > 1:
+                x = np.repeat(x, self.kv_copies, axis=2)
             return put_global(x, NamedSharding(self.mesh, spec))
 
         placed = {
             k: put(v, self._param_specs[k], False) for k, v in params.items() if k != "layers"
         }
         placed["layers"] = {
-            k: put(v, self._param_specs["layers"][k], True) for k, v in params["layers"].items()
+            k: put(v, self._param_specs["layers"][k], True, k in KV_WEIGHTS)
+            for k, v in params["layers"].items()
         }
         placed["sizes"] = self.place_sizes()
         return placed
@@ -111,7 +121,8 @@ class PipelineExecutor(Executor):
         """The global K (or V) cache: ``[H, S * Lmax, batch, positions, head_dim]``."""
         cfg = self.cfg
         positions = cache_positions(cfg.seq_len)
-        return (cfg.n_heads, len(self.rows), self.shape.batch, positions, cfg.head_dim)
+        heads = cfg.n_kv_heads * self.kv_copies
+        return (heads, len(self.rows), self.shape.batch, positions, cfg.head_dim)
 
     @property
     def padding_fraction(self) -> float:
@@ -138,6 +149,7 @@ class PipelineExecutor(Executor):
                 n_valid,
                 self.kernel,
                 row=m * self.b_mb,
+                arch=self.arch,
             )
 
         return jax.lax.cond(active, work, lambda *a: a, x, kc, vc)
@@ -147,7 +159,7 @@ class PipelineExecutor(Executor):
         vocab = self.cfg.vocab
 
         def head(y):
-            logits = lm_logits(params, y)
+            logits = lm_logits(params, y, self.arch)
             return jnp.argmax(logits, axis=-1).astype(jnp.int32), logits
 
         def skip(y):
@@ -160,7 +172,7 @@ class PipelineExecutor(Executor):
         T, vocab = self.shape.prompt_len, self.cfg.vocab
         forward = [(j, j + 1) for j in range(S - 1)]
 
-        heads, _, _, positions, head_dim = self.cache_shape()
+        heads, _, _, positions, head_dim = self.cache_shape()  # K/V heads, copies included
         local_cache = (heads // self.split, self.lmax, self.b_rep, positions, head_dim)
 
         def body(params, prompts):
@@ -347,16 +359,22 @@ class PipelineExecutor(Executor):
         with these allocates nothing, so a full-size model can be checked on a small machine."""
         from jaxpart.model import init_params
 
-        def spec_struct(x, spec, rows=None):
-            shape = x.shape if rows is None else (rows, *x.shape[1:])
-            return jax.ShapeDtypeStruct(shape, x.dtype, sharding=NamedSharding(self.mesh, spec))
+        def spec_struct(x, spec, rows=None, kv=False):
+            shape = list(x.shape if rows is None else (rows, *x.shape[1:]))
+            if kv:
+                shape[2] *= self.kv_copies
+            return jax.ShapeDtypeStruct(
+                tuple(shape),
+                self.dtype if x.dtype != jnp.int32 else x.dtype,
+                sharding=NamedSharding(self.mesh, spec),
+            )
 
         canonical = jax.eval_shape(lambda: init_params(self.cfg, 0))
         params = {
             k: spec_struct(v, self._param_specs[k]) for k, v in canonical.items() if k != "layers"
         }
         params["layers"] = {
-            k: spec_struct(v, self._param_specs["layers"][k], len(self.rows))
+            k: spec_struct(v, self._param_specs["layers"][k], len(self.rows), k in KV_WEIGHTS)
             for k, v in canonical["layers"].items()
         }
         params["sizes"] = spec_struct(jax.ShapeDtypeStruct(self.sizes.shape, jnp.int32), P("stage"))
@@ -378,8 +396,9 @@ class PipelineExecutor(Executor):
 
     @property
     def canonical_rows(self) -> bool:
-        """True when the padded stage layout is the canonical one (uniform stages, no padding)."""
-        return np.array_equal(self.rows, np.arange(self.cfg.n_layers))
+        """True when the placed layout is the canonical one (uniform stages, no padding, no
+        copied K/V heads)."""
+        return self.kv_copies == 1 and np.array_equal(self.rows, np.arange(self.cfg.n_layers))
 
     def canonical(self, placed: dict) -> dict:
         """Placed weights back in the canonical ``[L, ...]`` layout (for saving)."""
@@ -387,7 +406,11 @@ class PipelineExecutor(Executor):
         if self.canonical_rows:
             return params
         first_row = [int(np.flatnonzero(self.rows == i)[0]) for i in range(self.cfg.n_layers)]
-        params["layers"] = {k: to_host(v)[first_row] for k, v in params["layers"].items()}
+        layers = {}
+        for k, v in params["layers"].items():
+            v = to_host(v)[first_row]
+            layers[k] = v[:, :, :: self.kv_copies] if k in KV_WEIGHTS else v
+        params["layers"] = layers
         return params
 
     def compiled(self, program: str):

@@ -12,7 +12,7 @@ import numpy as np
 from jaxpart.config import ModelConfig
 from jaxpart.executors.base import Executor, Forced, Generation, RunShape, check_tokens
 from jaxpart.kernels.backend import AUTO, KernelChoice
-from jaxpart.layers import forward, jnp_dtype
+from jaxpart.layers import arch_of, forward, jnp_dtype
 from jaxpart.model import empty_cache
 
 
@@ -22,6 +22,7 @@ class ReferenceExecutor(Executor):
     def __init__(self, cfg: ModelConfig, shape: RunShape, device=None, kernel: KernelChoice = AUTO):
         shape.check(cfg)
         self.cfg, self.shape, self.kernel = cfg, shape, kernel
+        self.arch = arch_of(cfg)
         self.device = device or jax.local_devices()[0]  # each process runs its own
         self.plan = None
         self._prefill = jax.jit(self._prefill_fn)
@@ -35,7 +36,7 @@ class ReferenceExecutor(Executor):
 
     def _prefill_fn(self, params, prompts):
         k, v = empty_cache(self.cfg, prompts.shape[0], params["embed"].dtype)
-        logits, k, v = forward(params, prompts, k, v, 0, self.kernel)
+        logits, k, v = forward(params, prompts, k, v, 0, self.kernel, arch=self.arch)
         return jnp.argmax(logits, axis=-1).astype(jnp.int32), logits, k, v
 
     def _decode_fn(self, params, first, k, v):
@@ -43,7 +44,9 @@ class ReferenceExecutor(Executor):
 
         def step(i, carry):
             tok, k, v, out = carry
-            logits, k, v = forward(params, tok[:, None], k, v, start + i, self.kernel)
+            logits, k, v = forward(
+                params, tok[:, None], k, v, start + i, self.kernel, arch=self.arch
+            )
             tok = jnp.argmax(logits, axis=-1).astype(jnp.int32)
             return tok, k, v, out.at[i].set(tok)
 
@@ -57,7 +60,9 @@ class ReferenceExecutor(Executor):
 
         def step(i, carry):
             tok, k, v, out, top, at = carry
-            logits, k, v = forward(params, tok[:, None], k, v, start + i, self.kernel)
+            logits, k, v = forward(
+                params, tok[:, None], k, v, start + i, self.kernel, arch=self.arch
+            )
             own = jnp.argmax(logits, axis=-1).astype(jnp.int32)
             given = jnp.take_along_axis(logits, forced[i][:, None], axis=1)[:, 0]
             out, top = out.at[i].set(own), top.at[i].set(logits.max(axis=-1))

@@ -1,8 +1,10 @@
-"""The MLP, ``gelu(x @ w1) @ w2``: two Pallas kernels in which every program owns its output
-tile, their pure-jnp reference, and the backend switch (pallas | xla | auto).
+"""The MLP, ``gelu(x @ w1) @ w2`` or SwiGLU's ``(silu(x @ w1) * (x @ w3)) @ w2``: two Pallas
+kernels in which every program owns its output tile, their pure-jnp reference, and the backend
+switch (pallas | xla | auto).
 
-- **up**: program (i, c) computes ``h[i, c] = gelu(x_i @ w1[:, c])``, a loop over d_model in
-  ``block_k`` steps into an f32 tile, GELU applied on chip, one store of h's tile.
+- **up**: program (i, c) computes ``h[i, c] = gelu(x_i @ w1[:, c])`` (SwiGLU: the gate and up
+  tiles together, ``silu(x_i @ w1[:, c]) * (x_i @ w3[:, c])``), a loop over d_model in
+  ``block_k`` steps into f32 tiles, the activation applied on chip, one store of h's tile.
 - **down**: program (i, j) computes ``y[i, j] = h_i @ w2[:, j]``, a loop over d_ff.
 
 Why not one fused kernel: a program that owns an F chunk must add its ``[m, d_model]`` product to
@@ -65,6 +67,7 @@ class BlockSizes:
     block_k: int  # contraction tile: over d_model in up, over d_ff in down
     num_warps: int = 4
     num_stages: int = 2  # pipeline buffers for the input tiles
+    gated: bool = False  # SwiGLU: the up kernel reads two weight tiles into two accumulators
 
     def __post_init__(self):
         for name in ("block_m", "block_f", "block_d", "block_k"):
@@ -78,9 +81,10 @@ class BlockSizes:
         """On-chip bytes of one program of the larger kernel: buffered input tiles plus its f32
         accumulator."""
         bm, bk = self.block_m, self.block_k
+        up = 2 if self.gated else 1
         return max(
-            (bm * bk + bk * width) * dtype_bytes * self.num_stages + bm * width * 4
-            for width in (self.block_f, self.block_d)
+            (bm * bk + n * bk * width) * dtype_bytes * self.num_stages + n * bm * width * 4
+            for n, width in ((up, self.block_f), (1, self.block_d))
         )
 
 
@@ -104,6 +108,7 @@ def choose_block_sizes(
     sram_bytes: int = DEFAULT_SRAM_BYTES,
     num_stages: int = 2,
     sm_count: int = DEFAULT_SM_COUNT,
+    gated: bool = False,
 ) -> BlockSizes:
     """Legal tiles for ``m`` rows: output tiles narrow enough for ``sm_count`` programs, then the
     contraction tile (and, if need be, the others) halved until the working set fits
@@ -124,7 +129,7 @@ def choose_block_sizes(
     }
 
     def working_set(s):
-        return BlockSizes(**s, num_stages=num_stages).working_set_bytes(nbytes)
+        return BlockSizes(**s, num_stages=num_stages, gated=gated).working_set_bytes(nbytes)
 
     order = ("block_k", "block_f", "block_d", "block_m")
     while working_set(sizes) > sram_bytes:
@@ -139,7 +144,7 @@ def choose_block_sizes(
         sizes[biggest] //= 2
     widest = max(sizes["block_f"], sizes["block_d"])
     warps = 8 if sizes["block_m"] * widest >= 64 * 128 else 4
-    return BlockSizes(**sizes, num_warps=warps, num_stages=num_stages)
+    return BlockSizes(**sizes, num_warps=warps, num_stages=num_stages, gated=gated)
 
 
 def programs(m: int, d_model: int, d_ff: int, bs: BlockSizes) -> dict[str, int]:
@@ -153,9 +158,19 @@ def _gelu(x):
     return 0.5 * x * (1.0 + jnp.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x * x * x)))
 
 
-def mlp_reference(x, w1, w2, out_dtype=None):
-    """gelu(x @ w1) @ w2 with f32 accumulation; h is rounded to x's dtype as the kernels do."""
-    h = _gelu(jnp.dot(x, w1, preferred_element_type=jnp.float32)).astype(x.dtype)
+def _swiglu(gate, up):
+    return gate * jax.nn.sigmoid(gate) * up
+
+
+def mlp_reference(x, w1, w2, out_dtype=None, w3=None):
+    """gelu(x @ w1) @ w2, or (silu(x @ w1) * (x @ w3)) @ w2, with f32 accumulation; h is rounded
+    to x's dtype as the kernels do."""
+    a = jnp.dot(x, w1, preferred_element_type=jnp.float32)
+    if w3 is None:
+        h = _gelu(a)
+    else:
+        h = _swiglu(a, jnp.dot(x, w3, preferred_element_type=jnp.float32))
+    h = h.astype(x.dtype)
     return jnp.dot(h, w2, preferred_element_type=jnp.float32).astype(out_dtype or x.dtype)
 
 
@@ -185,6 +200,48 @@ def _matmul_tile_kernel(layer_ref, a_ref, w_ref, o_ref, *, block_k: int, activat
     o_ref[...] = activation(acc).astype(o_ref.dtype)
 
 
+def _gated_tile_kernel(layer_ref, a_ref, w_ref, w3_ref, o_ref, *, block_k: int, hints: bool):
+    """One tile of SwiGLU's h: ``silu(a @ w1[layer]) * (a @ w3[layer])``, both contractions in
+    one loop (x's tile is loaded once for both)."""
+    block_m, block_n = o_ref.shape
+    layer = layer_ref[0]
+    columns = pl.ds(pl.program_id(1) * block_n, block_n)
+    weights, stream = ("evict_last", "evict_first") if hints else ("", "")
+
+    def step(k, accs):
+        gate, up = accs
+        rows = pl.ds(k * block_k, block_k)
+        a = _load(a_ref.at[:, rows], stream)
+        g = _load(w_ref.at[layer, rows, columns], weights)
+        u = _load(w3_ref.at[layer, rows, columns], weights)
+        gate = gate + jnp.dot(a, g, preferred_element_type=jnp.float32)
+        return gate, up + jnp.dot(a, u, preferred_element_type=jnp.float32)
+
+    zeros = jnp.zeros((block_m, block_n), jnp.float32)
+    gate, up = jax.lax.fori_loop(0, a_ref.shape[1] // block_k, step, (zeros, zeros))
+    o_ref[...] = _swiglu(gate, up).astype(o_ref.dtype)
+
+
+def _gated_up(a, w, w3, layer, *, block_m, block_n, block_k, params, hints):
+    m, n = a.shape[0], w.shape[2]
+    stack = pl.BlockSpec(w.shape, lambda i, j: (0, 0, 0))  # the stacks, whole: no copy
+    return pl.pallas_call(
+        functools.partial(_gated_tile_kernel, block_k=block_k, hints=hints),
+        out_shape=jax.ShapeDtypeStruct((m, n), a.dtype),
+        grid=(m // block_m, n // block_n),
+        in_specs=[
+            pl.BlockSpec((1,), lambda i, j: (0,)),
+            pl.BlockSpec((block_m, a.shape[1]), lambda i, j: (i, 0)),
+            stack,
+            stack,
+        ],
+        out_specs=pl.BlockSpec((block_m, block_n), lambda i, j: (i, j)),
+        interpret=params is None,
+        compiler_params=params,
+        name="mlp_up_gated",
+    )(layer, a, w, w3)
+
+
 def _tiled_matmul(
     a, w, layer, *, block_m, block_n, block_k, activation, out_dtype, params, name, hints
 ):
@@ -208,10 +265,19 @@ def _tiled_matmul(
 
 @functools.partial(jax.jit, static_argnames=("block_sizes", "interpret", "out_dtype", "hints"))
 def _mlp_pallas(
-    x, w1, w2, layer, *, block_sizes: BlockSizes, interpret: bool, out_dtype, hints: bool = True
+    x,
+    w1,
+    w2,
+    layer,
+    w3=None,
+    *,
+    block_sizes: BlockSizes,
+    interpret: bool,
+    out_dtype,
+    hints: bool = True,
 ):
-    """x [m, d]; w1 [n, d, F] and w2 [n, F, d] stacks of which layer ``layer [1]`` is used.
-    ``hints=False`` drops the eviction hints (to measure what they buy)."""
+    """x [m, d]; w1 (and w3) [n, d, F] and w2 [n, F, d] stacks of which layer ``layer [1]`` is
+    used. ``hints=False`` drops the eviction hints (to measure what they buy)."""
     m, d_model = x.shape
     d_ff = w1.shape[2]
     bs = block_sizes
@@ -223,8 +289,8 @@ def _mlp_pallas(
     ):
         if dim % block:
             raise ValueError(f"{name}={dim} must be a multiple of the block {block}")
-    # Pad rows to whole tiles ourselves (zeros: gelu(0) = 0), so no partial block exists and
-    # interpret mode's NaN padding can never reach a contraction.
+    # Pad rows to whole tiles ourselves (zeros: gelu(0) = silu(0) = 0), so no partial block
+    # exists and interpret mode's NaN padding can never reach a contraction.
     m_pad = -(-m // bs.block_m) * bs.block_m
     if m_pad != m:
         x = jnp.pad(x, ((0, m_pad - m), (0, 0)))
@@ -234,16 +300,19 @@ def _mlp_pallas(
 
         params = pltriton.CompilerParams(num_warps=bs.num_warps, num_stages=bs.num_stages)
     common = dict(block_m=bs.block_m, block_k=bs.block_k, params=params, hints=hints)
-    h = _tiled_matmul(
-        x,
-        w1,
-        layer,
-        block_n=bs.block_f,
-        activation=_gelu,
-        out_dtype=x.dtype,
-        name="mlp_up",
-        **common,
-    )
+    if w3 is None:
+        h = _tiled_matmul(
+            x,
+            w1,
+            layer,
+            block_n=bs.block_f,
+            activation=_gelu,
+            out_dtype=x.dtype,
+            name="mlp_up",
+            **common,
+        )
+    else:
+        h = _gated_up(x, w1, w3, layer, block_n=bs.block_f, **common)
     y = _tiled_matmul(
         h,
         w2,
@@ -262,15 +331,16 @@ def mlp(
     w1,
     w2,
     *,
+    w3=None,
     layer=None,
     kernel: KernelChoice = AUTO,
     block_sizes: BlockSizes | None = None,
     out_dtype=None,
 ):
-    """gelu(x @ w1) @ w2 for x ``[..., d_model]``, w1 ``[d_model, d_ff]``, w2 ``[d_ff, d_model]``;
-    or, given ``layer``, w1 ``[n, d_model, d_ff]`` and w2 ``[n, d_ff, d_model]`` stacks of which
-    that layer is used. The kernels read the layer straight from the stack: slicing it out first
-    would copy the layer's weights on every call.
+    """gelu(x @ w1) @ w2, or with ``w3`` SwiGLU's (silu(x @ w1) * (x @ w3)) @ w2, for x
+    ``[..., d_model]``, w1 and w3 ``[d_model, d_ff]``, w2 ``[d_ff, d_model]``; or, given
+    ``layer``, ``[n, ...]`` stacks of which that layer is used. The kernels read the layer
+    straight from the stack: slicing it out first would copy the layer's weights on every call.
 
     ``kernel.mlp``: "pallas" (Triton on GPU, interpret mode on CPU), "xla" (the reference under
     jit) or "auto" (Pallas on GPU for decode-sized inputs, else XLA). A Pallas request that
@@ -282,6 +352,7 @@ def mlp(
     x2 = x.reshape(-1, d_model)
     if layer is None:
         w1, w2, layer = w1[None], w2[None], 0
+        w3 = None if w3 is None else w3[None]
     chosen, interpret = resolve("MLP", kernel.mlp, kernel)
     if chosen == "pallas" and kernel.mlp == "auto" and x2.shape[0] > DECODE_ROWS:
         chosen = "xla"  # prefill: compute-bound GEMMs, XLA's (cuBLAS) job
@@ -294,14 +365,23 @@ def mlp(
                 x.dtype,
                 kernel.sram_bytes,
                 sm_count=kernel.sm_count,
+                gated=w3 is not None,
             )
         except ValueError as e:
             chosen = fallback("MLP", str(e), kernel.strict)
     if chosen == "xla":
-        out = mlp_reference(x2, w1[layer], w2[layer], out_dtype)
+        gate_up = None if w3 is None else w3[layer]
+        out = mlp_reference(x2, w1[layer], w2[layer], out_dtype, gate_up)
     else:
         index = jnp.asarray(layer, jnp.int32).reshape(1)
         out = _mlp_pallas(
-            x2, w1, w2, index, block_sizes=bs, interpret=interpret, out_dtype=jnp.dtype(out_dtype)
+            x2,
+            w1,
+            w2,
+            index,
+            w3,
+            block_sizes=bs,
+            interpret=interpret,
+            out_dtype=jnp.dtype(out_dtype),
         )
     return out.reshape(*lead, d_model)
