@@ -133,7 +133,9 @@ def cmd_compare(args, console: Console) -> int:
             prompts=prompts,
         )
     layerwise = result.plans["layerwise"]
-    weights = f"checkpoint {args.checkpoint}" if args.checkpoint else f"random, seed {args.seed}"
+    from jaxpart.engine import describe_weights
+
+    weights = describe_weights(model, args.seed, args.checkpoint)
     prompts_from = f"task {task.name}" if task else f"random, seed {args.seed}"
     console.print(f"weights: {weights}; prompts: {prompts_from}")
     console.print(report.plan_summary(layerwise))
@@ -220,7 +222,9 @@ def cmd_generate(args, console: Console) -> int:
             f"schedule: {executor.shape.microbatches} microbatches over {plan.n_stages} stages; "
             f"padding (idle share of stage-layer slots): {executor.padding_fraction:.0%}"
         )
-    console.print(f"weights: {args.checkpoint or f'random, seed {args.seed}'}")
+    from jaxpart.engine import describe_weights
+
+    console.print(f"weights: {describe_weights(model, args.seed, args.checkpoint)}")
     shown = min(8 if task else 4, tokens.shape[0])
     accuracy = None
     for i in range(shown):

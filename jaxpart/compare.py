@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from jaxpart.agreement import Agreement, agree
 from jaxpart.bench import Measurement, decode_breakdown, measure_interleaved, measured_on, summarize
 from jaxpart.config import MeshConfig, ModelConfig, format_bytes
-from jaxpart.engine import load_checkpoint, make_executor, random_prompts
+from jaxpart.engine import load_checkpoint, make_executor, model_params, random_prompts
 from jaxpart.kernels.backend import AUTO, KernelChoice
 from jaxpart.memory import EVERYTHING, embedding_params, layer_memory
 from jaxpart.placement import METHODS, PlanChoice
@@ -115,7 +115,6 @@ def run_compare(
     placements are checked against the baseline. ``progress(method, what)`` is called with
     "placed", "compiled" and "timed" as work is done.
     """
-    from jaxpart.model import init_params
 
     hbm = mesh.tiers["hbm"].capacity_bytes
     need = reference_bytes(cfg, batch)
@@ -142,7 +141,7 @@ def run_compare(
         )
         for method in methods
     }
-    params = None if checkpoint else init_params(cfg, seed)
+    params = None if checkpoint else model_params(cfg, seed)
     if prompts is None:
         prompts = random_prompts(cfg, batch, prompt_len, seed)
     placed = {}

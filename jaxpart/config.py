@@ -7,6 +7,7 @@ a path works too.
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import tomllib
 from dataclasses import dataclass
@@ -119,6 +120,8 @@ class ModelConfig:
     tie_embeddings: bool = False  # the LM head is the embedding, transposed
     rope_theta: float = 10_000.0
     norm_eps: float = 1e-6
+    attention_bias: bool = False  # biases on the q, k and v projections (Qwen2)
+    qk_norm: bool = False  # RMSNorm of each query and key head before the rotation (Qwen3)
 
     def __post_init__(self) -> None:
         if self.n_kv_heads is None:
@@ -143,11 +146,11 @@ class ModelConfig:
             raise ConfigError(
                 f"{self.source}: field 'mlp' = {self.mlp!r}: use one of {list(MLP_KINDS)}"
             )
-        if not isinstance(self.tie_embeddings, bool):
-            raise ConfigError(
-                f"{self.source}: field 'tie_embeddings' = {self.tie_embeddings!r}: "
-                "use true or false"
-            )
+        for name in ("tie_embeddings", "attention_bias", "qk_norm"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(
+                    f"{self.source}: field '{name}' = {getattr(self, name)!r}: use true or false"
+                )
         for name in ("rope_theta", "norm_eps"):
             _positive_number(self.source, name, getattr(self, name))
         for name in ("seq_len", "prompt_len", "gen_len"):
@@ -309,6 +312,9 @@ class _Fields:
 
 
 def load_model(name_or_path: str) -> ModelConfig:
+    """A shipped model's name, a TOML file, or a Hugging Face folder (with a config.json)."""
+    if Path(name_or_path).is_dir():
+        return load_hf_model(Path(name_or_path))
     path = resolve(name_or_path, "models")
     data = _read_toml(path)
     src = str(path.name if path.parent.name == "models" else path)
@@ -349,9 +355,95 @@ def load_model(name_or_path: str) -> ModelConfig:
         tie_embeddings=m.take("tie_embeddings", False),
         rope_theta=m.take("rope_theta", 10_000.0),
         norm_eps=m.take("norm_eps", 1e-6),
+        attention_bias=m.take("attention_bias", False),
+        qk_norm=m.take("qk_norm", False),
     )
     m.done()
     return model
+
+
+HF_ARCHITECTURES = {
+    "llama": {},
+    "mistral": {},
+    "qwen2": {"attention_bias": True},
+    "qwen3": {"qk_norm": True},
+}
+HF_DTYPES = {"bfloat16": "bfloat16", "float16": "float16", "float32": "float32"}
+
+
+def load_hf_model(folder: Path) -> ModelConfig:
+    """A Hugging Face folder's config.json (Llama, Mistral, Qwen2, Qwen3; dense) as a model.
+
+    What jaxpart does not implement (rope scaling, a sliding window, MLP biases, experts,
+    partial rotary, another activation) is a one-line error naming the field and its value.
+    The run shape is a serving default: batch 16, the context up to 4096 positions, half of it
+    prompt, up to 128 new tokens.
+    """
+    path = folder / "config.json"
+    if not path.is_file():
+        raise ConfigError(f"--model = '{folder}': a folder, but without config.json")
+    try:
+        hf = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not valid JSON: {e}") from None
+    src = str(path)
+
+    def unsupported(field: str, why: str):
+        raise ConfigError(f"{src}: field '{field}' = {hf.get(field)!r}: {why}")
+
+    kind = hf.get("model_type")
+    if kind not in HF_ARCHITECTURES:
+        unsupported("model_type", f"jaxpart runs {sorted(HF_ARCHITECTURES)} (dense decoders)")
+    for field in ("num_experts", "num_local_experts", "n_routed_experts"):
+        if hf.get(field):
+            unsupported(field, "mixture-of-experts models are not supported")
+    if hf.get("rope_scaling") is not None:
+        unsupported("rope_scaling", "rope scaling is not implemented")
+    if hf.get("hidden_act", "silu") != "silu":
+        unsupported("hidden_act", "only SwiGLU (silu) MLPs are implemented for these models")
+    if hf.get("mlp_bias"):
+        unsupported("mlp_bias", "MLP biases are not implemented")
+    if kind != "qwen2" and hf.get("attention_bias"):
+        unsupported("attention_bias", f"attention biases are implemented for qwen2, not {kind}")
+    if hf.get("use_sliding_window") or (kind == "mistral" and hf.get("sliding_window")):
+        field = "use_sliding_window" if hf.get("use_sliding_window") else "sliding_window"
+        unsupported(field, "sliding-window attention is not implemented")
+    if hf.get("partial_rotary_factor", 1.0) != 1.0:
+        unsupported("partial_rotary_factor", "only full rotary embeddings are implemented")
+    if hf.get("torch_dtype", "bfloat16") not in HF_DTYPES:
+        unsupported("torch_dtype", f"use one of {sorted(HF_DTYPES)}")
+    try:
+        heads, d_model = int(hf["num_attention_heads"]), int(hf["hidden_size"])
+        context = min(int(hf.get("max_position_embeddings", 4096)), 4096)
+        prompt = max(1, context // 2)
+        return ModelConfig(
+            name=folder.name,
+            n_layers=int(hf["num_hidden_layers"]),
+            d_model=d_model,
+            n_heads=heads,
+            n_kv_heads=int(hf.get("num_key_value_heads") or heads),
+            head_dim=int(hf.get("head_dim") or d_model // heads),
+            d_ff=int(hf["intermediate_size"]),
+            vocab=int(hf["vocab_size"]),
+            dtype=HF_DTYPES[hf.get("torch_dtype", "bfloat16")],
+            batch=16,
+            seq_len=context,
+            prompt_len=prompt,
+            gen_len=min(128, context - prompt),
+            buffer_bytes=0,
+            source=src,
+            mlp="swiglu",
+            tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
+            rope_theta=float(hf.get("rope_theta", 10_000.0)),
+            norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
+            **HF_ARCHITECTURES[kind],
+        )
+    except ConfigError:
+        raise
+    except KeyError as e:
+        raise ConfigError(f"{src}: missing field {e.args[0]!r}") from None
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{src}: {e}") from None
 
 
 def _load_link(src: str, table: dict[str, Any], name: str) -> Link:

@@ -3,6 +3,8 @@ single-device reference, the TP x PP baseline or the layer-wise plan, and runs i
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import jax
 import numpy as np
 
@@ -10,6 +12,35 @@ from jaxpart.config import ConfigError, MeshConfig, ModelConfig
 from jaxpart.executors import PipelineExecutor, ReferenceExecutor, RunShape, check_tokens
 from jaxpart.kernels.backend import AUTO, KernelChoice
 from jaxpart.placement import DEFAULT_CHOICE, PlanChoice, default_microbatches, plan_for
+
+
+def hf_weights_folder(cfg: ModelConfig) -> Path | None:
+    """The Hugging Face folder a model was read from, when it holds safetensors weights."""
+    source = Path(cfg.source)
+    if source.name != "config.json":
+        return None
+    folder = source.parent
+    index = folder / "model.safetensors.index.json"
+    return folder if index.is_file() or (folder / "model.safetensors").is_file() else None
+
+
+def model_params(cfg: ModelConfig, seed: int) -> dict:
+    """The model's weights: its Hugging Face folder's, else random from ``seed``."""
+    from jaxpart.model import init_params
+
+    folder = hf_weights_folder(cfg)
+    if folder is None:
+        return init_params(cfg, seed)
+    from jaxpart.weights import load_hf_params
+
+    return load_hf_params(folder, cfg, jax.eval_shape(lambda: init_params(cfg, 0)))
+
+
+def describe_weights(cfg: ModelConfig, seed: int, checkpoint: str | None = None) -> str:
+    if checkpoint:
+        return f"checkpoint {checkpoint}"
+    folder = hf_weights_folder(cfg)
+    return f"{folder} (safetensors)" if folder else f"random, seed {seed}"
 
 
 def random_prompts(cfg: ModelConfig, batch: int, prompt_len: int, seed: int) -> np.ndarray:
@@ -80,10 +111,9 @@ def generate(
 ):
     """Generate with ``method``; returns (tokens [B, gen_len], first-step logits, executor).
 
-    Weights: ``params``, else those saved in ``checkpoint``, else random from ``seed``.
+    Weights: ``params``, else those saved in ``checkpoint``, else the model's Hugging Face
+    folder's, else random from ``seed``.
     """
-    from jaxpart.model import init_params
-
     batch = batch or cfg.batch
     if prompts is not None:
         prompts = np.asarray(prompts, np.int32)
@@ -108,7 +138,7 @@ def generate(
     if params is None and checkpoint:
         placed = load_checkpoint(executor, checkpoint)
     else:
-        placed = executor.place(init_params(cfg, seed) if params is None else params)
+        placed = executor.place(model_params(cfg, seed) if params is None else params)
     tokens, logits = executor.generate(placed, prompts)
     return tokens, logits, executor
 

@@ -95,11 +95,19 @@ def attention(
     if t > 1 and not (isinstance(pos, int) and pos == 0):
         raise ValueError(f"a prompt of {t} tokens must start at position 0, not {pos}")
     positions = pos + jnp.arange(t)
-    theta = arch.rope_theta
-    q = rope(_dot("btd,dhk->bthk", x, p["wq"]).astype(dtype), positions, theta=theta)
+    q = _dot("btd,dhk->bthk", x, p["wq"])
     # New keys and values are made in the cache's layout, [H, b, T, K].
-    k = rope(_dot("btd,dhk->hbtk", x, p["wk"]).astype(dtype), positions, 2, theta)
-    v = _dot("btd,dhk->hbtk", x, p["wv"]).astype(dtype)
+    k = _dot("btd,dhk->hbtk", x, p["wk"])
+    v = _dot("btd,dhk->hbtk", x, p["wv"])
+    if "bq" in p:  # attention biases (Qwen2)
+        q = q + p["bq"].astype(jnp.float32)
+        k = k + p["bk"].astype(jnp.float32)[:, None, None, :]
+        v = v + p["bv"].astype(jnp.float32)[:, None, None, :]
+    q, k, v = (a.astype(dtype) for a in (q, k, v))
+    if "q_norm" in p:  # each head normalised before the rotation (Qwen3)
+        q, k = rms_norm(q, p["q_norm"], arch.norm_eps), rms_norm(k, p["k_norm"], arch.norm_eps)
+    q = rope(q, positions, theta=arch.rope_theta)
+    k = rope(k, positions, 2, arch.rope_theta)
     if t == 1:
         o, k_cache, v_cache = decode_attention(
             q[:, 0], k[:, :, 0], v[:, :, 0], k_cache, v_cache, layer, row, pos, kernel=kernel

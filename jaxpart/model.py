@@ -29,6 +29,11 @@ LOGICAL_AXES = {
         "wv": ("layers", "embed", "kv_heads", "head_dim"),
         "wo": ("layers", "heads", "head_dim", "embed"),
         "ln2": ("layers", "embed"),
+        "bq": ("layers", "heads", "head_dim"),  # attention_bias only
+        "bk": ("layers", "kv_heads", "head_dim"),
+        "bv": ("layers", "kv_heads", "head_dim"),
+        "q_norm": ("layers", "head_dim"),  # qk_norm only
+        "k_norm": ("layers", "head_dim"),
         "w1": ("layers", "embed", "mlp"),  # GELU: up; SwiGLU: gate
         "w3": ("layers", "embed", "mlp"),  # SwiGLU only: up
         "w2": ("layers", "mlp", "embed"),
@@ -57,6 +62,13 @@ class LayerStack(nnx.Module):
         self.wk = _param(rngs, (L, d, hkv, k), ax["wk"], dtype, d**-0.5)
         self.wv = _param(rngs, (L, d, hkv, k), ax["wv"], dtype, d**-0.5)
         self.wo = _param(rngs, (L, h, k, d), ax["wo"], dtype, (h * k) ** -0.5)
+        if cfg.attention_bias:
+            self.bq = _param(rngs, (L, h, k), ax["bq"], dtype, 0.1)
+            self.bk = _param(rngs, (L, hkv, k), ax["bk"], dtype, 0.1)
+            self.bv = _param(rngs, (L, hkv, k), ax["bv"], dtype, 0.1)
+        if cfg.qk_norm:
+            self.q_norm = _param(rngs, (L, k), ax["q_norm"], dtype, None)
+            self.k_norm = _param(rngs, (L, k), ax["k_norm"], dtype, None)
         self.ln2 = _param(rngs, (L, d), ax["ln2"], dtype, None)
         self.w1 = _param(rngs, (L, d, f), ax["w1"], dtype, d**-0.5)
         if cfg.mlp == "swiglu":

@@ -39,7 +39,8 @@ from jaxpart.sharding import (
     to_host,
 )
 
-KV_WEIGHTS = ("wk", "wv")  # [L, d, H_kv, K]: copied per rank when split past their heads
+# Leaves with a K/V-head axis (and which axis): copied per rank when split past their heads.
+KV_WEIGHTS = {"wk": 2, "wv": 2, "bk": 1, "bv": 1}
 
 
 def _pack(y: jax.Array, control: jax.Array) -> jax.Array:
@@ -100,14 +101,14 @@ class PipelineExecutor(Executor):
             if layered:
                 x = x[self.rows]
             if kv and self.kv_copies > 1:
-                x = np.repeat(x, self.kv_copies, axis=2)
+                x = np.repeat(x, self.kv_copies, axis=kv)
             return put_global(x, NamedSharding(self.mesh, spec))
 
         placed = {
             k: put(v, self._param_specs[k], False) for k, v in params.items() if k != "layers"
         }
         placed["layers"] = {
-            k: put(v, self._param_specs["layers"][k], True, k in KV_WEIGHTS)
+            k: put(v, self._param_specs["layers"][k], True, KV_WEIGHTS.get(k, 0))
             for k, v in params["layers"].items()
         }
         placed["sizes"] = self.place_sizes()
@@ -359,10 +360,10 @@ class PipelineExecutor(Executor):
         with these allocates nothing, so a full-size model can be checked on a small machine."""
         from jaxpart.model import init_params
 
-        def spec_struct(x, spec, rows=None, kv=False):
+        def spec_struct(x, spec, rows=None, kv=0):
             shape = list(x.shape if rows is None else (rows, *x.shape[1:]))
             if kv:
-                shape[2] *= self.kv_copies
+                shape[kv] *= self.kv_copies
             return jax.ShapeDtypeStruct(
                 tuple(shape),
                 self.dtype if x.dtype != jnp.int32 else x.dtype,
@@ -374,7 +375,7 @@ class PipelineExecutor(Executor):
             k: spec_struct(v, self._param_specs[k]) for k, v in canonical.items() if k != "layers"
         }
         params["layers"] = {
-            k: spec_struct(v, self._param_specs["layers"][k], len(self.rows), k in KV_WEIGHTS)
+            k: spec_struct(v, self._param_specs["layers"][k], len(self.rows), KV_WEIGHTS.get(k, 0))
             for k, v in canonical["layers"].items()
         }
         params["sizes"] = spec_struct(jax.ShapeDtypeStruct(self.sizes.shape, jnp.int32), P("stage"))
@@ -409,7 +410,9 @@ class PipelineExecutor(Executor):
         layers = {}
         for k, v in params["layers"].items():
             v = to_host(v)[first_row]
-            layers[k] = v[:, :, :: self.kv_copies] if k in KV_WEIGHTS else v
+            if k in KV_WEIGHTS:
+                v = np.take(v, np.arange(0, v.shape[KV_WEIGHTS[k]], self.kv_copies), KV_WEIGHTS[k])
+            layers[k] = v
         params["layers"] = layers
         return params
 

@@ -1,0 +1,123 @@
+"""Hugging Face folders: config.json into a model, safetensors into the canonical layout, and
+the same logits and tokens as transformers' LlamaForCausalLM (golden file from
+scripts/hf_golden.py) through the reference, TP8xPP2 and layer-wise."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jaxpart.cli import main
+from jaxpart.config import ConfigError, load_mesh, load_model
+from jaxpart.engine import generate
+
+ROOT = Path(__file__).resolve().parent.parent
+spec = importlib.util.spec_from_file_location("tiny", ROOT / "tests" / "tiny_checkpoints.py")
+tiny = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(tiny)
+GOLDEN = json.loads((ROOT / "tests" / "golden" / "hf_tiny.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hf")
+    return {name: tiny.write_checkpoint(root / name, name) for name in tiny.VARIANTS}
+
+
+def test_config_json_becomes_a_model(folders):
+    cfg = load_model(str(folders["llama-tiny-untied"]))
+    assert (cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim) == (
+        16,
+        128,
+        8,
+        2,
+        16,
+    )
+    assert (cfg.mlp, cfg.tie_embeddings, cfg.norm_eps, cfg.dtype) == (
+        "swiglu",
+        False,
+        1e-5,
+        "float32",
+    )
+    assert load_model(str(folders["llama-tiny-tied"])).tie_embeddings is True
+    assert load_model(str(folders["qwen2-tiny"])).attention_bias is True
+    assert load_model(str(folders["qwen3-tiny"])).qk_norm is True
+
+
+@pytest.mark.parametrize("variant", sorted(tiny.VARIANTS))
+@pytest.mark.parametrize("method", ["reference", "baseline", "layerwise"])
+def test_logits_and_tokens_equal_transformers(folders, variant, method):
+    cfg = load_model(str(folders[variant]))
+    golden = GOLDEN["variants"][variant]
+    tokens, logits, _ = generate(
+        method,
+        cfg,
+        load_mesh("cpu16"),
+        prompts=np.array(GOLDEN["prompts"]),
+        gen_len=GOLDEN["gen_len"],
+    )
+    np.testing.assert_allclose(logits, np.array(golden["first_logits"]), rtol=0, atol=1e-4)
+    np.testing.assert_array_equal(tokens, np.array(golden["tokens"]))
+
+
+@pytest.mark.parametrize(
+    "change, fragment",
+    [
+        ({"rope_scaling": {"rope_type": "llama3", "factor": 8.0}}, "field 'rope_scaling'"),
+        ({"model_type": "mixtral"}, "field 'model_type' = 'mixtral'"),
+        ({"num_local_experts": 8}, "field 'num_local_experts' = 8"),
+        ({"hidden_act": "gelu"}, "field 'hidden_act' = 'gelu'"),
+        ({"attention_bias": True}, "field 'attention_bias' = True"),
+        ({"mlp_bias": True}, "field 'mlp_bias' = True"),
+        ({"model_type": "mistral", "sliding_window": 4096}, "field 'sliding_window' = 4096"),
+        ({"partial_rotary_factor": 0.5}, "field 'partial_rotary_factor' = 0.5"),
+        ({"num_key_value_heads": 3}, "field 'n_kv_heads' = 3"),
+    ],
+)
+def test_an_unsupported_feature_is_one_line_naming_it(tmp_path, capsys, change, fragment):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({**tiny.config(False), **change}))
+    assert main(["plan", "--model", str(folder), "--mesh", "cpu16"]) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_a_folder_without_weights_plans_but_says_so_when_run(tmp_path, capsys):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(tiny.config(False)))
+    assert main(["plan", "--model", str(folder), "--mesh", "cpu16"]) == 0
+    with pytest.raises(ConfigError, match="without config.json"):
+        load_model(str(tmp_path))
+
+
+def test_a_sharded_checkpoint_with_an_index_loads_the_same_weights(folders, tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    from jaxpart.engine import model_params
+
+    source = folders["llama-tiny-untied"]
+    tensors = load_file(str(source / "model.safetensors"))
+    names = sorted(tensors)
+    sharded = tmp_path / "sharded"
+    sharded.mkdir()
+    (sharded / "config.json").write_text((source / "config.json").read_text())
+    weight_map = {}
+    for part, chunk in enumerate((names[: len(names) // 2], names[len(names) // 2 :])):
+        file = f"model-0000{part + 1}-of-00002.safetensors"
+        save_file({n: tensors[n] for n in chunk}, str(sharded / file))
+        weight_map.update({n: file for n in chunk})
+    index = {"metadata": {}, "weight_map": weight_map}
+    (sharded / "model.safetensors.index.json").write_text(json.dumps(index))
+    whole = model_params(load_model(str(source)), 0)
+    parts = model_params(load_model(str(sharded)), 0)
+    for key in ("embed", "head", "final_norm"):
+        np.testing.assert_array_equal(parts[key], whole[key])
+    for key, value in whole["layers"].items():
+        np.testing.assert_array_equal(parts["layers"][key], value)
+    # q_proj [H*K, d] became wq [d, H, K]: layer 3's head 5 is rows 80..96 of the HF tensor.
+    q = tensors["model.layers.3.self_attn.q_proj.weight"]
+    np.testing.assert_array_equal(whole["layers"]["wq"][3][:, 5, :], q[80:96].T)

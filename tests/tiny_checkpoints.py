@@ -1,0 +1,109 @@
+"""Tiny random Hugging Face checkpoints, written the same way every time from a seed:
+config.json, model.safetensors and a tokenizer.json. The Llama architecture (GQA: 4 query heads
+per K/V head, SwiGLU) tied and untied, Mistral, Qwen2 (q/k/v biases) and Qwen3 (per-head q/k
+norms). scripts/hf_golden.py runs them through Hugging Face transformers for the golden file;
+the tests run them through jaxpart."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+# name -> (model_type, architecture class, tied head)
+VARIANTS = {
+    "llama-tiny-untied": ("llama", "LlamaForCausalLM", False),
+    "llama-tiny-tied": ("llama", "LlamaForCausalLM", True),
+    "mistral-tiny": ("mistral", "MistralForCausalLM", False),
+    "qwen2-tiny": ("qwen2", "Qwen2ForCausalLM", True),
+    "qwen3-tiny": ("qwen3", "Qwen3ForCausalLM", False),
+}
+PROMPTS = [[1, 5, 9, 2, 33, 17, 8, 41], [7, 7, 3, 60, 12, 5, 29, 50]]
+GEN_LEN = 6
+WORDS = ["<unk>", "<s>", "</s>"] + [f"w{i}" for i in range(61)]
+
+
+def config(tied: bool, model_type: str = "llama", architecture: str = "LlamaForCausalLM") -> dict:
+    extra = {
+        "llama": {"attention_bias": False, "mlp_bias": False},
+        "mistral": {"sliding_window": None},
+        "qwen2": {"use_sliding_window": False, "sliding_window": None},
+        "qwen3": {"attention_bias": False, "use_sliding_window": False, "sliding_window": None},
+    }[model_type]
+    return {
+        **extra,
+        "architectures": [architecture],
+        "model_type": model_type,
+        "hidden_size": 128,
+        "intermediate_size": 96,
+        "num_hidden_layers": 16,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 2,
+        "head_dim": 16,
+        "vocab_size": 64,
+        "max_position_embeddings": 64,
+        "rope_theta": 10000.0,
+        "rms_norm_eps": 1e-5,
+        "hidden_act": "silu",
+        "tie_word_embeddings": tied,
+        "rope_scaling": None,
+        "torch_dtype": "float32",
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+    }
+
+
+def tensors(cfg: dict, seed: int) -> dict[str, np.ndarray]:
+    """Every tensor of the checkpoint, in Hugging Face's names and [out, in] layout."""
+    rng = np.random.default_rng(seed)
+    d, f, v = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
+    q = cfg["num_attention_heads"] * cfg["head_dim"]
+    kv = cfg["num_key_value_heads"] * cfg["head_dim"]
+
+    def normal(*shape, scale):
+        return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+    out = {"model.embed_tokens.weight": normal(v, d, scale=1.0)}
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        out[p + "input_layernorm.weight"] = 1 + normal(d, scale=0.1)
+        out[p + "post_attention_layernorm.weight"] = 1 + normal(d, scale=0.1)
+        out[p + "self_attn.q_proj.weight"] = normal(q, d, scale=d**-0.5)
+        out[p + "self_attn.k_proj.weight"] = normal(kv, d, scale=d**-0.5)
+        out[p + "self_attn.v_proj.weight"] = normal(kv, d, scale=d**-0.5)
+        out[p + "self_attn.o_proj.weight"] = normal(d, q, scale=q**-0.5)
+        if cfg["model_type"] == "qwen2":
+            out[p + "self_attn.q_proj.bias"] = normal(q, scale=0.1)
+            out[p + "self_attn.k_proj.bias"] = normal(kv, scale=0.1)
+            out[p + "self_attn.v_proj.bias"] = normal(kv, scale=0.1)
+        if cfg["model_type"] == "qwen3":
+            out[p + "self_attn.q_norm.weight"] = 1 + normal(cfg["head_dim"], scale=0.1)
+            out[p + "self_attn.k_norm.weight"] = 1 + normal(cfg["head_dim"], scale=0.1)
+        out[p + "mlp.gate_proj.weight"] = normal(f, d, scale=d**-0.5)
+        out[p + "mlp.up_proj.weight"] = normal(f, d, scale=d**-0.5)
+        out[p + "mlp.down_proj.weight"] = normal(d, f, scale=f**-0.5)
+    out["model.norm.weight"] = 1 + normal(d, scale=0.1)
+    if not cfg["tie_word_embeddings"]:
+        out["lm_head.weight"] = normal(v, d, scale=d**-0.5)
+    return out
+
+
+def write_tokenizer(path: Path) -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    tokenizer = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer.save(str(path))
+
+
+def write_checkpoint(folder: Path, variant: str, seed: int = 0) -> Path:
+    from safetensors.numpy import save_file
+
+    model_type, architecture, tied = VARIANTS[variant]
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg = config(tied, model_type, architecture)
+    (folder / "config.json").write_text(json.dumps(cfg, indent=2))
+    save_file(tensors(cfg, seed), str(folder / "model.safetensors"))
+    write_tokenizer(folder / "tokenizer.json")
+    return folder
