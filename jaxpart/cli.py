@@ -122,6 +122,14 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
         help="seconds to wait for the other processes",
     )
     p.add_argument(
+        "--text",
+        action="append",
+        default=None,
+        help="a prompt as text (repeat for more sequences); needs a model folder with a "
+        "tokenizer.json",
+    )
+    p.add_argument("--prompts", default=None, help="a file of text prompts, one a line")
+    p.add_argument(
         "--task",
         choices=TASKS,
         default=None,

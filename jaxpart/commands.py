@@ -94,9 +94,13 @@ def cmd_compare(args, console: Console) -> int:
         require_matplotlib()
     model, mesh, choice, kernel = _run_setup(args, console)
     task, prompts, _ = _task_prompts(args, model)
+    tokenizer, text_ids = _text_prompts(args, model)
+    if tokenizer is not None:
+        prompts = text_ids
+    given = task is not None or tokenizer is not None
     gen_len = task.answer_len if task else (args.gen_len or model.gen_len)
-    batch = prompts.shape[0] if task else (args.batch or model.batch)
-    prompt_len = task.prompt_len if task else (args.prompt_len or model.prompt_len)
+    batch = prompts.shape[0] if given else (args.batch or model.batch)
+    prompt_len = prompts.shape[1] if given else (args.prompt_len or model.prompt_len)
     if gen_len < 2:
         raise ConfigError(f"--gen-len = {gen_len}: compare needs >= 2 new tokens to time decoding")
     columns = (
@@ -137,6 +141,8 @@ def cmd_compare(args, console: Console) -> int:
 
     weights = describe_weights(model, args.seed, args.checkpoint)
     prompts_from = f"task {task.name}" if task else f"random, seed {args.seed}"
+    if tokenizer is not None:
+        prompts_from = f"{len(prompts)} text prompt(s)"
     console.print(f"weights: {weights}; prompts: {prompts_from}")
     console.print(report.plan_summary(layerwise))
     console.print(report.plan_table(layerwise, mesh))
@@ -176,6 +182,24 @@ def cmd_compare(args, console: Console) -> int:
     return 0 if result.all_agree else 1
 
 
+def _text_prompts(args, model):
+    """(tokenizer, prompt ids) for --text / --prompts, else (None, None)."""
+    texts = list(args.text or [])
+    if args.prompts:
+        from jaxpart.text import read_prompts
+
+        texts += read_prompts(args.prompts)
+    if not texts:
+        return None, None
+    for flag in ("prompt", "task"):
+        if getattr(args, flag, None):
+            raise ConfigError(f"--text/--prompts and --{flag}: give one of them")
+    from jaxpart.text import encode, tokenizer_for
+
+    tokenizer = tokenizer_for(model)
+    return tokenizer, encode(tokenizer, texts, model.vocab)
+
+
 def _task_prompts(args, model):
     """(task, prompts, answers) for --task, else Nones; the prompts come from --seed."""
     if not args.task:
@@ -197,6 +221,9 @@ def cmd_generate(args, console: Console) -> int:
     from jaxpart.engine import generate
 
     task, prompts, answers = _task_prompts(args, model)
+    tokenizer, text_ids = _text_prompts(args, model)
+    if tokenizer is not None:
+        prompts = text_ids
     with console.status(f"compiling and running {args.method} on {mesh.name}..."):
         tokens, _, executor = generate(
             args.method,
@@ -207,7 +234,7 @@ def cmd_generate(args, console: Console) -> int:
             gen_len=task.answer_len if task else args.gen_len,
             microbatches=args.microbatches,
             seed=args.seed,
-            prompts=prompts if task else args.prompt,
+            prompts=prompts if task or tokenizer else args.prompt,
             choice=choice,
             kernel=kernel,
             checkpoint=args.checkpoint,
@@ -225,7 +252,7 @@ def cmd_generate(args, console: Console) -> int:
     from jaxpart.engine import describe_weights
 
     console.print(f"weights: {describe_weights(model, args.seed, args.checkpoint)}")
-    shown = min(8 if task else 4, tokens.shape[0])
+    shown = min(8 if task or tokenizer else 4, tokens.shape[0])
     accuracy = None
     for i in range(shown):
         if task:
@@ -233,6 +260,12 @@ def cmd_generate(args, console: Console) -> int:
             console.print(
                 f"  {task.render(prompts[i])} {task.render(tokens[i])}"
                 f"  {'ok' if ok else 'WRONG, expected ' + task.render(answers[i])}"
+            )
+        elif tokenizer is not None:
+            from jaxpart.text import decode
+
+            console.print(
+                f"  {decode(tokenizer, prompts[i])!r} -> {decode(tokenizer, tokens[i])!r}"
             )
         else:
             console.print(f"  sequence {i}: {' '.join(map(str, tokens[i].tolist()))}")
@@ -255,6 +288,10 @@ def cmd_generate(args, console: Console) -> int:
         }
         if task:
             doc["task_accuracy"] = accuracy
+        if tokenizer is not None:
+            from jaxpart.text import decode
+
+            doc["text"] = [decode(tokenizer, row) for row in tokens]
         write_text_atomically(args.json, json.dumps(doc))
         console.print(f"written to {args.json}")
     return 0

@@ -121,3 +121,39 @@ def test_a_sharded_checkpoint_with_an_index_loads_the_same_weights(folders, tmp_
     # q_proj [H*K, d] became wq [d, H, K]: layer 3's head 5 is rows 80..96 of the HF tensor.
     q = tensors["model.layers.3.self_attn.q_proj.weight"]
     np.testing.assert_array_equal(whole["layers"]["wq"][3][:, 5, :], q[80:96].T)
+
+
+def test_text_round_trips_through_the_tokenizer(folders, tmp_path, capsys):
+    from jaxpart.text import decode, encode, tokenizer_for
+
+    cfg = load_model(str(folders["llama-tiny-untied"]))
+    tokenizer = tokenizer_for(cfg)
+    ids = encode(tokenizer, ["w1 w2 w3", "w7 w8 w9"], cfg.vocab)
+    np.testing.assert_array_equal(ids, [[4, 5, 6], [10, 11, 12]])
+    assert decode(tokenizer, ids[1]) == "w7 w8 w9"
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("w1 w2 w3\n\nw7 w8 w9\n")
+    out_json = tmp_path / "g.json"
+    args = ["generate", "--model", str(folders["llama-tiny-untied"]), "--mesh", "cpu16"]
+    code = main([*args, "--prompts", str(prompts), "--gen-len", "3", "--json", str(out_json)])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    doc = json.loads(out_json.read_text())
+    assert doc["text"] == [decode(tokenizer, row) for row in doc["tokens"]]
+    assert f"'w7 w8 w9' -> {doc['text'][1]!r}" in out
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--model", "dense16-tiny", "--text", "hello"], "has no tokenizer.json"),
+        (["--text", "w1 w2", "--text", "w3"], "the prompts are [1, 2] tokens long"),
+        (["--text", "w1", "--prompt", "1,2"], "--text/--prompts and --prompt: give one of them"),
+        (["--prompts", "/nonexistent/p.txt"], "--prompts = '/nonexistent/p.txt': cannot read"),
+    ],
+)
+def test_bad_text_input(folders, capsys, args, fragment):
+    model = ["--model", str(folders["llama-tiny-untied"])] if "--model" not in args else []
+    assert main(["generate", *model, "--mesh", "cpu16", *args]) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and err.count("\n") == 1
