@@ -252,6 +252,14 @@ def cmd_generate(args, console: Console) -> int:
     from jaxpart.engine import describe_weights
 
     console.print(f"weights: {describe_weights(model, args.seed, args.checkpoint)}")
+    read, checkpoint_bytes = _weights_read(executor, model)
+    if read is not None:
+        from jaxpart.config import format_bytes
+
+        console.print(
+            f"read from the checkpoint, per process: "
+            f"{', '.join(format_bytes(b) for b in read)} of {format_bytes(checkpoint_bytes)}"
+        )
     shown = min(8 if task or tokenizer else 4, tokens.shape[0])
     accuracy = None
     for i in range(shown):
@@ -292,9 +300,28 @@ def cmd_generate(args, console: Console) -> int:
             from jaxpart.text import decode
 
             doc["text"] = [decode(tokenizer, row) for row in tokens]
+        if read is not None:
+            doc["weights_read_bytes_per_process"] = read
+            doc["checkpoint_bytes"] = checkpoint_bytes
         write_text_atomically(args.json, json.dumps(doc))
         console.print(f"written to {args.json}")
     return 0
+
+
+def _weights_read(executor, model) -> tuple[list[int] | None, int | None]:
+    """Bytes of the Hugging Face checkpoint each process read to place its weights."""
+    if executor.weights_read_bytes is None:
+        return None, None
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    from jaxpart.engine import hf_weights_folder
+    from jaxpart.weights import Checkpoint
+
+    mine = np.array([executor.weights_read_bytes // 1024, executor.weights_read_bytes % 1024])
+    every = np.asarray(multihost_utils.process_allgather(mine.astype(np.int32))).reshape(-1, 2)
+    read = [int(kib) * 1024 + int(rest) for kib, rest in every]
+    return read, Checkpoint(hf_weights_folder(model)).total_bytes()
 
 
 def kernel_choice(args, mesh):

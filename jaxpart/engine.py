@@ -25,15 +25,24 @@ def hf_weights_folder(cfg: ModelConfig) -> Path | None:
 
 
 def model_params(cfg: ModelConfig, seed: int) -> dict:
-    """The model's weights: its Hugging Face folder's, else random from ``seed``."""
+    """The model's weights: its Hugging Face folder's (read lazily, a block at a time, as they
+    are placed), else random from ``seed``."""
     from jaxpart.model import init_params
 
     folder = hf_weights_folder(cfg)
     if folder is None:
         return init_params(cfg, seed)
-    from jaxpart.weights import load_hf_params
+    from jaxpart.weights import lazy_hf_params
 
-    return load_hf_params(folder, cfg, jax.eval_shape(lambda: init_params(cfg, 0)))
+    params, _ = lazy_hf_params(folder, cfg, jax.eval_shape(lambda: init_params(cfg, 0)))
+    return params
+
+
+def weights_read_bytes(params: dict) -> int | None:
+    """Bytes this process has read from a Hugging Face checkpoint (None: not one)."""
+    leaf = params.get("embed")
+    ckpt = getattr(leaf, "ckpt", None)
+    return None if ckpt is None else ckpt.bytes_read
 
 
 def describe_weights(cfg: ModelConfig, seed: int, checkpoint: str | None = None) -> str:
@@ -138,7 +147,9 @@ def generate(
     if params is None and checkpoint:
         placed = load_checkpoint(executor, checkpoint)
     else:
-        placed = executor.place(model_params(cfg, seed) if params is None else params)
+        params = model_params(cfg, seed) if params is None else params
+        placed = executor.place(params)
+        executor.weights_read_bytes = weights_read_bytes(params)
     tokens, logits = executor.generate(placed, prompts)
     return tokens, logits, executor
 

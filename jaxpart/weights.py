@@ -58,51 +58,148 @@ class Checkpoint:
             weight_map = {key: "model.safetensors" for key in only.keys()}
         self.weight_map = weight_map
         self.folder = folder
+        self.bytes_read = 0
 
-    def get(self, name: str) -> np.ndarray:
+    def _file(self, name: str):
         if name not in self.weight_map:
             raise ConfigError(f"--model = '{self.folder}': the checkpoint has no tensor {name!r}")
-        return self._open[self.weight_map[name]].get_tensor(name)
+        return self._open[self.weight_map[name]]
+
+    def shape(self, name: str) -> list[int]:
+        return self._file(name).get_slice(name).get_shape()
+
+    def total_bytes(self) -> int:
+        """Every tensor's bytes: the whole checkpoint."""
+        sizes = {"F64": 8, "F32": 4, "BF16": 2, "F16": 2, "F8_E4M3": 1, "F8_E5M2": 1}
+        total = 0
+        for name in self.weight_map:
+            part = self._file(name).get_slice(name)
+            total += int(np.prod(part.get_shape())) * sizes.get(part.get_dtype(), 4)
+        return total
+
+    def read(self, name: str, index: tuple) -> np.ndarray:
+        """Only ``index`` (slices) of tensor ``name``, through safetensors' lazy slicing."""
+        block = np.asarray(self._file(name).get_slice(name)[index])
+        self.bytes_read += block.nbytes
+        return block
 
 
-def _convert(x: np.ndarray, how: str, cfg: ModelConfig) -> np.ndarray:
-    k = cfg.head_dim
+def _read_block(ckpt: Checkpoint, name: str, how: str, ranges: list[range], k: int):
+    """The canonical block ``ranges`` (one contiguous range an axis) of a leaf stored in
+    Hugging Face's layout as tensor ``name``: only that block is read from disk."""
+
+    def sl(r: range) -> slice:
+        return slice(r.start, r.stop)
+
     if how == "copy":
-        return x
+        return ckpt.read(name, tuple(sl(r) for r in ranges))
+    if how == "transpose":  # canonical [in, out] <- [out, in]
+        return ckpt.read(name, (sl(ranges[1]), sl(ranges[0]))).T
+    if how in ("heads", "kv_heads"):  # canonical [H, K] <- [H*K]
+        h = ranges[0]
+        block = ckpt.read(name, (slice(h.start * k, h.stop * k),)).reshape(len(h), k)
+        return block[:, sl(ranges[1])]
+    if how in ("heads_in", "kv_heads_in"):  # canonical [d, H, K] <- [H*K, d]
+        d, h = ranges[0], ranges[1]
+        block = ckpt.read(name, (slice(h.start * k, h.stop * k), sl(d)))
+        return block.T.reshape(len(d), len(h), k)[:, :, sl(ranges[2])]
+    # heads_out: canonical [H, K, d] <- [d, H*K]
+    h, d = ranges[0], ranges[2]
+    block = ckpt.read(name, (sl(d), slice(h.start * k, h.stop * k)))
+    return block.T.reshape(len(h), k, len(d))[:, sl(ranges[1]), :]
+
+
+def _hf_shape(how: str, canonical: tuple) -> tuple:
+    """The shape Hugging Face stores a canonical (per-layer) leaf in."""
     if how == "transpose":
-        return x.T
-    if how in ("heads_in", "kv_heads_in"):  # [H*K, d] -> [d, H, K]
-        return x.T.reshape(x.shape[1], -1, k)
-    if how == "heads_out":  # [d, H*K] -> [H, K, d]
-        return x.T.reshape(-1, k, x.shape[0])
-    return x.reshape(-1, k)  # a bias: [H*K] -> [H, K]
+        return tuple(reversed(canonical))
+    if how in ("heads", "kv_heads"):
+        return (canonical[0] * canonical[1],)
+    if how in ("heads_in", "kv_heads_in"):  # [d, H, K] <- [H*K, d]
+        return (canonical[1] * canonical[2], canonical[0])
+    if how == "heads_out":  # [H, K, d] <- [d, H*K]
+        return (canonical[2], canonical[0] * canonical[1])
+    return tuple(canonical)
+
+
+class LazyLeaf:
+    """A canonical leaf that is read from the checkpoint a block at a time, when asked: under
+    ``jax.distributed`` each process reads only the blocks of its own devices."""
+
+    def __init__(self, ckpt, shape, dtype, names, how, head_dim):
+        self.ckpt, self.shape, self.dtype = ckpt, tuple(shape), np.dtype(dtype)
+        self.names, self.how, self.head_dim = names, how, head_dim  # names: one a layer, or one
+        self._blocks: dict = {}  # while placing: devices that hold the same block read it once
+
+    def forget(self) -> None:
+        self._blocks.clear()
+
+    def read(self, ids: list) -> np.ndarray:
+        """The block at ``ids``: per axis, the canonical indices wanted (any order, repeats
+        allowed: a stage's padding rows, copied K/V heads)."""
+        ids = [np.asarray(i, int) for i in ids]
+        key = tuple(i.tobytes() for i in ids)
+        if key not in self._blocks:
+            self._blocks[key] = self._read(ids)
+        return self._blocks[key]
+
+    def _read(self, ids: list[np.ndarray]) -> np.ndarray:
+        spans = [range(int(i.min()), int(i.max()) + 1) for i in ids]
+        if len(self.names) > 1:  # stacked layers: one tensor a layer
+            layers = [
+                _read_block(self.ckpt, self.names[layer], self.how, spans[1:], self.head_dim)
+                for layer in spans[0]
+            ]
+            block = np.stack(layers)
+        else:
+            block = _read_block(self.ckpt, self.names[0], self.how, spans, self.head_dim)
+        for axis, (i, span) in enumerate(zip(ids, spans, strict=True)):
+            block = np.take(block, i - span.start, axis=axis)
+        return block
+
+
+def lazy_hf_params(folder: str | Path, cfg: ModelConfig, leaves: dict) -> tuple[dict, Checkpoint]:
+    """The checkpoint as a tree of ``LazyLeaf`` shaped like ``leaves`` (nothing read yet), and
+    the checkpoint, whose ``bytes_read`` counts what has been read."""
+    ckpt = Checkpoint(Path(folder))
+    k = cfg.head_dim
+
+    def leaf(like, names, how):
+        per_tensor = like.shape[1:] if len(names) > 1 else like.shape
+        expected = _hf_shape(how, per_tensor)
+        for name in names:
+            found = tuple(ckpt.shape(name))
+            if found != expected:
+                raise ConfigError(
+                    f"--model = '{folder}': tensor {name} has shape {list(found)} where "
+                    f"config.json implies {list(expected)}"
+                )
+        return LazyLeaf(ckpt, like.shape, like.dtype, names, how, k)
+
+    tree = {
+        "embed": leaf(leaves["embed"], ["model.embed_tokens.weight"], "copy"),
+        "final_norm": leaf(leaves["final_norm"], ["model.norm.weight"], "copy"),
+    }
+    if "head" in leaves:
+        tree["head"] = leaf(leaves["head"], ["lm_head.weight"], "transpose")
+    tree["layers"] = {}
+    for name, like in leaves["layers"].items():
+        hf_name, how = LAYER_TENSORS[name]
+        names = [f"model.layers.{i}.{hf_name}" for i in range(cfg.n_layers)]
+        tree["layers"][name] = leaf(like, names, how)
+    return tree, ckpt
 
 
 def load_hf_params(folder: str | Path, cfg: ModelConfig, leaves: dict) -> dict:
-    """The checkpoint's weights in the canonical layout, as numpy arrays shaped like ``leaves``
-    (the model's own parameter tree, whose shapes are checked against the checkpoint's)."""
-    ckpt = Checkpoint(Path(folder))
+    """The whole checkpoint in the canonical layout, as numpy arrays shaped like ``leaves``."""
+    tree, _ = lazy_hf_params(folder, cfg, leaves)
 
-    def checked(name: str, x: np.ndarray, like) -> np.ndarray:
-        if tuple(x.shape) != tuple(like.shape):
-            raise ConfigError(
-                f"--model = '{folder}': tensor {name} has shape {list(x.shape)} where "
-                f"config.json implies {list(like.shape)}"
-            )
-        return x
+    def whole(leaf: LazyLeaf) -> np.ndarray:
+        block = leaf.read([range(n) for n in leaf.shape])
+        leaf.forget()
+        return block
 
-    params = {
-        "embed": checked("embed", ckpt.get("model.embed_tokens.weight"), leaves["embed"]),
-        "final_norm": checked("final_norm", ckpt.get("model.norm.weight"), leaves["final_norm"]),
+    return {
+        k: ({n: whole(v) for n, v in t.items()} if k == "layers" else whole(t))
+        for k, t in tree.items()
     }
-    if "head" in leaves:
-        params["head"] = checked("head", ckpt.get("lm_head.weight").T, leaves["head"])
-    layers = {}
-    for leaf, like in leaves["layers"].items():
-        hf_name, how = LAYER_TENSORS[leaf]
-        stacked = [
-            _convert(ckpt.get(f"model.layers.{i}.{hf_name}"), how, cfg) for i in range(cfg.n_layers)
-        ]
-        layers[leaf] = checked(f"layers.{leaf}", np.stack(stacked), like)
-    params["layers"] = layers
-    return params

@@ -141,3 +141,30 @@ def test_bad_flags_are_one_line_errors_in_bounded_time():
     proc = jaxpart("launch", "--processes", "2", "--", "plan", "--model", "dense16")
     assert proc.returncode == 2 and "must be one of ['generate', 'compare']" in proc.stderr
     assert time.time() - t0 < 60
+
+
+@pytest.mark.slow
+def test_each_process_reads_only_its_share_of_a_checkpoint(tmp_path):
+    # TP8 x PP2 over 2 processes x 8 devices: each process holds one pipeline stage, so it
+    # reads that stage's layers (and the small replicated embedding, head and norm) from the
+    # safetensors file, lazily, and the tokens are those of one process reading everything.
+    import importlib.util
+
+    root = Path(__file__).resolve().parent
+    spec = importlib.util.spec_from_file_location("tiny", root / "tiny_checkpoints.py")
+    tiny = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tiny)
+    folder = tiny.write_checkpoint(tmp_path / "llama-tiny", "llama-tiny-untied")
+    run = ["--model", str(folder), "--mesh", "cpu16", "--method", "baseline", "--gen-len", "3"]
+    single, multi = tmp_path / "single.json", tmp_path / "multi.json"
+    proc = jaxpart("generate", *run, "--json", str(single))
+    assert proc.returncode == 0, proc.stderr
+    proc = jaxpart("launch", "--processes", "2", "--", "generate", *run, "--json", str(multi))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one, two = json.loads(single.read_text()), json.loads(multi.read_text())
+    assert two["tokens"] == one["tokens"]
+    total = one["checkpoint_bytes"]
+    assert one["weights_read_bytes_per_process"] == [total]
+    read = two["weights_read_bytes_per_process"]
+    assert len(read) == 2 and all(r < 0.6 * total for r in read), (read, total)
+    assert sum(read) >= total

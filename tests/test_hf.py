@@ -95,9 +95,16 @@ def test_a_folder_without_weights_plans_but_says_so_when_run(tmp_path, capsys):
 
 
 def test_a_sharded_checkpoint_with_an_index_loads_the_same_weights(folders, tmp_path):
+    import jax
     from safetensors.numpy import load_file, save_file
 
-    from jaxpart.engine import model_params
+    from jaxpart.model import init_params
+    from jaxpart.weights import load_hf_params
+
+    def model_params(cfg, seed):
+        return load_hf_params(
+            cfg.source.rsplit("/", 1)[0], cfg, jax.eval_shape(lambda: init_params(cfg, seed))
+        )
 
     source = folders["llama-tiny-untied"]
     tensors = load_file(str(source / "model.safetensors"))

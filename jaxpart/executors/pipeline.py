@@ -38,6 +38,7 @@ from jaxpart.sharding import (
     stage_layout,
     to_host,
 )
+from jaxpart.weights import LazyLeaf
 
 # Leaves with a K/V-head axis (and which axis): copied per rank when split past their heads.
 KV_WEIGHTS = {"wk": 2, "wv": 2, "bk": 1, "bv": 1}
@@ -96,7 +97,9 @@ class PipelineExecutor(Executor):
         """Canonical ``[L, ...]`` weights -> the padded stage layout, sharded on the mesh, in the
         model's dtype."""
 
-        def put(x, spec, layered, kv=False):
+        def put(x, spec, layered, kv=0):
+            if isinstance(x, LazyLeaf):
+                return self._put_lazy(x, spec, layered, kv)
             x = to_host(x).astype(self.dtype)
             if layered:
                 x = x[self.rows]
@@ -113,6 +116,30 @@ class PipelineExecutor(Executor):
         }
         placed["sizes"] = self.place_sizes()
         return placed
+
+    def _put_lazy(self, leaf: LazyLeaf, spec, layered: bool, kv: int):
+        """A checkpoint leaf placed block by block: each process reads only its devices' blocks
+        (the stage layout's rows and copied K/V heads mapped back to the checkpoint's)."""
+        shape = list(leaf.shape)
+        if layered:
+            shape[0] = len(self.rows)
+        if kv:
+            shape[kv] *= self.kv_copies
+
+        def block(index):
+            ids = []
+            for axis, (part, n) in enumerate(zip(index, shape, strict=True)):
+                wanted = np.arange(*part.indices(n))
+                if layered and axis == 0:
+                    wanted = self.rows[wanted]
+                if kv and axis == kv:
+                    wanted = wanted // self.kv_copies
+                ids.append(wanted)
+            return leaf.read(ids).astype(self.dtype)
+
+        array = jax.make_array_from_callback(tuple(shape), NamedSharding(self.mesh, spec), block)
+        leaf.forget()
+        return array
 
     def place_sizes(self):
         """Each stage's real layer count, on its devices (the executor skips padding rows)."""

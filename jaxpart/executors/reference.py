@@ -14,6 +14,7 @@ from jaxpart.executors.base import Executor, Forced, Generation, RunShape, check
 from jaxpart.kernels.backend import AUTO, KernelChoice
 from jaxpart.layers import arch_of, forward, jnp_dtype
 from jaxpart.model import empty_cache
+from jaxpart.weights import LazyLeaf
 
 
 class ReferenceExecutor(Executor):
@@ -32,7 +33,15 @@ class ReferenceExecutor(Executor):
     def place(self, params: dict) -> dict:
         """The weights on the device, in the model's dtype."""
         dtype = jnp_dtype(self.cfg.dtype)
-        return jax.device_put(jax.tree.map(lambda a: jnp.asarray(a, dtype), params), self.device)
+
+        def whole(a):
+            if isinstance(a, LazyLeaf):
+                block = a.read([range(n) for n in a.shape])
+                a.forget()
+                a = block
+            return jnp.asarray(a, dtype)
+
+        return jax.device_put(jax.tree.map(whole, params), self.device)
 
     def _prefill_fn(self, params, prompts):
         k, v = empty_cache(self.cfg, prompts.shape[0], params["embed"].dtype)
