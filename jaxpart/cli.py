@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 from rich.console import Console
 
@@ -91,7 +92,7 @@ def _add_shape_args(p: argparse.ArgumentParser) -> None:
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
     _add_shape_args(p)
-    p.add_argument("--dtype", choices=("float32", "bfloat16"), default=None)
+    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None)
     p.add_argument("--seed", type=int, default=0, help="seeds the weights and the prompts")
     p.add_argument(
         "--mlp-kernel",
@@ -247,9 +248,14 @@ def _join_negative_values(argv: list[str]) -> list[str]:
     return out
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"jaxpart: warning: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     console = Console()
     argv = sys.argv[1:] if argv is None else argv
+    warnings.formatwarning = _one_line_warning  # a kernel fallback is one line, not a source dump
     try:
         args = build_parser().parse_args(_join_negative_values(argv))
         from jaxpart.commands import COMMANDS

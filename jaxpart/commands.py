@@ -74,7 +74,7 @@ def _run_setup(args, console: Console):
     """Model (with --dtype), mesh with its devices started, plan choice and kernel choice."""
     model = load_model(args.model)
     if args.dtype:
-        model = model.replace(dtype=args.dtype)
+        model = model.with_dtype(args.dtype)
     mesh = load_mesh(args.mesh)
     _start_devices(args, mesh, console)
 

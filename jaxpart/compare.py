@@ -21,7 +21,7 @@ def reference_bytes(cfg: ModelConfig, batch: int) -> int:
     """What the single-device reference holds, by the memory model: every layer (weights, KV
     cache, a prefill's activations, buffers) and the embedding and head."""
     per_layer = layer_memory(cfg.replace(batch=batch)).fit_bytes(EVERYTHING)
-    return cfg.n_layers * per_layer + embedding_params(cfg) * cfg.dtype_bytes
+    return cfg.n_layers * per_layer + embedding_params(cfg) * cfg.weight_bytes_each
 
 
 def verdict(ratios: list[float], faster: str, slower: str) -> str:

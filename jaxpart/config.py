@@ -18,7 +18,8 @@ from typing import Any
 # The project root holds models/ and meshes/; the working directory is searched first.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 TIER_NAMES = ("smem", "l2", "hbm")  # smallest and fastest first
-DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "float8_e4m3fn": 1}
+RUN_DTYPES = ("float32", "bfloat16", "float16")  # what the executors compute in
 MLP_KINDS = {"gelu": 2, "swiglu": 3}  # kind -> d_model x d_ff matrices
 
 
@@ -122,6 +123,8 @@ class ModelConfig:
     norm_eps: float = 1e-6
     attention_bias: bool = False  # biases on the q, k and v projections (Qwen2)
     qk_norm: bool = False  # RMSNorm of each query and key head before the rotation (Qwen3)
+    weight_dtype: str | None = None  # how weights are stored; None: dtype
+    kv_dtype: str | None = None  # how the KV cache is stored; None: dtype
 
     def __post_init__(self) -> None:
         if self.n_kv_heads is None:
@@ -159,10 +162,19 @@ class ModelConfig:
             raise ConfigError(
                 f"{self.source}: field 'buffer_bytes' = {self.buffer_bytes!r}: must be >= 0"
             )
-        if self.dtype not in DTYPE_BYTES:
+        if self.dtype not in RUN_DTYPES:
             raise ConfigError(
-                f"{self.source}: field 'dtype' = {self.dtype!r}: use one of {sorted(DTYPE_BYTES)}"
+                f"{self.source}: field 'dtype' = {self.dtype!r}: use one of {list(RUN_DTYPES)} "
+                "(the activations' dtype; weight_dtype and kv_dtype may be float8_e4m3fn)"
             )
+        for name in ("weight_dtype", "kv_dtype"):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, self.dtype)
+            if getattr(self, name) not in DTYPE_BYTES:
+                raise ConfigError(
+                    f"{self.source}: field '{name}' = {getattr(self, name)!r}: use one of "
+                    f"{sorted(DTYPE_BYTES)}"
+                )
         if self.prompt_len + self.gen_len > self.seq_len:
             raise ConfigError(
                 f"{self.source}: field 'gen_len' = {self.gen_len}: prompt_len + gen_len "
@@ -171,7 +183,20 @@ class ModelConfig:
 
     @property
     def dtype_bytes(self) -> int:
+        """Bytes of an activation."""
         return DTYPE_BYTES[self.dtype]
+
+    @property
+    def weight_bytes_each(self) -> int:
+        return DTYPE_BYTES[self.weight_dtype]
+
+    @property
+    def kv_bytes_each(self) -> int:
+        return DTYPE_BYTES[self.kv_dtype]
+
+    def with_dtype(self, dtype: str) -> ModelConfig:
+        """The model computed, stored and cached in ``dtype``."""
+        return self.replace(dtype=dtype, weight_dtype=dtype, kv_dtype=dtype)
 
     @property
     def q_width(self) -> int:
@@ -357,6 +382,8 @@ def load_model(name_or_path: str) -> ModelConfig:
         norm_eps=m.take("norm_eps", 1e-6),
         attention_bias=m.take("attention_bias", False),
         qk_norm=m.take("qk_norm", False),
+        weight_dtype=m.take("weight_dtype", None),
+        kv_dtype=m.take("kv_dtype", None),
     )
     m.done()
     return model
@@ -397,6 +424,12 @@ def load_hf_model(folder: Path) -> ModelConfig:
     for field in ("num_experts", "num_local_experts", "n_routed_experts"):
         if hf.get(field):
             unsupported(field, "mixture-of-experts models are not supported")
+    if hf.get("quantization_config") is not None:
+        method = hf["quantization_config"].get("quant_method", "?")
+        raise ConfigError(
+            f"{src}: field 'quantization_config' = {method!r}: quantized checkpoints are not "
+            "supported (a model file's weight_dtype = 'float8_e4m3fn' plans and simulates FP8)"
+        )
     if hf.get("rope_scaling") is not None:
         unsupported("rope_scaling", "rope scaling is not implemented")
     if hf.get("hidden_act", "silu") != "silu":

@@ -91,6 +91,12 @@ def make_executor(
     kernel: KernelChoice = AUTO,
 ):
     """Plan ``method`` on ``mesh``, check the run's shape and the devices, build the executor."""
+    for field in ("weight_dtype", "kv_dtype"):
+        if getattr(cfg, field) != cfg.dtype:
+            raise ConfigError(
+                f"{cfg.source}: field '{field}' = {getattr(cfg, field)!r}: running needs it equal "
+                f"to dtype = {cfg.dtype!r}; plan, simulate and verify take it as it is"
+            )
     plan = plan_for(method, cfg, mesh, choice)
     if microbatches is None:
         microbatches = default_microbatches(plan, batch)

@@ -40,7 +40,18 @@ def arch_of(cfg) -> Arch:
 
 
 def jnp_dtype(name: str):
-    return {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}[name]
+    return {
+        "float32": jnp.float32,
+        "bfloat16": jnp.bfloat16,
+        "float16": jnp.float16,
+        "float8_e4m3fn": jnp.float8_e4m3fn,
+    }[name]
+
+
+def widen(w: jax.Array, like: jax.Array) -> jax.Array:
+    """8-bit float weights or cache entries widened to ``like``'s dtype for arithmetic (JAX does
+    not promote them implicitly); others as they are."""
+    return w.astype(like.dtype) if jnp.dtype(w.dtype).itemsize == 1 else w
 
 
 def empty_cache(n_layers, batch, seq_len, n_heads, head_dim, dtype):
@@ -52,7 +63,7 @@ def empty_cache(n_layers, batch, seq_len, n_heads, head_dim, dtype):
 
 def _dot(spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
     """Matmul with f32 accumulation whatever the storage dtype."""
-    return jnp.einsum(spec, a, b, preferred_element_type=jnp.float32)
+    return jnp.einsum(spec, a, widen(b, a), preferred_element_type=jnp.float32)
 
 
 def rms_norm(x: jax.Array, scale: jax.Array, eps: float = NORM_EPS) -> jax.Array:
@@ -216,8 +227,10 @@ def run_layers(
     return x, k_cache, v_cache
 
 
-def embed_tokens(params, tokens: jax.Array) -> jax.Array:
-    return jnp.take(params["embed"], tokens, axis=0)
+def embed_tokens(params, tokens: jax.Array, dtype=None) -> jax.Array:
+    """Token embeddings, in ``dtype`` (the activations') when the table is stored otherwise."""
+    x = jnp.take(params["embed"], tokens, axis=0)
+    return x if dtype is None else x.astype(dtype)
 
 
 def lm_logits(params, x_last: jax.Array, arch: Arch = DEFAULT_ARCH) -> jax.Array:

@@ -92,6 +92,7 @@ def layer_memory(model: ModelConfig, split: int = 1) -> LayerMemory:
     if problem:
         raise ConfigError(f"split = {split}: {problem}")
     b, s, d, f, nbytes = model.batch, model.seq_len, model.d_model, model.d_ff, model.dtype_bytes
+    wbytes, kvbytes = model.weight_bytes_each, model.kv_bytes_each
     q, kv = model.q_width, model.kv_width
     kv_local = kv_heads_per_device(model, split) * model.head_dim
     params = 2 * d * q + 2 * d * kv + model.mlp_matrices * d * f
@@ -100,11 +101,11 @@ def layer_memory(model: ModelConfig, split: int = 1) -> LayerMemory:
     return LayerMemory(
         split=split,
         params=params,
-        weight_bytes=local * nbytes,
+        weight_bytes=local * wbytes,
         prefill_activation_bytes=b * s * d * nbytes,
         decode_hidden_bytes=b * d * nbytes,
         decode_working_bytes=b * (d + (2 * q + hidden) // split + 2 * kv_local) * nbytes,
-        kv_cache_bytes=2 * b * s * kv_local * nbytes,
+        kv_cache_bytes=2 * b * s * kv_local * kvbytes,
         buffer_bytes=model.buffer_bytes,
     )
 
@@ -112,7 +113,7 @@ def layer_memory(model: ModelConfig, split: int = 1) -> LayerMemory:
 def kv_bytes(model: ModelConfig, rows: int, positions: int, split: int = 1) -> int:
     """K and V of one layer for ``rows`` sequences at ``positions`` each, per device."""
     heads = kv_heads_per_device(model, split)
-    return 2 * rows * positions * heads * model.head_dim * model.dtype_bytes
+    return 2 * rows * positions * heads * model.head_dim * model.kv_bytes_each
 
 
 def stated_fit_bytes(model: ModelConfig, split: int = 1) -> int:

@@ -81,7 +81,8 @@ def local_type(shape, dtype, mesh_shape: dict, spec) -> str:
     for i, axis in enumerate(spec):
         if axis is not None:
             dims[i] //= mesh_shape[axis]
-    element = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}[np.dtype(dtype).name]
+    names = {"float32": "f32", "bfloat16": "bf16", "float16": "f16", "float8_e4m3fn": "f8E4M3FN"}
+    element = names[np.dtype(dtype).name]
     return "x".join(map(str, dims)) + "x" + element
 
 
@@ -125,7 +126,7 @@ def predicted_bytes(cfg: ModelConfig, executor: PipelineExecutor) -> dict:
     return {
         "weights": executor.lmax * mem.weight_bytes,
         "kv_cache": executor.lmax * kv_per_layer,
-        "embedding_and_head": (embedding_params(cfg) + cfg.d_model) * cfg.dtype_bytes,
+        "embedding_and_head": (embedding_params(cfg) + cfg.d_model) * cfg.weight_bytes_each,
     }
 
 
@@ -197,7 +198,7 @@ def cost_check(cfg: ModelConfig, batch: int) -> dict:
     loop body once). The attention's loop over KV blocks is counted once too, so both sides
     attend over one block. In float32: XLA's CPU cost analysis also counts the ops that emulate
     bf16 arithmetic (3.4x the FLOPs for dense16-tiny in bf16), which a GPU does not run."""
-    cfg = cfg.replace(dtype="float32")
+    cfg = cfg.with_dtype("float32")
     import jax
     import jax.numpy as jnp
 
@@ -217,7 +218,7 @@ def cost_check(cfg: ModelConfig, batch: int) -> dict:
     # row and the LM head.
     attended = min(KV_BLOCK, k.shape[3])
     kv = cfg.n_layers * kv_bytes(cfg, batch, attended)
-    minimum = cfg.n_layers * mem.weight_bytes + kv + cfg.d_model * cfg.vocab * cfg.dtype_bytes
+    minimum = cfg.n_layers * mem.weight_bytes + kv + cfg.d_model * cfg.vocab * cfg.weight_bytes_each
     return {
         "xla_flops": float(cost["flops"]),
         "model_flops": decode_step_flops(cfg, batch, attended),

@@ -44,7 +44,7 @@ def main() -> None:
     tokens, _ = ref.generate(placed, prompts)
     exact = ref.teacher_forced(placed, prompts, tokens)
     for dtype in ("bfloat16", "float16"):
-        low = cfg.replace(dtype=dtype)
+        low = cfg.with_dtype(dtype)
         runs = {}
         for method in METHODS:
             executor = make_executor(method, low, mesh, **shape)

@@ -160,6 +160,11 @@ def test_a_model_file_by_path(tmp_path):
         (("d_ff = 128", "d_ff = 128\ntie_embeddings = 1"), "field 'tie_embeddings' = 1"),
         (("d_ff = 128", "d_ff = 128\nrope_theta = -1.0"), "field 'rope_theta' = -1.0"),
         (("d_ff = 128", "d_ff = 128\nnorm_eps = 0"), "field 'norm_eps' = 0"),
+        (('dtype = "float32"', 'dtype = "float8_e4m3fn"'), "field 'dtype' = 'float8_e4m3fn'"),
+        (
+            ('dtype = "float32"', 'dtype = "float32"\nkv_dtype = "int8"'),
+            "field 'kv_dtype' = 'int8'",
+        ),
         (("gen_len = 4", "gen_len = 40"), "field 'gen_len' = 40"),
         (("vocab = 32", "vocab = 32\nvocabb = 3"), "unknown field 'model.vocabb'"),
         (("[model]", "[model"), "not valid TOML"),

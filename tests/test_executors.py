@@ -28,7 +28,7 @@ def params(cpu16):
 
 
 def run_all(params, batch, microbatches, seed=0, dtype=None):
-    cfg = MODEL if dtype is None else MODEL.replace(dtype=dtype)
+    cfg = MODEL if dtype is None else MODEL.with_dtype(dtype)
     p = params if dtype is None else init_params(cfg, seed=0)
     prompts = random_prompts(cfg, batch, 16, seed)
     out = {}

@@ -80,3 +80,11 @@ def test_plan_prints_the_grouped_kv_bytes(capsys):
     assert main(["plan", "--model", "llama3.1-70b", "--mesh", "h100x16"]) == 0
     out = capsys.readouterr().out
     assert "1.07 GB" in out  # 2 x 64 x 4096 x 8 x 128 x 2 bytes = 1,073,741,824
+
+
+def test_fp8_weights_and_cache_halve_their_bytes():
+    bf16, fp8 = load_model("llama3.1-70b"), load_model("llama3.1-70b-fp8")
+    assert (fp8.dtype, fp8.weight_dtype, fp8.kv_dtype) == ("bfloat16",) + ("float8_e4m3fn",) * 2
+    a, b = layer_memory(bf16), layer_memory(fp8)
+    assert b.weight_bytes * 2 == a.weight_bytes and b.kv_cache_bytes * 2 == a.kv_cache_bytes
+    assert b.prefill_activation_bytes == a.prefill_activation_bytes  # activations stay bf16

@@ -236,3 +236,34 @@ def test_verify_dense16_layerwise_matches_the_memory_model(capsys, tmp_path):
     activation = 8 * 9872 * 4096 * 2
     assert cuda["prefill"]["largest_intermediate_bytes"] <= 2 * activation
     assert cuda["decode"]["largest_intermediate_bytes"] < activation
+
+
+def _fp8_copy(tmp_path, name="gqa-tiny"):
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "models" / f"{name}.toml").read_text()
+    text = text.replace('dtype = "float32"', 'dtype = "float32"\nweight_dtype = "float8_e4m3fn"')
+    text = text.replace(
+        'weight_dtype = "float8_e4m3fn"',
+        'weight_dtype = "float8_e4m3fn"\nkv_dtype = "float8_e4m3fn"',
+    )
+    path = tmp_path / "fp8.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_fp8_plans_simulates_and_verifies_but_does_not_run(tmp_path, capsys):
+    model = _fp8_copy(tmp_path)
+    assert main(["plan", "--model", model, "--mesh", "cpu16"]) == 0
+    assert main(["simulate", "--model", "llama3.1-70b-fp8", "--mesh", "h100x16"]) == 0
+    path = tmp_path / "v.json"
+    args = ["verify", "--model", model, "--mesh", "cpu16", "--method", "baseline"]
+    assert main([*args, "--json", str(path)]) == 0
+    decode = json.loads(path.read_text())["programs"]["decode"]
+    # XLA's arguments (FP8 weights and cache) are what the memory model predicts
+    assert math.isclose(decode["argument_bytes_over_predicted"], 1.0, rel_tol=0.01)
+    capsys.readouterr()
+    assert main(["generate", "--model", model, "--mesh", "cpu16"]) == 2
+    err = capsys.readouterr().err
+    assert "field 'weight_dtype' = 'float8_e4m3fn': running needs it equal" in err
+    assert err.count("\n") == 1

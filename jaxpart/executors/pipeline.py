@@ -80,7 +80,8 @@ class PipelineExecutor(Executor):
         self.b_rep = shape.batch // self.replicas
         self.b_mb = self.b_rep // shape.microbatches
         self.period = max(shape.microbatches, self.n_stages)
-        self.dtype = jnp_dtype(cfg.dtype)
+        self.dtype = jnp_dtype(cfg.dtype)  # activations
+        self.weight_dtype, self.kv_dtype = jnp_dtype(cfg.weight_dtype), jnp_dtype(cfg.kv_dtype)
         self.tensor_axis = "tensor" if self.split > 1 else None
         self.arch = arch_of(cfg)
         # Split more ways than it has K/V heads, a model's heads are copied so that each tensor
@@ -100,7 +101,7 @@ class PipelineExecutor(Executor):
         def put(x, spec, layered, kv=0):
             if isinstance(x, LazyLeaf):
                 return self._put_lazy(x, spec, layered, kv)
-            x = to_host(x).astype(self.dtype)
+            x = to_host(x).astype(self.weight_dtype)
             if layered:
                 x = x[self.rows]
             if kv and self.kv_copies > 1:
@@ -135,7 +136,7 @@ class PipelineExecutor(Executor):
                 if kv and axis == kv:
                     wanted = wanted // self.kv_copies
                 ids.append(wanted)
-            return leaf.read(ids).astype(self.dtype)
+            return leaf.read(ids).astype(self.weight_dtype)
 
         array = jax.make_array_from_callback(tuple(shape), NamedSharding(self.mesh, spec), block)
         leaf.forget()
@@ -207,15 +208,15 @@ class PipelineExecutor(Executor):
             s = jax.lax.axis_index("stage")
             tokens = prompts.reshape(M, b_mb, T)
             # The caches are made here, inside the program: no allocation outside it to compile.
-            kc = jnp.zeros(local_cache, self.dtype)
-            vc = jnp.zeros(local_cache, self.dtype)
+            kc = jnp.zeros(local_cache, self.kv_dtype)
+            vc = jnp.zeros(local_cache, self.kv_dtype)
 
             def tick(i, carry):
                 state, kc, vc, toks, logits = carry
                 m = i - s
                 active = (m >= 0) & (m < M)
                 m = jnp.clip(m, 0, M - 1)
-                first = embed_tokens(params, tokens[jnp.clip(i, 0, M - 1)])
+                first = embed_tokens(params, tokens[jnp.clip(i, 0, M - 1)], self.dtype)
                 x = jnp.where(s == 0, first, state)
                 y, kc, vc = self._stage_work(params, x, kc, vc, m, 0, active)
                 produce = active & (s == S - 1)
@@ -264,7 +265,7 @@ class PipelineExecutor(Executor):
                 k, m = u // Pd, u % Pd
                 active = (u >= 0) & (m < M) & (k < D)
                 m, k = jnp.minimum(m, M - 1), jnp.clip(k, 0, D - 1)
-                first = embed_tokens(params, token_buf[m])[:, None, :]
+                first = embed_tokens(params, token_buf[m], self.dtype)[:, None, :]
                 x = jnp.where(s == 0, first, act)
                 y, kc, vc = self._stage_work(params, x, kc, vc, m, prompt_len + k, active)
                 produce = active & (s == S - 1)
@@ -393,7 +394,7 @@ class PipelineExecutor(Executor):
                 shape[kv] *= self.kv_copies
             return jax.ShapeDtypeStruct(
                 tuple(shape),
-                self.dtype if x.dtype != jnp.int32 else x.dtype,
+                self.weight_dtype if x.dtype != jnp.int32 else x.dtype,
                 sharding=NamedSharding(self.mesh, spec),
             )
 
@@ -409,7 +410,7 @@ class PipelineExecutor(Executor):
         batch = self.shape.batch
         cache = jax.ShapeDtypeStruct(
             self.cache_shape(),
-            self.dtype,
+            self.kv_dtype,
             sharding=NamedSharding(self.mesh, cache_spec(self.plan)),
         )
         ints = jnp.int32

@@ -30,7 +30,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxpart.kernels.backend import AUTO, KernelChoice, resolve, target_platform
+from jaxpart.kernels.backend import AUTO, KernelChoice, fallback, resolve, target_platform
 from jaxpart.memory import KV_BLOCK, PAGE
 
 QUERY_CHUNK = 512  # queries attended at once by the XLA prefill
@@ -130,6 +130,8 @@ def _decode_xla(q, k_new, v_new, k_cache, v_cache, layer, row, pos, lengths, blo
         shape = (hkv, 1, b, block, kdim)
         keys = jax.lax.dynamic_slice(k_cache, (0, layer, row, start, 0), shape)[:, 0]
         values = jax.lax.dynamic_slice(v_cache, (0, layer, row, start, 0), shape)[:, 0]
+        if keys.dtype != q.dtype:  # an 8-bit cache: widened a block at a time
+            keys, values = keys.astype(q.dtype), values.astype(q.dtype)
         scores = _f32_dot("bhgk,hbsk->bhgs", qg, keys) * scale
         visible = (start + jnp.arange(block))[None, :] < lengths[:, None]  # [b, block]
         scores = jnp.where(visible[:, None, None], scores, -jnp.inf)
@@ -196,6 +198,10 @@ def decode_attention(
     lengths = pos + 1 if lengths is None else lengths
     lengths = jnp.broadcast_to(jnp.asarray(lengths, jnp.int32), (b,))
     backend, interpret = resolve("attention", kernel.attention, kernel)
+    if backend == "pallas" and jnp.dtype(k_cache.dtype).itemsize == 1:
+        backend = fallback(
+            "attention", f"a {jnp.dtype(k_cache.dtype).name} KV cache", kernel.strict
+        )
     args = (q, k_new, v_new, k_cache, v_cache, layer, row, pos, lengths)
     if backend == "pallas":
         return _decode_paged(*args, interpret)

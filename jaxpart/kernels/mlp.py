@@ -165,11 +165,12 @@ def _swiglu(gate, up):
 def mlp_reference(x, w1, w2, out_dtype=None, w3=None):
     """gelu(x @ w1) @ w2, or (silu(x @ w1) * (x @ w3)) @ w2, with f32 accumulation; h is rounded
     to x's dtype as the kernels do."""
+    w1, w2 = w1.astype(x.dtype), w2.astype(x.dtype)  # no-ops, but for 8-bit weights
     a = jnp.dot(x, w1, preferred_element_type=jnp.float32)
     if w3 is None:
         h = _gelu(a)
     else:
-        h = _swiglu(a, jnp.dot(x, w3, preferred_element_type=jnp.float32))
+        h = _swiglu(a, jnp.dot(x, w3.astype(x.dtype), preferred_element_type=jnp.float32))
     h = h.astype(x.dtype)
     return jnp.dot(h, w2, preferred_element_type=jnp.float32).astype(out_dtype or x.dtype)
 
@@ -354,6 +355,8 @@ def mlp(
         w1, w2, layer = w1[None], w2[None], 0
         w3 = None if w3 is None else w3[None]
     chosen, interpret = resolve("MLP", kernel.mlp, kernel)
+    if chosen == "pallas" and jnp.dtype(w1.dtype).itemsize == 1:
+        chosen = fallback("MLP", f"{jnp.dtype(w1.dtype).name} weights", kernel.strict)
     if chosen == "pallas" and kernel.mlp == "auto" and x2.shape[0] > DECODE_ROWS:
         chosen = "xla"  # prefill: compute-bound GEMMs, XLA's (cuBLAS) job
     if chosen == "pallas":
