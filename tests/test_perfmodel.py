@@ -267,3 +267,39 @@ def test_fp8_plans_simulates_and_verifies_but_does_not_run(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "field 'weight_dtype' = 'float8_e4m3fn': running needs it equal" in err
     assert err.count("\n") == 1
+
+
+def test_the_readme_figures_for_dense16_are_what_the_tools_compute(tmp_path):
+    # The README quotes dense16's plan and simulate figures; new model fields (K/V heads, MLP
+    # kind, dtypes) must leave them as they were, and the README must say what the tools print.
+    from pathlib import Path
+
+    from jaxpart.config import format_bytes
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    mem = layer_memory(load_model("dense16"))
+    assert (mem.params, format_bytes(mem.weight_bytes)) == (201_326_592, "402.65 MB")
+    assert format_bytes(mem.kv_cache_bytes) == "20.97 GB"
+    assert "0.40 GB weights and 20.97 GB KV cache per layer" in readme
+    path = tmp_path / "s.json"
+    assert main(["simulate", "--model", "dense16", "--mesh", "h100x16", "--json", str(path)]) == 0
+    sim = json.loads(path.read_text())
+    tps = {m["name"]: f"{m['tps']:,.0f}" for m in sim["methods"]}
+    assert tps == {"baseline": "17,252", "layerwise": "15,457"}
+    assert f"{sim['floor']['floor_tpot_ms']:.2f}" == "6.34"
+    assert f"{sim['floor']['max_tps']:,.0f}" == "20,189"
+    for quoted in ("17,252 TPS", "15,457 TPS, 0.90x", "6.34 ms a step (at most 20,189 TPS)"):
+        assert quoted in readme.replace("\n", " "), quoted
+
+
+@pytest.mark.slow
+def test_verify_runs_on_llama_70b(tmp_path):
+    path = tmp_path / "v.json"
+    args = ["verify", "--model", "llama3.1-70b", "--mesh", "h100x16", "--method", "baseline"]
+    assert main([*args, "--json", str(path)]) == 0
+    doc = json.loads(path.read_text())
+    decode = doc["programs"]["decode"]
+    assert math.isclose(decode["argument_bytes_over_predicted"], 1.0, rel_tol=0.01)
+    assert doc["cuda"]["decode"]["pallas_kernels"] == 3  # paged attention, gated up, down
+    cost = doc["cost_check"] if "cost_check" in doc else None
+    assert cost is None or abs(cost["xla_flops"] / cost["model_flops"] - 1) < 0.03
