@@ -377,7 +377,10 @@ def cmd_simulate(args, console: Console) -> int:
         console.print(f"calibrated: {line}")
     console.print(report.simulate_table(sim, str(mesh.n_devices)))
     ratio = sim["ratios"]["tps_layerwise_over_baseline"]
-    console.print(f"layer-wise / baseline TPS: {ratio:.2f}x (predicted); {sim['why']}")
+    if ratio is not None:
+        console.print(f"layer-wise / baseline TPS: {ratio:.2f}x (predicted); {sim['why']}")
+    for method, reason in sim["unplanned"].items():
+        console.print(f"{method}: not predicted, it cannot be planned for this run: {reason}")
     for line in report.verdict_lines(sim) + sim["notes"]:
         console.print(f"  {line}")
     if sweep:

@@ -329,6 +329,8 @@ def parse_sweep(text: str) -> tuple[str, list[int]]:
 
 def crossover(rows: list[dict], key: str) -> str:
     """Where the layer-wise / baseline TPS ratio crosses 1, in words."""
+    if not rows:
+        return f"no value of {key} could be planned both ways"
     for a, b in zip(rows, rows[1:], strict=False):
         if (a["ratio"] >= 1) != (b["ratio"] >= 1):
             winner_low = "layer-wise" if a["ratio"] >= 1 else "the baseline"

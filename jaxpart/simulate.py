@@ -1,10 +1,11 @@
 """`jaxpart simulate`: both placements predicted for a GPU pod, the seed's claims beside them,
-the physical floor and a verdict on each claim; optionally a sweep for the crossover."""
+the physical floor and a verdict on each claim; optionally a sweep for the crossover. A method
+that cannot be planned for the run is named with the reason, and the other still predicted."""
 
 from __future__ import annotations
 
 from jaxpart.baseline import baseline_plan
-from jaxpart.config import MeshConfig, ModelConfig
+from jaxpart.config import ConfigError, MeshConfig, ModelConfig
 from jaxpart.partition import PlanError
 from jaxpart.perfmodel import (
     Constants,
@@ -19,38 +20,57 @@ from jaxpart.placement import PlanChoice, default_microbatches, plan_for
 from jaxpart.plan import make_plan
 
 
-def _plans(cfg: ModelConfig, mesh: MeshConfig, choice: PlanChoice):
-    """The baseline and layer-wise plans; a layer-wise capacity that cannot hold the model
-    falls back to hbm, and says so."""
-    notes = []
+def _layerwise_plan(cfg: ModelConfig, mesh: MeshConfig, choice: PlanChoice, notes: list):
+    """The layer-wise plan; a capacity that cannot hold the model falls back to hbm, and says so."""
     try:
-        layerwise = plan_for("layerwise", cfg, mesh, choice)
+        return plan_for("layerwise", cfg, mesh, choice)
     except PlanError as e:
-        layerwise = make_plan(
+        plan = make_plan(
             cfg, mesh, "hbm", choice.strategy, layers_per_stage=choice.layers_per_stage
         )
         notes.append(
             f"{cfg.name}: layer-wise at capacity {choice.capacity or mesh.default_capacity}"
             f" is impossible ({e}); planned at hbm instead"
         )
-    return baseline_plan(cfg, mesh, choice.tp, choice.pp), layerwise, notes
+        return plan
 
 
 def predict_both(cfg, mesh, c: Constants, choice, *, batch, prompt_len, gen_len, microbatches):
-    base_plan, lw_plan, notes = _plans(cfg, mesh, choice)
-    out = {}
-    for name, plan in (("baseline", base_plan), ("layerwise", lw_plan)):
-        m = microbatches or default_microbatches(plan, batch)
-        out[name] = predict(
-            name, cfg, plan, c, batch=batch, prompt_len=prompt_len, gen_len=gen_len, microbatches=m
+    """Each method that can be planned for this run, predicted. Returns (predictions, plans,
+    notes, the methods that cannot be planned with why); an error if neither can."""
+    notes, preds, plans, unplanned = [], {}, {}, {}
+    for name in ("baseline", "layerwise"):
+        try:
+            if name == "baseline":
+                plan = baseline_plan(cfg, mesh, choice.tp, choice.pp)
+            else:
+                plan = _layerwise_plan(cfg, mesh, choice, notes)
+            m = microbatches or default_microbatches(plan, batch)
+            preds[name] = predict(
+                name,
+                cfg,
+                plan,
+                c,
+                batch=batch,
+                prompt_len=prompt_len,
+                gen_len=gen_len,
+                microbatches=m,
+            )
+            plans[name] = plan
+        except ConfigError as e:
+            unplanned[name] = str(e)
+    if not preds:
+        raise ConfigError(
+            f"neither method can be planned for {cfg.name} on {mesh.name}: baseline: "
+            f"{unplanned['baseline']}; layer-wise: {unplanned['layerwise']}"
         )
-    return out, {"baseline": base_plan, "layerwise": lw_plan}, notes
+    return preds, plans, notes, unplanned
 
 
 def run_simulate(
     cfg, mesh, c: Constants, choice: PlanChoice, *, batch, prompt_len, gen_len, microbatches=None
 ) -> dict:
-    preds, plans, notes = predict_both(
+    preds, plans, notes, unplanned = predict_both(
         cfg,
         mesh,
         c,
@@ -60,6 +80,7 @@ def run_simulate(
         gen_len=gen_len,
         microbatches=microbatches,
     )
+    both = len(preds) == 2
     fl = floor(cfg, c, mesh.n_devices, batch=batch, prompt_len=prompt_len, gen_len=gen_len)
     return {
         "predicted_by": f"perf model, {c.source}",
@@ -69,11 +90,17 @@ def run_simulate(
         "prompt_len": prompt_len,
         "gen_len": gen_len,
         "methods": [p.to_dict() for p in preds.values()],
-        "ratios": {"tps_layerwise_over_baseline": preds["layerwise"].tps / preds["baseline"].tps},
-        "why": why(preds["layerwise"], preds["baseline"]),
+        "unplanned": unplanned,
+        "ratios": {
+            "tps_layerwise_over_baseline": (
+                preds["layerwise"].tps / preds["baseline"].tps if both else None
+            )
+        },
+        "why": why(preds["layerwise"], preds["baseline"]) if both else None,
         "floor_tpot_ms": fl["floor_tpot_ms"],
         "floor": fl,
-        "seed_verdicts": verdicts(fl),
+        # The seed's claims are about its own model (the file that carries its stated figures).
+        "seed_verdicts": verdicts(fl) if cfg.stated is not None else [],
         "plans": {k: v.to_dict() for k, v in plans.items()},
         "calibration": list(c.replaced),
         "notes": notes,
@@ -97,7 +124,7 @@ def run_sweep(
     for value in values:
         scaled = scaled_model(cfg, key, value)
         b = scaled.batch if key == "batch" else batch
-        preds, _, more = predict_both(
+        preds, _, more, unplanned = predict_both(
             scaled,
             mesh,
             c,
@@ -108,6 +135,10 @@ def run_sweep(
             microbatches=microbatches,
         )
         notes += more
+        if unplanned:
+            method, reason = next(iter(unplanned.items()))
+            notes.append(f"{key} = {value}: {method} cannot be planned ({reason})")
+            continue
         rows.append(
             {
                 "value": value,

@@ -303,3 +303,32 @@ def test_verify_runs_on_llama_70b(tmp_path):
     assert doc["cuda"]["decode"]["pallas_kernels"] == 3  # paged attention, gated up, down
     cost = doc["cost_check"] if "cost_check" in doc else None
     assert cost is None or abs(cost["xla_flops"] / cost["model_flops"] - 1) < 0.03
+
+
+@pytest.mark.parametrize(
+    "args, missing, fragment",
+    [
+        (["--model", "dense16", "--batch", "1"], "layerwise", "--microbatches = 1"),
+        (["--model", "llama3.1-405b"], "layerwise", "needs 32 stages"),
+        (["--model", "dense16", "--tp", "3"], "baseline", "--tp = 3"),
+    ],
+)
+def test_simulate_predicts_what_it_can_plan_and_names_what_it_cannot(
+    tmp_path, capsys, args, missing, fragment
+):
+    path = tmp_path / "s.json"
+    assert main(["simulate", *args, "--mesh", "h100x16", "--json", str(path)]) == 0
+    sim = json.loads(path.read_text())
+    other = {"baseline": "layerwise", "layerwise": "baseline"}[missing]
+    assert [m["name"] for m in sim["methods"]] == [other]
+    assert fragment in sim["unplanned"][missing]
+    assert sim["ratios"]["tps_layerwise_over_baseline"] is None
+    assert f"{missing}: not predicted, it cannot be planned" in capsys.readouterr().out
+
+
+def test_the_seeds_claims_stand_beside_the_seed_model_only(tmp_path):
+    for model, claims in (("dense16", 2), ("llama3.1-70b", 0)):
+        path = tmp_path / f"{model}.json"
+        args = ["simulate", "--model", model, "--mesh", "h100x16", "--json", str(path)]
+        assert main(args) == 0
+        assert len(json.loads(path.read_text())["seed_verdicts"]) == claims

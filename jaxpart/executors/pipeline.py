@@ -10,6 +10,10 @@ partitioner and the TP x PP baseline (which is a plan of uniform stages split TP
   ppermute that carries activations forward; each stage keeps its own layers' KV caches.
 - Stages shorter than the longest are padded with skipped layers (``lax.cond``, no compute); what
   they cost is the time they wait for the longest stage (``padding_fraction``).
+- The prefill program makes the KV caches itself (nothing outside a program is compiled while a
+  run is timed). Split past a model's K/V heads, each tensor rank holds a copy of the one its
+  query heads share. Weights may come lazily from a checkpoint (``weights.LazyLeaf``): each
+  process then reads only its own devices' blocks.
 """
 
 from __future__ import annotations
