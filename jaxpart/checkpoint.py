@@ -17,7 +17,13 @@ from jaxpart.config import ConfigError, ModelConfig
 FORMAT_VERSION = 1
 MODEL_FIELDS = ("n_layers", "d_model", "n_heads", "head_dim", "d_ff", "vocab", "dtype")
 # Fields added later: a checkpoint saved before them has their defaults.
-LATER_FIELDS = {"n_kv_heads": None, "mlp": "gelu", "tie_embeddings": False}
+LATER_FIELDS = {
+    "n_kv_heads": None,
+    "mlp": "gelu",
+    "tie_embeddings": False,
+    "attention_bias": False,
+    "qk_norm": False,
+}
 
 
 class CheckpointError(ConfigError):
