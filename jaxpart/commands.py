@@ -252,7 +252,7 @@ def cmd_generate(args, console: Console) -> int:
     from jaxpart.engine import describe_weights
 
     console.print(f"weights: {describe_weights(model, args.seed, args.checkpoint)}")
-    read, checkpoint_bytes = _weights_read(executor, model)
+    read, checkpoint_bytes = _weights_read(executor)
     if read is not None:
         from jaxpart.config import format_bytes
 
@@ -308,20 +308,18 @@ def cmd_generate(args, console: Console) -> int:
     return 0
 
 
-def _weights_read(executor, model) -> tuple[list[int] | None, int | None]:
+def _weights_read(executor) -> tuple[list[int] | None, int | None]:
     """Bytes of the Hugging Face checkpoint each process read to place its weights."""
-    if executor.weights_read_bytes is None:
+    if executor.checkpoint_reads is None:
         return None, None
     import numpy as np
     from jax.experimental import multihost_utils
 
-    from jaxpart.engine import hf_weights_folder
-    from jaxpart.weights import Checkpoint
-
-    mine = np.array([executor.weights_read_bytes // 1024, executor.weights_read_bytes % 1024])
-    every = np.asarray(multihost_utils.process_allgather(mine.astype(np.int32))).reshape(-1, 2)
-    read = [int(kib) * 1024 + int(rest) for kib, rest in every]
-    return read, Checkpoint(hf_weights_folder(model)).total_bytes()
+    mine, total = executor.checkpoint_reads
+    # Gathered as int32 (jax without x64): KiB and the remainder, exact up to 2 TiB a process.
+    pair = np.array([mine // 1024, mine % 1024], np.int32)
+    every = np.asarray(multihost_utils.process_allgather(pair)).reshape(-1, 2)
+    return [int(kib) * 1024 + int(rest) for kib, rest in every], total
 
 
 def kernel_choice(args, mesh):

@@ -154,11 +154,15 @@ def run_compare(
     runners = {m: (lambda m=m: executors[m].timed_generate(placed[m], prompts)) for m in methods}
     timed, warm, compiles = measure_interleaved(runners, repeats, progress)
     anchor = methods[0]
-    result = Comparison(measured_on(mesh.n_devices), cfg, batch, prompt_len, gen_len)
-    result.anchor, result.reference_skipped, result.compiles_while_timing = (
-        anchor,
-        skipped,
-        compiles,
+    result = Comparison(
+        measured_on(mesh.n_devices),
+        cfg,
+        batch,
+        prompt_len,
+        gen_len,
+        anchor=anchor,
+        reference_skipped=skipped,
+        compiles_while_timing=compiles,
     )
     exact = cfg.dtype == "float32"
     for method, executor in executors.items():

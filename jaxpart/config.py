@@ -199,6 +199,12 @@ class ModelConfig:
         return self.replace(dtype=dtype, weight_dtype=dtype, kv_dtype=dtype)
 
     @property
+    def hf_folder(self) -> Path | None:
+        """The Hugging Face folder the model was read from (None: a TOML file)."""
+        source = Path(self.source)
+        return source.parent if source.name == "config.json" else None
+
+    @property
     def q_width(self) -> int:
         """Width of the queries (and of the attention output): n_heads x head_dim."""
         return self.n_heads * self.head_dim
@@ -395,7 +401,6 @@ HF_ARCHITECTURES = {
     "qwen2": {"attention_bias": True},
     "qwen3": {"qk_norm": True},
 }
-HF_DTYPES = {"bfloat16": "bfloat16", "float16": "float16", "float32": "float32"}
 
 
 def load_hf_model(folder: Path) -> ModelConfig:
@@ -443,8 +448,8 @@ def load_hf_model(folder: Path) -> ModelConfig:
         unsupported(field, "sliding-window attention is not implemented")
     if hf.get("partial_rotary_factor", 1.0) != 1.0:
         unsupported("partial_rotary_factor", "only full rotary embeddings are implemented")
-    if hf.get("torch_dtype", "bfloat16") not in HF_DTYPES:
-        unsupported("torch_dtype", f"use one of {sorted(HF_DTYPES)}")
+    if hf.get("torch_dtype", "bfloat16") not in RUN_DTYPES:
+        unsupported("torch_dtype", f"use one of {list(RUN_DTYPES)}")
     try:
         heads, d_model = int(hf["num_attention_heads"]), int(hf["hidden_size"])
         context = min(int(hf.get("max_position_embeddings", 4096)), 4096)
@@ -458,7 +463,7 @@ def load_hf_model(folder: Path) -> ModelConfig:
             head_dim=int(hf.get("head_dim") or d_model // heads),
             d_ff=int(hf["intermediate_size"]),
             vocab=int(hf["vocab_size"]),
-            dtype=HF_DTYPES[hf.get("torch_dtype", "bfloat16")],
+            dtype=hf.get("torch_dtype", "bfloat16"),
             batch=16,
             seq_len=context,
             prompt_len=prompt,

@@ -16,10 +16,9 @@ from jaxpart.placement import DEFAULT_CHOICE, PlanChoice, default_microbatches, 
 
 def hf_weights_folder(cfg: ModelConfig) -> Path | None:
     """The Hugging Face folder a model was read from, when it holds safetensors weights."""
-    source = Path(cfg.source)
-    if source.name != "config.json":
+    folder = cfg.hf_folder
+    if folder is None:
         return None
-    folder = source.parent
     index = folder / "model.safetensors.index.json"
     return folder if index.is_file() or (folder / "model.safetensors").is_file() else None
 
@@ -38,11 +37,11 @@ def model_params(cfg: ModelConfig, seed: int) -> dict:
     return params
 
 
-def weights_read_bytes(params: dict) -> int | None:
-    """Bytes this process has read from a Hugging Face checkpoint (None: not one)."""
-    leaf = params.get("embed")
-    ckpt = getattr(leaf, "ckpt", None)
-    return None if ckpt is None else ckpt.bytes_read
+def checkpoint_reads(params: dict) -> tuple[int, int] | None:
+    """(bytes this process has read, bytes in all) of the Hugging Face checkpoint the weights
+    come from (None: not one)."""
+    ckpt = getattr(params.get("embed"), "ckpt", None)
+    return None if ckpt is None else (ckpt.bytes_read, ckpt.total_bytes())
 
 
 def describe_weights(cfg: ModelConfig, seed: int, checkpoint: str | None = None) -> str:
@@ -155,7 +154,7 @@ def generate(
     else:
         params = model_params(cfg, seed) if params is None else params
         placed = executor.place(params)
-        executor.weights_read_bytes = weights_read_bytes(params)
+        executor.checkpoint_reads = checkpoint_reads(params)
     tokens, logits = executor.generate(placed, prompts)
     return tokens, logits, executor
 

@@ -174,16 +174,13 @@ def decoder_layer(
     arch: Arch = DEFAULT_ARCH,
 ):
     """One block; the caches are the whole stack, this block's slot is ``layer`` (see attention).
-    ``mlp_stack``, when given, holds the MLP weights of the whole stack (read at ``layer``)."""
+    ``mlp_stack`` holds the MLP weights of the whole stack, read at ``layer``."""
     eps = arch.norm_eps
     a, k_cache, v_cache = attention(
         p, rms_norm(x, p["ln1"], eps), k_cache, v_cache, pos, tensor_axis, layer, row, kernel, arch
     )
     h = x + a
-    if mlp_stack is None:
-        out = mlp(p, rms_norm(h, p["ln2"], eps), tensor_axis, kernel)
-    else:
-        out = mlp(mlp_stack, rms_norm(h, p["ln2"], eps), tensor_axis, kernel, layer)
+    out = mlp(mlp_stack, rms_norm(h, p["ln2"], eps), tensor_axis, kernel, layer)
     return h + out, k_cache, v_cache
 
 

@@ -12,8 +12,7 @@ from jaxpart.config import ConfigError, ModelConfig
 
 def tokenizer_for(cfg: ModelConfig):
     """The tokenizer of the Hugging Face folder the model came from, or a one-line error."""
-    folder = Path(cfg.source).parent if Path(cfg.source).name == "config.json" else None
-    path = folder / "tokenizer.json" if folder else None
+    path = cfg.hf_folder / "tokenizer.json" if cfg.hf_folder else None
     if path is None or not path.is_file():
         raise ConfigError(
             f"--text: model {cfg.name!r} has no tokenizer.json (text needs a Hugging Face "

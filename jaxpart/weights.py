@@ -4,7 +4,7 @@ canonical ``[L, ...]`` layout, with numpy and the safetensors library: no jax, n
 A checkpoint is one ``model.safetensors`` or several files listed in
 ``model.safetensors.index.json``. Hugging Face stores a linear layer as ``[out, in]``; jaxpart
 stores ``x @ w`` weights as ``[in, out]``, with the head axes split out (``wq [d, H, K]``,
-``wo [H, K, d]``). Tensors are opened lazily: each is read when its leaf is built.
+``wo [H, K, d]``). Tensors are read lazily, a block at a time, when a device needs it.
 """
 
 from __future__ import annotations
@@ -134,6 +134,10 @@ class LazyLeaf:
     def forget(self) -> None:
         self._blocks.clear()
 
+    def whole(self) -> np.ndarray:
+        """Every element (read once, not kept)."""
+        return self._read([np.arange(n) for n in self.shape])
+
     def read(self, ids: list) -> np.ndarray:
         """The block at ``ids``: per axis, the canonical indices wanted (any order, repeats
         allowed: a stage's padding rows, copied K/V heads)."""
@@ -194,12 +198,7 @@ def load_hf_params(folder: str | Path, cfg: ModelConfig, leaves: dict) -> dict:
     """The whole checkpoint in the canonical layout, as numpy arrays shaped like ``leaves``."""
     tree, _ = lazy_hf_params(folder, cfg, leaves)
 
-    def whole(leaf: LazyLeaf) -> np.ndarray:
-        block = leaf.read([range(n) for n in leaf.shape])
-        leaf.forget()
-        return block
-
     return {
-        k: ({n: whole(v) for n, v in t.items()} if k == "layers" else whole(t))
+        k: ({n: v.whole() for n, v in t.items()} if k == "layers" else t.whole())
         for k, t in tree.items()
     }

@@ -242,13 +242,9 @@ def _fp8_copy(tmp_path, name="gqa-tiny"):
     from pathlib import Path
 
     text = (Path(__file__).resolve().parent.parent / "models" / f"{name}.toml").read_text()
-    text = text.replace('dtype = "float32"', 'dtype = "float32"\nweight_dtype = "float8_e4m3fn"')
-    text = text.replace(
-        'weight_dtype = "float8_e4m3fn"',
-        'weight_dtype = "float8_e4m3fn"\nkv_dtype = "float8_e4m3fn"',
-    )
+    fp8 = 'dtype = "float32"\nweight_dtype = "float8_e4m3fn"\nkv_dtype = "float8_e4m3fn"'
     path = tmp_path / "fp8.toml"
-    path.write_text(text)
+    path.write_text(text.replace('dtype = "float32"', fp8))
     return str(path)
 
 

@@ -67,8 +67,8 @@ def check_tokens(tokens: np.ndarray, cfg: ModelConfig) -> None:
 class Executor:
     """What every executor offers: ``place(params)`` and ``timed_generate(placed, prompts)``."""
 
-    # Bytes of a Hugging Face checkpoint this process read to place the weights (else None).
-    weights_read_bytes: int | None = None
+    # (bytes read, bytes in all) of the Hugging Face checkpoint this process placed weights from.
+    checkpoint_reads: tuple[int, int] | None = None
 
     def generate(self, placed, prompts) -> tuple[np.ndarray, np.ndarray]:
         """Greedy tokens ``[B, gen_len]`` and the first step's logits ``[B, vocab]``."""

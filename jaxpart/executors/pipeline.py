@@ -99,33 +99,25 @@ class PipelineExecutor(Executor):
     # -- placement ------------------------------------------------------------------------------
 
     def place(self, params: dict) -> dict:
-        """Canonical ``[L, ...]`` weights -> the padded stage layout, sharded on the mesh, in the
-        model's dtype."""
-
-        def put(x, spec, layered, kv=0):
-            if isinstance(x, LazyLeaf):
-                return self._put_lazy(x, spec, layered, kv)
-            x = to_host(x).astype(self.weight_dtype)
-            if layered:
-                x = x[self.rows]
-            if kv and self.kv_copies > 1:
-                x = np.repeat(x, self.kv_copies, axis=kv)
-            return put_global(x, NamedSharding(self.mesh, spec))
-
-        placed = {
-            k: put(v, self._param_specs[k], False) for k, v in params.items() if k != "layers"
-        }
+        """Canonical ``[L, ...]`` weights (arrays, or checkpoint leaves read lazily) -> the padded
+        stage layout, sharded on the mesh, in the model's weight dtype."""
+        placed = {k: self._put(v, self._param_specs[k]) for k, v in params.items() if k != "layers"}
         placed["layers"] = {
-            k: put(v, self._param_specs["layers"][k], True, KV_WEIGHTS.get(k, 0))
+            k: self._put(v, self._param_specs["layers"][k], True, KV_WEIGHTS.get(k, 0))
             for k, v in params["layers"].items()
         }
         placed["sizes"] = self.place_sizes()
         return placed
 
-    def _put_lazy(self, leaf: LazyLeaf, spec, layered: bool, kv: int):
-        """A checkpoint leaf placed block by block: each process reads only its devices' blocks
-        (the stage layout's rows and copied K/V heads mapped back to the checkpoint's)."""
-        shape = list(leaf.shape)
+    def _put(self, leaf, spec, layered: bool = False, kv: int = 0):
+        """One leaf placed block by block: each device's block is taken from the canonical leaf,
+        the stage layout's rows and copied K/V heads mapped back to the canonical ones. A
+        checkpoint leaf reads only those blocks, so each process reads only its own share."""
+        if isinstance(leaf, LazyLeaf):
+            read, shape = leaf.read, list(leaf.shape)
+        else:
+            host = to_host(leaf)
+            read, shape = (lambda ids: host[np.ix_(*ids)]), list(host.shape)
         if layered:
             shape[0] = len(self.rows)
         if kv:
@@ -140,10 +132,11 @@ class PipelineExecutor(Executor):
                 if kv and axis == kv:
                     wanted = wanted // self.kv_copies
                 ids.append(wanted)
-            return leaf.read(ids).astype(self.weight_dtype)
+            return read(ids).astype(self.weight_dtype)
 
         array = jax.make_array_from_callback(tuple(shape), NamedSharding(self.mesh, spec), block)
-        leaf.forget()
+        if isinstance(leaf, LazyLeaf):
+            leaf.forget()
         return array
 
     def place_sizes(self):

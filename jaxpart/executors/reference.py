@@ -35,11 +35,7 @@ class ReferenceExecutor(Executor):
         dtype = jnp_dtype(self.cfg.dtype)
 
         def whole(a):
-            if isinstance(a, LazyLeaf):
-                block = a.read([range(n) for n in a.shape])
-                a.forget()
-                a = block
-            return jnp.asarray(a, dtype)
+            return jnp.asarray(a.whole() if isinstance(a, LazyLeaf) else a, dtype)
 
         return jax.device_put(jax.tree.map(whole, params), self.device)
 

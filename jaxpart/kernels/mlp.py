@@ -181,87 +181,54 @@ def _load(ref, policy: str):
     return pltriton.load(ref, eviction_policy=policy or None)
 
 
-def _matmul_tile_kernel(layer_ref, a_ref, w_ref, o_ref, *, block_k: int, activation, hints: bool):
-    """One output tile: ``o = activation(a @ w[layer])`` over the contraction in ``block_k``
-    steps. a_ref [bm, K] streams (evict_first); w_ref is the whole weight stack [n, K, N], read
-    at this program's columns of layer ``layer_ref[0]`` (evict_last)."""
-    block_m, block_n = o_ref.shape
-    layer = layer_ref[0]
-    columns = pl.ds(pl.program_id(1) * block_n, block_n)
-
-    def step(k, acc):
-        rows = pl.ds(k * block_k, block_k)
-        a = _load(a_ref.at[:, rows], "evict_first" if hints else "")
-        w = _load(w_ref.at[layer, rows, columns], "evict_last" if hints else "")
-        return acc + jnp.dot(a, w, preferred_element_type=jnp.float32)
-
-    acc = jax.lax.fori_loop(
-        0, a_ref.shape[1] // block_k, step, jnp.zeros((block_m, block_n), jnp.float32)
-    )
-    o_ref[...] = activation(acc).astype(o_ref.dtype)
-
-
-def _gated_tile_kernel(layer_ref, a_ref, w_ref, w3_ref, o_ref, *, block_k: int, hints: bool):
-    """One tile of SwiGLU's h: ``silu(a @ w1[layer]) * (a @ w3[layer])``, both contractions in
-    one loop (x's tile is loaded once for both)."""
+def _tile_kernel(layer_ref, a_ref, *refs, block_k: int, activation, hints: bool):
+    """One output tile: ``o = activation(a @ w[layer] for each weight stack w)`` over the
+    contraction in ``block_k`` steps, one f32 accumulator a stack (GELU's up and the down
+    projection: one; SwiGLU's gate and up: two, sharing each tile of ``a``). a_ref [bm, K]
+    streams (evict_first); the weights are whole stacks [n, K, N], read at this program's columns
+    of layer ``layer_ref[0]`` (evict_last)."""
+    *w_refs, o_ref = refs
     block_m, block_n = o_ref.shape
     layer = layer_ref[0]
     columns = pl.ds(pl.program_id(1) * block_n, block_n)
     weights, stream = ("evict_last", "evict_first") if hints else ("", "")
 
     def step(k, accs):
-        gate, up = accs
         rows = pl.ds(k * block_k, block_k)
         a = _load(a_ref.at[:, rows], stream)
-        g = _load(w_ref.at[layer, rows, columns], weights)
-        u = _load(w3_ref.at[layer, rows, columns], weights)
-        gate = gate + jnp.dot(a, g, preferred_element_type=jnp.float32)
-        return gate, up + jnp.dot(a, u, preferred_element_type=jnp.float32)
+        return tuple(
+            acc
+            + jnp.dot(
+                a, _load(w.at[layer, rows, columns], weights), preferred_element_type=jnp.float32
+            )
+            for acc, w in zip(accs, w_refs, strict=True)
+        )
 
-    zeros = jnp.zeros((block_m, block_n), jnp.float32)
-    gate, up = jax.lax.fori_loop(0, a_ref.shape[1] // block_k, step, (zeros, zeros))
-    o_ref[...] = _swiglu(gate, up).astype(o_ref.dtype)
-
-
-def _gated_up(a, w, w3, layer, *, block_m, block_n, block_k, params, hints):
-    m, n = a.shape[0], w.shape[2]
-    stack = pl.BlockSpec(w.shape, lambda i, j: (0, 0, 0))  # the stacks, whole: no copy
-    return pl.pallas_call(
-        functools.partial(_gated_tile_kernel, block_k=block_k, hints=hints),
-        out_shape=jax.ShapeDtypeStruct((m, n), a.dtype),
-        grid=(m // block_m, n // block_n),
-        in_specs=[
-            pl.BlockSpec((1,), lambda i, j: (0,)),
-            pl.BlockSpec((block_m, a.shape[1]), lambda i, j: (i, 0)),
-            stack,
-            stack,
-        ],
-        out_specs=pl.BlockSpec((block_m, block_n), lambda i, j: (i, j)),
-        interpret=params is None,
-        compiler_params=params,
-        name="mlp_up_gated",
-    )(layer, a, w, w3)
+    zeros = tuple(jnp.zeros((block_m, block_n), jnp.float32) for _ in w_refs)
+    accs = jax.lax.fori_loop(0, a_ref.shape[1] // block_k, step, zeros)
+    o_ref[...] = activation(*accs).astype(o_ref.dtype)
 
 
 def _tiled_matmul(
-    a, w, layer, *, block_m, block_n, block_k, activation, out_dtype, params, name, hints
+    a, stacks, layer, *, block_m, block_n, block_k, activation, out_dtype, params, name, hints
 ):
-    m = a.shape[0]
-    n = w.shape[2]
+    """``activation(a @ w[layer], ...)`` for the weight ``stacks`` (all [n, K, N])."""
+    m, n = a.shape[0], stacks[0].shape[2]
+    whole = pl.BlockSpec(stacks[0].shape, lambda i, j: (0, 0, 0))  # the stacks, whole: no copy
     return pl.pallas_call(
-        functools.partial(_matmul_tile_kernel, block_k=block_k, activation=activation, hints=hints),
+        functools.partial(_tile_kernel, block_k=block_k, activation=activation, hints=hints),
         out_shape=jax.ShapeDtypeStruct((m, n), out_dtype),
         grid=(m // block_m, n // block_n),
         in_specs=[
             pl.BlockSpec((1,), lambda i, j: (0,)),
             pl.BlockSpec((block_m, a.shape[1]), lambda i, j: (i, 0)),
-            pl.BlockSpec(w.shape, lambda i, j: (0, 0, 0)),  # the stack, whole: no copy
+            *[whole] * len(stacks),
         ],
         out_specs=pl.BlockSpec((block_m, block_n), lambda i, j: (i, j)),
         interpret=params is None,
         compiler_params=params,
         name=name,
-    )(layer, a, w)
+    )(layer, a, *stacks)
 
 
 @functools.partial(jax.jit, static_argnames=("block_sizes", "interpret", "out_dtype", "hints"))
@@ -302,21 +269,13 @@ def _mlp_pallas(
         params = pltriton.CompilerParams(num_warps=bs.num_warps, num_stages=bs.num_stages)
     common = dict(block_m=bs.block_m, block_k=bs.block_k, params=params, hints=hints)
     if w3 is None:
-        h = _tiled_matmul(
-            x,
-            w1,
-            layer,
-            block_n=bs.block_f,
-            activation=_gelu,
-            out_dtype=x.dtype,
-            name="mlp_up",
-            **common,
-        )
+        up = dict(stacks=(w1,), activation=_gelu, name="mlp_up")
     else:
-        h = _gated_up(x, w1, w3, layer, block_n=bs.block_f, **common)
+        up = dict(stacks=(w1, w3), activation=_swiglu, name="mlp_up_gated")
+    h = _tiled_matmul(x, layer=layer, block_n=bs.block_f, out_dtype=x.dtype, **up, **common)
     y = _tiled_matmul(
         h,
-        w2,
+        (w2,),
         layer,
         block_n=bs.block_d,
         activation=lambda a: a,
