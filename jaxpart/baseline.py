@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from jaxpart.config import ConfigError, MeshConfig, ModelConfig
 from jaxpart.memory import EVERYTHING, layer_fit_bytes
-from jaxpart.plan import Plan, assemble_plan
+from jaxpart.plan import Plan, assemble_plan, device_overhead, microbatch_count
 
 
 def baseline_plan(
@@ -37,6 +37,8 @@ def baseline_plan(
     per_stage = model.n_layers // pp
     stages = [list(range(i * per_stage, (i + 1) * per_stage)) for i in range(pp)]
     replicas = n_devices // (tp * pp)
+    per_replica = max(model.batch // replicas, 1)
+    rows = per_replica // microbatch_count(pp, per_replica)
     notes = [
         f"baseline TP={tp} x PP={pp}: heads and MLP split {tp} ways, {per_stage} layers a stage"
     ]
@@ -55,4 +57,5 @@ def baseline_plan(
         cap=mesh.tiers["hbm"].capacity_bytes,
         layer_bytes=[layer_fit_bytes(model, EVERYTHING, tp)] * model.n_layers,
         notes=notes,
+        overhead=device_overhead(model, mesh, tp, rows),
     )

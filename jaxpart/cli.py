@@ -178,15 +178,28 @@ def build_parser() -> argparse.ArgumentParser:
     _add_plan_args(c, "dense16-tiny", "cpu16")
     _add_run_args(c)
     c.add_argument("--repeats", type=positive_int, default=5, help="timed runs; medians reported")
+    c.add_argument(
+        "--predict-for",
+        nargs=2,
+        metavar=("MODEL", "MESH"),
+        default=["dense16", "h100x16"],
+        help="after the measured table, the perf model's prediction for this model and GPU mesh "
+        "(default: the seed's pod, dense16 on h100x16)",
+    )
     c.add_argument("--json", default=None, help="write the measurements and plans to this file")
     c.add_argument("--plot", default=None, help="write a PNG bar chart of TPS and TPOT")
     s = sub.add_parser("simulate", help="predict both placements on a GPU pod (perf model)")
-    _add_plan_args(s, None, None)
+    _add_plan_args(s, "dense16", "h100x16")
     _add_shape_args(s)
     s.add_argument(
         "--calibration", default=None, help="a bench_gpu.json to replace datasheet figures"
     )
     s.add_argument("--sweep", default=None, help="e.g. d_model=1024,2048,4096,8192 or batch=...")
+    s.add_argument(
+        "--validate",
+        action="store_true",
+        help="print the model's predictions beside published GPU measurements, and its error",
+    )
     s.add_argument("--json", default=None, help="write the predictions to this file")
     t = sub.add_parser("train", help="train the small model on a synthetic task (optax)")
     t.add_argument("--model", default="dense16-tiny")

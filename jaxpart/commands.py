@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 
 from rich.console import Console
@@ -93,6 +95,7 @@ def cmd_compare(args, console: Console) -> int:
 
         require_matplotlib()
     model, mesh, choice, kernel = _run_setup(args, console)
+    predict_for = (load_model(args.predict_for[0]), load_mesh(args.predict_for[1]))
     task, prompts, _ = _task_prompts(args, model)
     tokenizer, text_ids = _text_prompts(args, model)
     if tokenizer is not None:
@@ -167,6 +170,7 @@ def cmd_compare(args, console: Console) -> int:
             "say nothing yet about GPUs"
         )
     console.print(f"  {report.SEED_CLAIM}")
+    predicted_section(*predict_for, console)
     if not result.all_agree:
         what = "its tokens" if not result.agreements else "beyond rounding"
         console.print(f"[bold red]a placement disagrees with the {result.anchor} ({what})[/]")
@@ -357,7 +361,10 @@ def cmd_simulate(args, console: Console) -> int:
     from jaxpart import report
     from jaxpart.perfmodel import constants_from, parse_sweep
     from jaxpart.simulate import run_simulate, run_sweep
+    from jaxpart.validation import ratio_words
 
+    if args.validate:
+        return _validate(args, console)
     model, mesh = load_model(args.model), load_mesh(args.mesh)
     sweep = parse_sweep(args.sweep) if args.sweep else None
     constants = constants_from(mesh, args.calibration)
@@ -376,7 +383,7 @@ def cmd_simulate(args, console: Console) -> int:
     console.print(report.simulate_table(sim, str(mesh.n_devices)))
     ratio = sim["ratios"]["tps_layerwise_over_baseline"]
     if ratio is not None:
-        console.print(f"layer-wise / baseline TPS: {ratio:.2f}x (predicted); {sim['why']}")
+        console.print(f"layer-wise / baseline TPS: {ratio_words(ratio)}; {sim['why']}")
     for method, reason in sim["unplanned"].items():
         console.print(f"{method}: not predicted, it cannot be planned for this run: {reason}")
     for line in report.verdict_lines(sim) + sim["notes"]:
@@ -386,14 +393,83 @@ def cmd_simulate(args, console: Console) -> int:
         for row in sw["rows"]:
             console.print(
                 f"  {sw['key']} = {row['value']:>6}: layer-wise / baseline TPS "
-                f"{row['ratio']:.2f}x ({row['layerwise_tps']:,.0f} vs {row['baseline_tps']:,.0f});"
-                f" {row['why']}"
+                f"{ratio_words(row['ratio'])} ({row['layerwise_tps']:,.0f} vs "
+                f"{row['baseline_tps']:,.0f}); {row['why']}"
             )
         console.print(f"  {sw['crossover']} (predicted)")
         for note in dict.fromkeys(sw["notes"]):
             console.print(f"  note: {note}")
     if args.json:
         write_text_atomically(args.json, json.dumps(sim, indent=2))
+        console.print(f"written to {args.json}")
+    return 0
+
+
+def predicted_section(model, mesh, console: Console) -> None:
+    """The answer for a GPU pod, under a measured CPU table: both placements of ``model`` on
+    ``mesh`` by the perf model, at the model file's run shape, with the model's error band."""
+    from jaxpart import report
+    from jaxpart.perfmodel import constants_from
+    from jaxpart.placement import DEFAULT_CHOICE
+    from jaxpart.simulate import run_simulate
+    from jaxpart.validation import ratio_words
+
+    sim = run_simulate(
+        model,
+        mesh,
+        constants_from(mesh),
+        DEFAULT_CHOICE,
+        batch=model.batch,
+        prompt_len=model.prompt_len,
+        gen_len=model.gen_len,
+    )
+    console.print(report.simulate_table(sim, str(mesh.n_devices)))
+    ratio = sim["ratios"]["tps_layerwise_over_baseline"]
+    if ratio is not None:
+        console.print(f"predicted layer-wise / baseline TPS on {mesh.name}: {ratio_words(ratio)}")
+    for method, reason in sim["unplanned"].items():
+        console.print(f"{method}: not predicted, it cannot be planned for this run: {reason}")
+
+
+def _validate(args, console: Console) -> int:
+    """``simulate --validate``: every published point, predicted beside measured."""
+    from rich.table import Table
+
+    from jaxpart.validation import check_all, summary
+
+    points, stats = check_all(), summary()
+    table = Table(title="The perf model against published measurements (tests/data/published.toml)")
+    for col in ("point", "gpu", "dtype", "TPxPP", "batch", "in/out", "metric", "measured"):
+        table.add_column(col, justify="left" if col in ("point", "metric") else "right")
+    table.add_column("predicted", justify="right")
+    table.add_column("pred/meas", justify="right")
+    for p in points:
+        table.add_row(
+            p.id,
+            p.gpu,
+            p.dtype,
+            f"{p.tp}x{p.pp}",
+            str(p.batch),
+            f"{p.input_len}/{p.output_len}",
+            p.metric,
+            f"{p.measured:,.1f}",
+            f"{p.predicted:,.1f}",
+            f"{p.ratio:.2f}",
+        )
+    console.print(table)
+    for kind, st in stats.items():
+        console.print(
+            f"{kind}: {st['points']} points, predicted / measured geometric mean "
+            f"{st['geomean_ratio']:.2f} (x/ {math.exp(st['log_sd']):.2f} one geometric SD), "
+            f"range {st['min_ratio']:.2f}-{st['max_ratio']:.2f}"
+        )
+    console.print(
+        "constants: the timing tables of meshes/h100x16.toml, a100x8.toml and h200x8.toml, one "
+        "set per GPU kind (fixed costs and FP8/KV efficiencies were set on these points)"
+    )
+    if args.json:
+        doc = {"points": [{**asdict(p), "ratio": p.ratio} for p in points], "summary": stats}
+        write_text_atomically(args.json, json.dumps(doc, indent=2))
         console.print(f"written to {args.json}")
     return 0
 
@@ -485,20 +561,25 @@ def cmd_verify(args, console: Console) -> int:
         f"{mesh.n_devices} simulated CPU devices from abstract arrays (XLA kernel paths: a CUDA "
         "program needs a GPU to compile); per device:"
     )
-    console.print(
-        f"  memory model: weights {format_bytes(pred['weights'])} + KV cache "
-        f"{format_bytes(pred['kv_cache'])} + embedding and head "
-        f"{format_bytes(pred['embedding_and_head'])} = {format_bytes(pred['total'])}"
-    )
+    cpu = result["predicted_for_cpu_compile"]
     hbm = format_bytes(result["hbm_bytes"])
     for name, p in result["programs"].items():
         console.print(
-            f"  XLA {name}: arguments {format_bytes(p['argument_bytes'])} "
-            f"({p['argument_bytes_over_predicted']:.3f}x the model's), temporaries "
+            f"  XLA {name}: arguments {format_bytes(p['argument_bytes'])}, temporaries "
             f"{format_bytes(p['temp_bytes'])}, outputs {format_bytes(p['output_bytes'])} "
-            f"(aliased {format_bytes(p['alias_bytes'])}); peak {format_bytes(p['peak_bytes'])}: "
-            f"{'fits' if p['fits_hbm'] else 'does NOT fit'} {hbm} of HBM"
+            f"(aliased {format_bytes(p['alias_bytes'])}); peak {format_bytes(p['peak_bytes'])}"
         )
+    console.print(
+        f"  memory model for this CPU compile: {_memory_parts(cpu)} = "
+        f"{format_bytes(cpu['total'])}, {result['predicted_over_xla_peak']:.3f}x XLA's peak of "
+        f"{format_bytes(result['xla_peak_bytes'])} (weights, embedding, head and KV cache: "
+        f"{result['predicted_state_over_xla']:.3f}x XLA's decode arguments and outputs)"
+    )
+    console.print(
+        f"  memory model on {mesh.name} ({'flash' if mesh.platform == 'gpu' else 'XLA'} "
+        f"attention, buffers included): {_memory_parts(pred)} = {format_bytes(pred['total'])}: "
+        f"{'fits' if result['fits_hbm'] else 'does NOT fit'} {hbm} of HBM"
+    )
     cost = result["cost_check"]
     console.print(
         f"  one decode step on one device (batch {model.batch}, float32, attending over "
@@ -510,16 +591,24 @@ def cmd_verify(args, console: Console) -> int:
         f"{format_bytes(cost['model_bytes'])} (XLA counts every operand of every op: "
         "intermediates and the cache update, which the model does not count)"
     )
-    if not result["programs"]["prefill"]["fits_hbm"]:
+    if not result["fits_hbm"]:
         console.print(
-            f"  prefill's attention scores alone take "
-            f"{format_bytes(result['prefill_attention_scores_bytes'])} a microbatch on the XLA path"
-            " (rows x heads x query chunk x prompt, f32): more --microbatches shrink them"
+            "  more --microbatches shrink a prefill's activations (a microbatch's rows x prompt)"
         )
     if args.json:
         write_text_atomically(args.json, json.dumps(result, indent=2))
         console.print(f"written to {args.json}")
     return 0
+
+
+def _memory_parts(parts: dict) -> str:
+    from jaxpart.config import format_bytes
+
+    names = {"kv_cache": "KV cache", "embedding_and_head": "embedding and head"}
+    names |= {"cpu_widening": "XLA CPU's f32 copies"}
+    return " + ".join(
+        f"{names.get(k, k)} {format_bytes(v)}" for k, v in parts.items() if k != "total" and v
+    )
 
 
 def cmd_launch(args, console: Console) -> int:

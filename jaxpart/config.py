@@ -241,6 +241,25 @@ class Link:
 
 
 @dataclass(frozen=True)
+class Timing:
+    """What a device's kernels achieve, for the performance model (``jaxpart.perfmodel``); each
+    mesh file states its figures and their sources. The defaults are the datasheet taken at
+    its word: every peak reached, nothing paid per kernel."""
+
+    hbm_efficiency: float = 1.0  # share of HBM bandwidth a streaming kernel (GEMV, KV read) gets
+    compute_efficiency: float = 1.0  # share of peak_flops a large GEMM gets
+    attention_efficiency: float = 1.0  # share of peak_flops a flash-attention prefill gets
+    kv_efficiency: float = 1.0  # share of HBM bandwidth a decode attention kernel's KV reads get
+    fp8_peak_flops: float = 0.0  # dense FP8 peak; 0: as peak_flops
+    fp8_compute_efficiency: float = 1.0  # share of fp8_peak_flops an FP8 GEMM gets
+    effective_l2_bytes: int = 0  # what stays at L2 speed across kernels; 0: the l2 tier's size
+    launch_s: float = 0.0  # per kernel: launch and the gap before the next
+    step_s: float = 0.0  # per decode step, outside the kernels (sampling, host work)
+    request_s: float = 0.0  # per batch before its first token (runtime setup, host sync)
+    source: str = "datasheet peaks"
+
+
+@dataclass(frozen=True)
 class MeshConfig:
     name: str
     platform: str  # "cpu" or "gpu"
@@ -253,6 +272,7 @@ class MeshConfig:
     inter_host: Link
     default_capacity: str
     source: str = "<memory>"
+    timing: Timing = Timing()
 
     def __post_init__(self) -> None:
         _positive_int(self.source, "hosts", self.hosts)
@@ -279,6 +299,20 @@ class MeshConfig:
     @property
     def n_devices(self) -> int:
         return self.hosts * self.devices_per_host
+
+    def sized(self, devices: int) -> MeshConfig:
+        """The same kind of device and links, ``devices`` of them (hosts of devices_per_host)."""
+        per_host = min(devices, self.devices_per_host)
+        if devices % per_host:
+            raise ConfigError(
+                f"devices = {devices}: must be a multiple of {self.name}'s {per_host} per host"
+            )
+        return dataclasses.replace(
+            self,
+            name=f"{self.name}[{devices}]",
+            hosts=devices // per_host,
+            devices_per_host=per_host,
+        )
 
 
 def resolve(name_or_path: str, kind: str) -> Path:
@@ -505,6 +539,7 @@ def load_mesh(name_or_path: str) -> MeshConfig:
     m = _Fields(src, top.take("mesh"), "mesh.")
     tiers_table = top.take("tiers")
     links = _Fields(src, top.take("links"), "links.")
+    timing = _load_timing(src, top.take("timing", None))
     top.done()
     tiers = {}
     for tier_name, table in _Fields(src, tiers_table, "tiers.").table.items():
@@ -532,10 +567,37 @@ def load_mesh(name_or_path: str) -> MeshConfig:
         inter_host=_load_link(src, links.take("inter_host"), "inter_host"),
         default_capacity=m.take("default_capacity"),
         source=src,
+        timing=timing,
     )
     m.done()
     links.done()
     return mesh
+
+
+def _load_timing(src: str, table: dict[str, Any] | None) -> Timing:
+    if table is None:
+        return Timing()
+    f = _Fields(src, table, "timing.")
+    values = {}
+    names = ("hbm_efficiency", "compute_efficiency", "attention_efficiency", "kv_efficiency")
+    for name in (*names, "fp8_compute_efficiency"):
+        if name == "fp8_compute_efficiency" and name not in f.table:
+            continue
+        value = f.number(name)
+        if not 0 < value <= 1:
+            raise ConfigError(f"{src}: field 'timing.{name}' = {value!r}: must be in (0, 1]")
+        values[name] = value
+    timing = Timing(
+        **values,
+        fp8_peak_flops=f.number("fp8_peak_flops") if "fp8_peak_flops" in f.table else 0.0,
+        effective_l2_bytes=f.size("effective_l2", 0),
+        launch_s=f.number("launch_us") * 1e-6,
+        step_s=f.number("step_us") * 1e-6,
+        request_s=f.number("request_us") * 1e-6,
+        source=f.take("source"),
+    )
+    f.done()
+    return timing
 
 
 def shipped(kind: str) -> list[Path]:

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxpart.kernels.attention import decode_attention, prefill_attention
-from jaxpart.kernels.backend import AUTO, XLA, KernelChoice
+from jaxpart.kernels.backend import AUTO, XLA, KernelChoice, cpu_barrier
 from jaxpart.kernels.mlp import mlp as mlp_kernel
 from jaxpart.memory import cache_positions
 
@@ -205,21 +205,24 @@ def run_layers(
     pipeline stage and are skipped, not computed and masked).
     """
 
-    def body(carry, xs):
-        p, j = xs
+    # The MLP kernels read their layer from the whole stack (no per-layer copy of its weights).
+    mlp_stack = {k: layers[k] for k in ("w1", "w2", "w3") if k in layers}
+    rest = {k: v for k, v in layers.items() if k not in mlp_stack}
 
+    def body(carry, j):
         def apply(x, kc, vc):
+            # This layer's attention weights and norms, sliced here rather than by scan, so that
+            # on CPU the barrier keeps XLA from widening whole stacks to f32 (see cpu_barrier).
+            p = cpu_barrier({k: v[j] for k, v in rest.items()}, kernel)
             return decoder_layer(p, x, kc, vc, pos, tensor_axis, kernel, j, row, mlp_stack, arch)
 
         if n_valid is None:
             return apply(*carry), None
         return jax.lax.cond(j < n_valid, apply, lambda *c: c, *carry), None
 
-    # The MLP kernels read their layer from the whole stack (no per-layer copy of its weights).
-    mlp_stack = {k: layers[k] for k in ("w1", "w2", "w3") if k in layers}
     n = k_cache.shape[1]
     (x, k_cache, v_cache), _ = jax.lax.scan(
-        body, (x, k_cache, v_cache), (layers, jnp.arange(n)), unroll=unroll
+        body, (x, k_cache, v_cache), jnp.arange(n), unroll=unroll
     )
     return x, k_cache, v_cache
 

@@ -15,8 +15,8 @@ from jaxpart.config import ConfigError, ModelConfig, format_bytes
 RESIDENT, EVERYTHING, STATED = "resident", "everything", "stated"
 FIT_DEFINITIONS = {
     RESIDENT: "resident set: weights + decode working activations (smem / l2)",
-    EVERYTHING: "everything a stage holds: weights + KV cache + prefill activations + buffers "
-    "(hbm)",
+    EVERYTHING: "everything a device holds: weights + KV cache per layer, and once per device "
+    "the embedding and head, one microbatch's activations and buffers (hbm)",
     STATED: "the seed's definition: stated weights + full-prefill activations + buffers",
 }
 TIER_DEFINITION = {"smem": RESIDENT, "l2": RESIDENT, "hbm": EVERYTHING}
@@ -25,6 +25,15 @@ TIER_DEFINITION = {"smem": RESIDENT, "l2": RESIDENT, "hbm": EVERYTHING}
 # time by the decode kernels; see jaxpart.kernels.attention.
 PAGE = 16
 KV_BLOCK = 128
+# Working-set bounds the executors keep (jaxpart.layers, jaxpart.kernels.attention): a long
+# prompt's MLP runs ROW_CHUNK rows at a time; the XLA prefill attention QUERY_CHUNK queries at a
+# time (its f32 scores are rows x heads x QUERY_CHUNK x prompt).
+ROW_CHUNK = 4096
+QUERY_CHUNK = 512
+# Hidden-state-sized f32 buffers a prefill layer holds at once (rows x prompt x d_model x 4 bytes
+# each): a projection's f32 output and the f32 sum it feeds (the all-reduce's, under a tensor
+# split). Read from XLA's buffer assignment of the compiled prefill (jaxpart verify).
+PREFILL_F32_HIDDEN = 2
 
 
 def cache_positions(seq_len: int) -> int:
@@ -47,22 +56,20 @@ class LayerMemory:
     split: int
     params: int  # weight-matrix params of the whole layer (norm scales, 2 x d, are left out)
     weight_bytes: int
-    prefill_activation_bytes: int  # B x S x d: one whole prefill's hidden states
+    prefill_activation_bytes: int  # B x S x d: one whole prefill's hidden states (the seed's)
     decode_hidden_bytes: int  # B x d: what crosses a stage boundary per decode step
     decode_working_bytes: int  # B x (d + q, k, v, attention out and MLP hidden per device)
-    kv_cache_bytes: int  # 2 x B x S x (K/V heads per device) x head_dim
+    kv_cache_bytes: int  # K and V of B rows at the allocated positions (see kv_bytes)
     buffer_bytes: int
 
     def fit_bytes(self, definition: str) -> int:
+        """Bytes this layer adds to a device under ``definition``. For EVERYTHING the rest of
+        what a device holds (embedding and head, a microbatch's activations, buffers) is paid
+        once per device, not per layer: see ``device_overhead``."""
         if definition == RESIDENT:
             return self.weight_bytes + self.decode_working_bytes
         if definition == EVERYTHING:
-            return (
-                self.weight_bytes
-                + self.kv_cache_bytes
-                + self.prefill_activation_bytes
-                + self.buffer_bytes
-            )
+            return self.weight_bytes + self.kv_cache_bytes
         raise ValueError(f"{definition=} is not a derived-figures definition")
 
 
@@ -92,7 +99,7 @@ def layer_memory(model: ModelConfig, split: int = 1) -> LayerMemory:
     if problem:
         raise ConfigError(f"split = {split}: {problem}")
     b, s, d, f, nbytes = model.batch, model.seq_len, model.d_model, model.d_ff, model.dtype_bytes
-    wbytes, kvbytes = model.weight_bytes_each, model.kv_bytes_each
+    wbytes = model.weight_bytes_each
     q, kv = model.q_width, model.kv_width
     kv_local = kv_heads_per_device(model, split) * model.head_dim
     params = 2 * d * q + 2 * d * kv + model.mlp_matrices * d * f
@@ -105,7 +112,7 @@ def layer_memory(model: ModelConfig, split: int = 1) -> LayerMemory:
         prefill_activation_bytes=b * s * d * nbytes,
         decode_hidden_bytes=b * d * nbytes,
         decode_working_bytes=b * (d + (2 * q + hidden) // split + 2 * kv_local) * nbytes,
-        kv_cache_bytes=2 * b * s * kv_local * kvbytes,
+        kv_cache_bytes=kv_bytes(model, b, cache_positions(s), split),
         buffer_bytes=model.buffer_bytes,
     )
 
@@ -135,9 +142,119 @@ def layer_fit_bytes(model: ModelConfig, definition: str, split: int = 1) -> int:
 
 
 def embedding_params(model: ModelConfig) -> int:
-    """Token embedding + LM head (one matrix when tied); held by the first and last stage,
-    outside the layers."""
+    """Token embedding + LM head (one matrix when tied), outside the layers; every device of
+    a pipeline holds both (see ``device_memory``)."""
     return (1 if model.tie_embeddings else 2) * model.vocab * model.d_model
+
+
+@dataclass(frozen=True)
+class DeviceMemory:
+    """What one device holds for a stage of ``layers`` layers at tensor split ``split``: the
+    layers' weights and KV cache, the embedding and head (every device holds both: the stage
+    loop is the same program on every device), the larger of a prefill's and a decode step's
+    working activations for one microbatch, and the model file's buffers."""
+
+    layers: int
+    split: int
+    weights: int
+    kv_cache: int
+    embedding_and_head: int
+    prefill_activations: int
+    decode_activations: int
+    buffers: int
+    cpu_widening: int  # XLA's CPU backend only: f32 copies it makes of bf16 matrices
+
+    @property
+    def activations(self) -> int:
+        return max(self.prefill_activations, self.decode_activations)
+
+    @property
+    def overhead(self) -> int:
+        """What the device holds besides its layers' weights and KV cache."""
+        return self.embedding_and_head + self.activations + self.buffers + self.cpu_widening
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.kv_cache + self.overhead
+
+    def parts(self) -> dict[str, int]:
+        out = {
+            "weights": self.weights,
+            "kv_cache": self.kv_cache,
+            "embedding_and_head": self.embedding_and_head,
+            "activations": self.activations,
+            "buffers": self.buffers,
+        }
+        if self.cpu_widening:
+            out["cpu_widening"] = self.cpu_widening
+        return out
+
+
+def prefill_activation_bytes(
+    model: ModelConfig, rows: int, prompt_len: int, split: int, attention: str
+) -> int:
+    """One microbatch of ``rows`` x ``prompt_len`` through a prefill layer, per device: the
+    stage's hidden states in the model dtype, PREFILL_F32_HIDDEN f32 hidden-state buffers,
+    the layer's q, k and v, a ROW_CHUNK of the MLP's f32 hidden, the attention's working set
+    (``attention="xla"``: f32 scores for QUERY_CHUNK queries against the prompt; ``"pallas"``:
+    none, the flash kernel keeps its tiles on chip) and the last position's f32 logits."""
+    d, nbytes, tokens = model.d_model, model.dtype_bytes, rows * prompt_len
+    kv_local = kv_heads_per_device(model, split) * model.head_dim
+    hidden = tokens * d * nbytes + PREFILL_F32_HIDDEN * tokens * d * 4
+    qkv = tokens * (model.q_width // split + 2 * kv_local) * nbytes
+    mlp = min(tokens, ROW_CHUNK) * (model.mlp_matrices - 1) * model.d_ff // split * 4
+    scores = 0
+    if attention == "xla":
+        heads = model.n_heads // split
+        scores = rows * heads * min(prompt_len, QUERY_CHUNK) * prompt_len * 4
+    return hidden + qkv + mlp + scores + rows * model.vocab * 4
+
+
+def decode_activation_bytes(model: ModelConfig, rows: int, split: int) -> int:
+    """One decode step of a microbatch of ``rows``, per device: the layer's working set in f32
+    (``decode_working_bytes``, widened) and the f32 logits."""
+    mem = layer_memory(model.replace(batch=rows), split)
+    return mem.decode_working_bytes * 4 // model.dtype_bytes + rows * model.vocab * 4
+
+
+def cpu_widening_bytes(model: ModelConfig, split: int) -> int:
+    """The f32 copies XLA's CPU backend makes when it multiplies bf16 or f16 matrices (it
+    computes them in f32): the embedding, and one layer's MLP matrices. A GPU program makes
+    none; ``verify`` adds them only to set the model beside a CPU compile."""
+    if model.weight_bytes_each != 2 or model.dtype_bytes != 2:
+        return 0
+    one_layer_mlp = model.mlp_matrices * model.d_model * model.d_ff // split
+    return (model.vocab * model.d_model + one_layer_mlp) * 4
+
+
+def device_memory(
+    model: ModelConfig,
+    layers: int,
+    split: int,
+    *,
+    cache_rows: int,
+    rows: int,
+    prompt_len: int,
+    attention: str = "pallas",
+    platform: str = "gpu",
+) -> DeviceMemory:
+    """Bytes one device holds: ``layers`` layers split ``split`` ways, KV caches for
+    ``cache_rows`` sequences at the model's context (``cache_positions(seq_len)``), and the
+    activations of one microbatch of ``rows`` sequences with a ``prompt_len`` prompt, for
+    the attention path in use (``"pallas"`` or ``"xla"``). ``platform="cpu"`` adds the f32
+    copies XLA's CPU backend makes (``cpu_widening_bytes``)."""
+    mem = layer_memory(model, split)
+    return DeviceMemory(
+        layers=layers,
+        split=split,
+        weights=layers * mem.weight_bytes,
+        kv_cache=layers * kv_bytes(model, cache_rows, cache_positions(model.seq_len), split),
+        embedding_and_head=(embedding_params(model) + model.d_model) * model.weight_bytes_each,
+        prefill_activations=prefill_activation_bytes(model, rows, prompt_len, split, attention),
+        decode_activations=decode_activation_bytes(model, rows, split),
+        buffers=model.buffer_bytes,
+        cpu_widening=cpu_widening_bytes(model, split) if platform == "cpu" else 0,
+    )
 
 
 def discrepancies(model: ModelConfig) -> list[str]:

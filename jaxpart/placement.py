@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from jaxpart.baseline import baseline_plan
 from jaxpart.config import ConfigError, MeshConfig, ModelConfig
 from jaxpart.memory import kv_heads_per_device
-from jaxpart.plan import Plan, make_plan
+from jaxpart.plan import Plan, make_plan, microbatch_count
 
 METHODS = ("reference", "baseline", "layerwise")
 
@@ -47,9 +47,7 @@ def default_microbatches(plan: Plan | None, batch: int) -> int:
     """Enough microbatches to fill the pipe (M >= stages) that divide each replica's batch."""
     if plan is None:
         return 1
-    per_replica = batch // plan.data_parallel
-    fitting = [m for m in range(plan.n_stages, per_replica + 1) if per_replica % m == 0]
-    return fitting[0] if fitting else max(per_replica, 1)
+    return microbatch_count(plan.n_stages, batch // plan.data_parallel)
 
 
 def decode_shapes(models: list[ModelConfig], mesh: MeshConfig) -> list[dict]:

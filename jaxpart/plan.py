@@ -13,7 +13,15 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 from jaxpart.config import TIER_NAMES, MeshConfig, ModelConfig, format_bytes, parse_size
-from jaxpart.memory import FIT_DEFINITIONS, STATED, TIER_DEFINITION, layer_fit_bytes, valid_splits
+from jaxpart.memory import (
+    EVERYTHING,
+    FIT_DEFINITIONS,
+    STATED,
+    TIER_DEFINITION,
+    device_memory,
+    layer_fit_bytes,
+    valid_splits,
+)
 from jaxpart.partition import (
     STRATEGIES,
     PlanError,
@@ -110,15 +118,40 @@ def resolve_capacity(capacity: str | None, mesh: MeshConfig) -> tuple[str, int, 
     return name, nbytes, TIER_DEFINITION["hbm"]
 
 
+def microbatch_count(stages: int, per_replica: int) -> int:
+    """Enough microbatches to fill the pipe (M >= stages) that divide a replica's batch."""
+    fitting = [m for m in range(stages, per_replica + 1) if per_replica % m == 0]
+    return fitting[0] if fitting else max(per_replica, 1)
+
+
+def device_overhead(model: ModelConfig, mesh: MeshConfig, split: int, rows: int) -> int:
+    """What a device holds besides its layers' weights and KV cache (embedding and head, one
+    microbatch of ``rows`` sequences' activations, buffers), by ``memory.device_memory``, for
+    the attention path a run on the mesh's platform uses."""
+    return device_memory(
+        model,
+        0,
+        split,
+        cache_rows=0,
+        rows=rows,
+        prompt_len=model.prompt_len,
+        attention="pallas" if mesh.platform == "gpu" else "xla",
+        platform=mesh.platform,
+    ).overhead
+
+
 def _stage_bytes(model: ModelConfig, definition: str, split: int, n_layers: int) -> int:
     return n_layers * layer_fit_bytes(model, definition, split)
 
 
-def _smallest_tier(model: ModelConfig, mesh: MeshConfig, figures: str, split: int, n: int):
+def _smallest_tier(
+    model: ModelConfig, mesh: MeshConfig, figures: str, split: int, n: int, overhead: int = 0
+):
     by_tier = {
         tier: _stage_bytes(
             model, STATED if figures == "stated" else TIER_DEFINITION[tier], split, n
         )
+        + (overhead if figures != "stated" and TIER_DEFINITION[tier] == EVERYTHING else 0)
         for tier in TIER_NAMES
     }
     for tier in TIER_NAMES:
@@ -165,20 +198,57 @@ def make_plan(
     label, cap, definition = resolve_capacity(capacity, mesh)
     if figures == "stated":
         definition = STATED
+    args = (model, mesh, strategy, figures, layers_per_stage, n_devices, label, cap, definition)
+    if definition != EVERYTHING:
+        return _plan_at(*args, rows=0)
+    # Under EVERYTHING a device also holds one microbatch's activations, and the microbatch
+    # depends on the plan (M >= stages): plan for a microbatch of `rows` sequences, starting
+    # from 1, until the plan's own microbatch is no larger than the one it was planned for.
+    rows = 1
+    for _ in range(8):
+        plan = _plan_at(*args, rows=rows)
+        planned = microbatch_rows(plan, model.batch)
+        if planned <= rows:
+            return _plan_at(*args, rows=planned) if planned < rows else plan
+        rows = planned
+    return plan
+
+
+def microbatch_rows(plan: Plan, batch: int) -> int:
+    """Sequences in one microbatch of ``plan`` at its default microbatch count."""
+    per_replica = max(batch // plan.data_parallel, 1)
+    return per_replica // microbatch_count(plan.n_stages, per_replica)
+
+
+def _plan_at(
+    model, mesh, strategy, figures, layers_per_stage, n_devices, label, cap, definition, rows
+) -> Plan:
+    """The plan when a device also holds a microbatch of ``rows`` sequences' activations (and
+    the embedding, head and buffers) besides its layers: under EVERYTHING that overhead comes
+    off the capacity the partitioner fills."""
     L = model.n_layers
     splits = [t for t in valid_splits(model) if t <= n_devices]
+
+    def overhead(split: int) -> int:
+        return device_overhead(model, mesh, split, rows) if definition == EVERYTHING else 0
 
     stages, split, layer_bytes = None, 1, []
     for split in splits:
         layer_bytes = [layer_fit_bytes(model, definition, split)] * L
         n_stages = min(L, n_devices // split)
-        stages = _partition(strategy, layer_bytes, cap, n_stages, layers_per_stage, L)
+        room = cap - overhead(split)
+        stages = _partition(strategy, layer_bytes, room, n_stages, layers_per_stage, L)
         if stages is not None:
             break
     if stages is None:
         raise _no_fit_error(model, definition, label, cap, strategy, layers_per_stage, splits)
 
     notes = [f"fit definition: {FIT_DEFINITIONS[definition]}"]
+    if definition == EVERYTHING:
+        notes.append(
+            f"each device also holds {format_bytes(overhead(split))} besides its layers: the "
+            f"embedding and head, a microbatch of {rows} sequence(s)' activations, buffers"
+        )
     if split > 1:
         notes.append(
             f"one layer needs {format_bytes(layer_fit_bytes(model, definition, 1))}, more than "
@@ -188,8 +258,8 @@ def make_plan(
     if needed > n_devices:
         raise PlanError(
             f"the {strategy} plan needs {len(stages)} stages x {split} devices = {needed} devices "
-            f"at capacity {label} ({format_bytes(cap)}), but the mesh has {n_devices}; "
-            "use a larger --capacity (e.g. hbm) or more devices"
+            f"at capacity {label} ({format_bytes(cap)}), but the mesh has {n_devices}"
+            + ("; use a larger --capacity (e.g. hbm) or more devices" if label != "hbm" else "")
         )
     data_parallel = 1
     if needed < n_devices:
@@ -222,6 +292,7 @@ def make_plan(
         cap,
         layer_bytes,
         notes,
+        overhead=overhead(split),
     )
     hbm = mesh.tiers["hbm"].capacity_bytes
     for i, stage in enumerate(plan.stages):
@@ -247,12 +318,15 @@ def assemble_plan(
     cap: int,
     layer_bytes: Sequence[int],
     notes: Sequence[str],
+    overhead: int = 0,
 ) -> Plan:
-    """Stages of layer ids -> a Plan: device ids, bytes per device and the tier each fits."""
+    """Stages of layer ids -> a Plan: device ids, bytes per device and the tier each fits.
+    ``overhead``: what each device holds besides its layers (``device_overhead``), counted in
+    the bytes under EVERYTHING."""
     per_replica = len(stages) * split
     plan_stages = []
     for s, layers in enumerate(stages):
-        tier, by_tier = _smallest_tier(model, mesh, figures, split, len(layers))
+        tier, by_tier = _smallest_tier(model, mesh, figures, split, len(layers), overhead)
         devs = tuple(
             r * per_replica + s * split + k for r in range(data_parallel) for k in range(split)
         )
@@ -261,7 +335,8 @@ def assemble_plan(
                 layers=tuple(layers),
                 devices=devs,
                 split=split,
-                bytes=sum(layer_bytes[i] for i in layers),
+                bytes=sum(layer_bytes[i] for i in layers)
+                + (overhead if definition == EVERYTHING else 0),
                 tier=tier,
                 bytes_by_tier=by_tier,
             )
@@ -296,22 +371,22 @@ def _no_fit_error(model, definition, label, cap, strategy, layers_per_stage, spl
     fixed = one - shardable
     fitting = [t for t in valid_splits(model) if layer_fit_bytes(model, definition, t) <= cap]
     head = f"layer 0 needs {format_bytes(one)} but capacity {label} is {format_bytes(cap)}"
+    advice = "Use --capacity hbm or a smaller model" if label != "hbm" else "Use a smaller model"
     if fitting:
         t = fitting[0]
         return PlanError(
             f"{head}; a {t}-way split fits, so {model.n_layers} layers would take "
             f"{model.n_layers * t} devices but only {splits[-1]}-way splits fit this mesh. "
-            "Use --capacity hbm or a smaller model"
+            + advice
         )
     if fixed >= cap:
         return PlanError(
             f"{head}, and its part that no split divides ({format_bytes(fixed)}: replicated "
-            "activations and buffers) alone exceeds it: no number of devices fits. "
-            "Use --capacity hbm or a smaller model"
+            "activations and buffers) alone exceeds it: no number of devices fits. " + advice
         )
     per_layer = math.ceil(shardable / (cap - fixed))
     return PlanError(
         f"{head}; no split of its {model.n_heads} heads and {model.d_ff} MLP width fits; it would "
         f"take a {per_layer}-way split, {model.n_layers * per_layer} devices for "
-        f"{model.n_layers} layers. Use --capacity hbm or a smaller model"
+        f"{model.n_layers} layers. " + advice
     )

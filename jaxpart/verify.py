@@ -11,9 +11,8 @@ import re
 
 from jaxpart.config import MeshConfig, ModelConfig
 from jaxpart.executors import PipelineExecutor, RunShape
-from jaxpart.kernels.attention import QUERY_CHUNK
 from jaxpart.kernels.backend import KernelChoice
-from jaxpart.memory import KV_BLOCK, cache_positions, embedding_params, kv_bytes, layer_memory
+from jaxpart.memory import KV_BLOCK, DeviceMemory, device_memory, kv_bytes, layer_memory
 from jaxpart.placement import PlanChoice, default_microbatches, plan_for
 
 _TENSOR = re.compile(r"tensor<((?:\d+x)+)([a-zA-Z][a-zA-Z0-9]*)>")
@@ -116,18 +115,22 @@ def lower_for_cuda(executor: PipelineExecutor) -> dict:
     return out
 
 
-def predicted_bytes(cfg: ModelConfig, executor: PipelineExecutor) -> dict:
-    """Per device, by the memory model: weights, KV cache and the replicated embedding/head."""
-    plan, t = executor.plan, executor.plan.split
-    mem = layer_memory(cfg, t)
-    rows = cfg.batch // plan.data_parallel
-    positions = cache_positions(cfg.seq_len)  # as allocated: whole pages for the kernels
-    kv_per_layer = kv_bytes(cfg, rows, positions, t)
-    return {
-        "weights": executor.lmax * mem.weight_bytes,
-        "kv_cache": executor.lmax * kv_per_layer,
-        "embedding_and_head": (embedding_params(cfg) + cfg.d_model) * cfg.weight_bytes_each,
-    }
+def predicted_memory(cfg: ModelConfig, executor: PipelineExecutor, platform: str) -> DeviceMemory:
+    """The memory model's bytes for the executor's largest stage, per device: on ``"gpu"``
+    with the kernels a GPU run uses (flash attention in prefill); on ``"cpu"`` as the CPU
+    compile runs it (XLA attention, and the f32 copies XLA's CPU backend makes)."""
+    plan, shape = executor.plan, executor.shape
+    per_replica = shape.batch // plan.data_parallel
+    return device_memory(
+        cfg,
+        executor.lmax,
+        plan.split,
+        cache_rows=per_replica,
+        rows=per_replica // shape.microbatches,
+        prompt_len=shape.prompt_len,
+        attention="pallas" if platform == "gpu" else "xla",
+        platform=platform,
+    )
 
 
 def verify(
@@ -150,8 +153,12 @@ def verify(
         if progress:
             progress("the GPU programs for CUDA")
         cuda = lower_for_cuda(PipelineExecutor(cfg, plan, shape, kernel=gpu_kernels(mesh)))
-    predicted = predicted_bytes(cfg, executor)
-    predicted_args = sum(predicted.values())
+    on_mesh = predicted_memory(cfg, executor, mesh.platform)
+    on_cpu = predicted_memory(cfg, executor, "cpu")
+    # What the compiled programs hold: the model's bytes without the model file's buffers (a
+    # framework's workspace estimate, which XLA's programs do not allocate).
+    cpu_predicted = on_cpu.total - on_cpu.buffers
+    held = on_cpu.weights + on_cpu.kv_cache + on_cpu.embedding_and_head
     hbm = mesh.tiers["hbm"].capacity_bytes
     programs = {}
     for program in ("decode", "prefill"):
@@ -160,23 +167,19 @@ def verify(
         stats = executor.compiled(program).memory_analysis()
         args, out = stats.argument_size_in_bytes, stats.output_size_in_bytes
         alias, temp = stats.alias_size_in_bytes, stats.temp_size_in_bytes
-        peak = args + out - alias + temp
         programs[program] = {
             "argument_bytes": args,
             "output_bytes": out,
             "alias_bytes": alias,
             "temp_bytes": temp,
-            "peak_bytes": peak,
-            "argument_bytes_over_predicted": args / predicted_args,
-            "fits_hbm": peak <= hbm,
+            "peak_bytes": args + out - alias + temp,
         }
-    # The XLA prefill's attention materialises f32 scores for one chunk of queries of a
-    # microbatch: rows x heads x chunk x prompt. At full size this is the largest temporary.
-    rows = cfg.batch // plan.data_parallel // m
-    queries = min(prompt_len, QUERY_CHUNK)
-    scores = rows * (cfg.n_heads // plan.split) * queries * prompt_len * 4
+    xla_peak = max(p["peak_bytes"] for p in programs.values())
+    # Arguments and outputs of the decode step are the state a run keeps: weights, embedding
+    # and head, and the caches (aliased in place).
+    decode = programs["decode"]
+    state = decode["argument_bytes"] + decode["output_bytes"] - decode["alias_bytes"]
     return {
-        "prefill_attention_scores_bytes": scores,
         "model": cfg.name,
         "mesh": mesh.name,
         "method": method,
@@ -185,7 +188,16 @@ def verify(
         "gen_len": gen_len,
         "microbatches": m,
         "plan": plan.to_dict(),
-        "predicted_per_device": {**predicted, "total": predicted_args},
+        "predicted_per_device": {**on_mesh.parts(), "total": on_mesh.total},
+        "predicted_for_cpu_compile": {
+            **{k: v for k, v in on_cpu.parts().items() if k != "buffers"},
+            "total": cpu_predicted,
+        },
+        "xla_peak_bytes": xla_peak,
+        "predicted_over_xla_peak": cpu_predicted / xla_peak,
+        "state_bytes": state,
+        "predicted_state_over_xla": held / state,
+        "fits_hbm": on_mesh.total <= hbm and xla_peak <= hbm,
         "hbm_bytes": hbm,
         "programs": programs,
         "cuda": cuda,

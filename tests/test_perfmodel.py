@@ -14,6 +14,7 @@ from jaxpart.layers import forward
 from jaxpart.memory import layer_memory
 from jaxpart.model import empty_cache, init_params
 from jaxpart.perfmodel import (
+    PUBLISHED,
     Constants,
     allreduce_s,
     calibrate,
@@ -47,8 +48,9 @@ def constants(**changes):
 
 
 def test_pure_bandwidth_bound_stage():
-    # One stage holding all 16 layers, one microbatch, compute free, nothing resident in L2:
-    # a decode step reads every weight and the KV cache of the mean context once, from HBM.
+    # One stage holding all 16 layers, one microbatch, compute free, no launch or step cost,
+    # nothing resident in L2: a decode step reads every weight, the KV cache of the mean context
+    # and the LM head once from HBM, plus activations (a few KB here).
     cfg = load_model("dense16-tiny")
     plan = make_plan(cfg, load_mesh("cpu16"), "hbm", devices=1)
     assert plan.n_stages == 1 and plan.split == 1
@@ -60,10 +62,28 @@ def test_pure_bandwidth_bound_stage():
     mem = layer_memory(cfg)
     context = prompt + (gen - 1) / 2
     kv = 16 * 2 * batch * context * cfg.d_model * 4
-    step = (16 * mem.weight_bytes + kv) / 1e12  # seconds; ticks = steps exactly (S = M = 1)
+    head = cfg.d_model * cfg.vocab * 4 + batch * cfg.vocab * 4  # weights and f32 logits
+    # Activations each kernel reads and writes (float32, MHA: q = k = v width = d_model):
+    # norms 2 x 2, Q/K/V in + out 1 + 3, output projection 1 + 1, attention q, o, k, v 4,
+    # MLP up 1 + d_ff / d, down d_ff / d + 1, all of batch x d_model x 4 bytes.
+    act = batch * cfg.d_model * 4
+    per_layer = act * (4 + 4 + 2 + 4 + 2 + 2 * cfg.d_ff / cfg.d_model)
+    step = (16 * (mem.weight_bytes + per_layer) + kv + head) / 1e12  # S = M = 1: tick = step
     assert p.tpot_ms == pytest.approx(1e3 * step, rel=1e-12)
-    assert p.tps == pytest.approx(batch / step, rel=1e-12)
+    assert p.tps == pytest.approx(batch / (p.tpot_ms / 1e3), rel=1e-12)
     assert p.ms_per_token_amortized == pytest.approx(1e3 / p.tps)
+    # A launch cost per kernel adds exactly (7 kernels x 16 layers + the head) launches.
+    q = predict(
+        "layerwise",
+        cfg,
+        plan,
+        constants(launch_s=1e-6),
+        batch=batch,
+        prompt_len=prompt,
+        gen_len=gen,
+        microbatches=1,
+    )
+    assert q.tpot_ms - p.tpot_ms == pytest.approx(1e-3 * (7 * 16 + 1), rel=1e-9)
 
 
 def test_l2_resident_weights_are_reread_at_l2_bandwidth():
@@ -83,10 +103,24 @@ def test_l2_resident_weights_are_reread_at_l2_bandwidth():
         microbatches=4,
     )
     assert not p1.decode_tick["resident_in_l2"] and p2.decode_tick["resident_in_l2"]
-    w = 16 * layer_memory(cfg).weight_bytes
-    assert p2.decode_tick["weights_again_us"] == pytest.approx(1e6 * w / 4e12)
-    assert p1.decode_tick["weights_again_us"] == pytest.approx(1e6 * w / 1e12)
+    mlp = 16 * 2 * cfg.d_model * cfg.d_ff * 4  # gelu: w1 and w2, f32
+    saving = 1e6 * (mlp / 1e12 - mlp / 4e12)
+    assert p2.decode_tick["l2_saving_us"] == pytest.approx(saving)
+    assert p1.decode_tick["l2_saving_us"] == 0.0
     assert p2.tpot_ms < p1.tpot_ms
+    # Engines without eviction hints get no L2 residency, whatever fits.
+    p3 = predict(
+        "x",
+        cfg,
+        plan,
+        constants(l2_capacity=10**9),
+        batch=16,
+        prompt_len=16,
+        gen_len=5,
+        microbatches=4,
+        engine=PUBLISHED,
+    )
+    assert not p3.decode_tick["resident_in_l2"]
 
 
 def test_pure_latency_bound_all_reduce():
@@ -176,9 +210,11 @@ def test_calibration_replaces_constants(tmp_path):
     path.write_text(json.dumps(bench))
     mesh = load_mesh("h100x16")
     c = calibrate(constants_from(mesh), str(path), mesh)
-    assert (c.hbm_bytes_per_s, c.peak_flops, c.l2_bytes_per_s) == (3.0e12, 7.9e14, 5.0e12)
-    assert c.kernel_efficiency == pytest.approx(0.9)
-    assert len(c.replaced) == 4 and "3.35 -> 3.00 TB/s" in c.replaced[0]
+    # Datasheet peaks stay; the achieved shares are what the bench measured.
+    assert (c.hbm_bytes_per_s, c.peak_flops, c.l2_bytes_per_s) == (3.35e12, 989e12, 5.0e12)
+    assert c.hbm_efficiency == pytest.approx(3.0 / 3.35)
+    assert c.compute_efficiency == pytest.approx(790 / 989)
+    assert len(c.replaced) == 4 and "hbm efficiency 0.85 -> 0.90" in c.replaced[0]
     bad = tmp_path / "bad.json"
     bad.write_text("{}")
     with pytest.raises(ConfigError, match="not a bench_gpu.py result"):
@@ -223,10 +259,10 @@ def test_verify_dense16_layerwise_matches_the_memory_model(capsys, tmp_path):
     )
     assert code == 0
     doc = json.loads(path.read_text())
-    decode = doc["programs"]["decode"]
-    # Weights, KV cache and the replicated embedding/head: XLA's argument bytes per device.
-    assert math.isclose(decode["argument_bytes_over_predicted"], 1.0, rel_tol=0.01)
-    assert decode["fits_hbm"] is True
+    # The memory model within 10% of XLA's compiled peak; weights, head and caches exactly.
+    assert abs(doc["predicted_over_xla_peak"] - 1) < 0.10
+    assert math.isclose(doc["predicted_state_over_xla"], 1.0, rel_tol=0.01)
+    assert doc["fits_hbm"] is True
     assert "fits 80.00 GB" in capsys.readouterr().out
     # Lowered for CUDA with the kernels a GPU run uses: paged decode attention and the two MLP
     # kernels in decode, flash attention in prefill (its MLP rows go to XLA). Per device, the
@@ -255,9 +291,9 @@ def test_fp8_plans_simulates_and_verifies_but_does_not_run(tmp_path, capsys):
     path = tmp_path / "v.json"
     args = ["verify", "--model", model, "--mesh", "cpu16", "--method", "baseline"]
     assert main([*args, "--json", str(path)]) == 0
-    decode = json.loads(path.read_text())["programs"]["decode"]
-    # XLA's arguments (FP8 weights and cache) are what the memory model predicts
-    assert math.isclose(decode["argument_bytes_over_predicted"], 1.0, rel_tol=0.01)
+    doc = json.loads(path.read_text())
+    # XLA's arguments and outputs (FP8 weights and cache) are what the memory model predicts
+    assert math.isclose(doc["predicted_state_over_xla"], 1.0, rel_tol=0.01)
     capsys.readouterr()
     assert main(["generate", "--model", model, "--mesh", "cpu16"]) == 2
     err = capsys.readouterr().err
@@ -275,16 +311,21 @@ def test_the_readme_figures_for_dense16_are_what_the_tools_compute(tmp_path):
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     mem = layer_memory(load_model("dense16"))
     assert (mem.params, format_bytes(mem.weight_bytes)) == (201_326_592, "402.65 MB")
-    assert format_bytes(mem.kv_cache_bytes) == "20.97 GB"
-    assert "0.40 GB weights and 20.97 GB KV cache per layer" in readme
+    assert format_bytes(mem.kv_cache_bytes) == "21.47 GB"
+    assert "0.40 GB weights and 21.47 GB KV cache per layer" in readme
     path = tmp_path / "s.json"
     assert main(["simulate", "--model", "dense16", "--mesh", "h100x16", "--json", str(path)]) == 0
     sim = json.loads(path.read_text())
     tps = {m["name"]: f"{m['tps']:,.0f}" for m in sim["methods"]}
-    assert tps == {"baseline": "17,252", "layerwise": "15,457"}
+    assert tps == {"baseline": "11,683", "layerwise": "9,434"}
     assert f"{sim['floor']['floor_tpot_ms']:.2f}" == "6.34"
     assert f"{sim['floor']['max_tps']:,.0f}" == "20,189"
-    for quoted in ("17,252 TPS", "15,457 TPS, 0.90x", "6.34 ms a step (at most 20,189 TPS)"):
+    for quoted in (
+        "11,683 TPS",
+        "9,434 TPS, 0.81x",
+        "0.64-1.01x",
+        "6.34 ms a step (at most 20,189 TPS",
+    ):
         assert quoted in readme.replace("\n", " "), quoted
 
 
@@ -294,8 +335,8 @@ def test_verify_runs_on_llama_70b(tmp_path):
     args = ["verify", "--model", "llama3.1-70b", "--mesh", "h100x16", "--method", "baseline"]
     assert main([*args, "--json", str(path)]) == 0
     doc = json.loads(path.read_text())
-    decode = doc["programs"]["decode"]
-    assert math.isclose(decode["argument_bytes_over_predicted"], 1.0, rel_tol=0.01)
+    assert abs(doc["predicted_over_xla_peak"] - 1) < 0.10
+    assert math.isclose(doc["predicted_state_over_xla"], 1.0, rel_tol=0.01)
     assert doc["cuda"]["decode"]["pallas_kernels"] == 3  # paged attention, gated up, down
     cost = doc["cost_check"] if "cost_check" in doc else None
     assert cost is None or abs(cost["xla_flops"] / cost["model_flops"] - 1) < 0.03
@@ -304,8 +345,7 @@ def test_verify_runs_on_llama_70b(tmp_path):
 @pytest.mark.parametrize(
     "args, missing, fragment",
     [
-        (["--model", "dense16", "--batch", "1"], "layerwise", "--microbatches = 1"),
-        (["--model", "llama3.1-405b"], "layerwise", "needs 32 stages"),
+        (["--model", "llama3.1-70b", "--batch", "1"], "layerwise", "--microbatches = 1"),
         (["--model", "dense16", "--tp", "3"], "baseline", "--tp = 3"),
     ],
 )

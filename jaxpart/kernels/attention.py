@@ -30,7 +30,14 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxpart.kernels.backend import AUTO, KernelChoice, fallback, resolve, target_platform
+from jaxpart.kernels.backend import (
+    AUTO,
+    KernelChoice,
+    cpu_barrier,
+    fallback,
+    resolve,
+    target_platform,
+)
 from jaxpart.memory import KV_BLOCK, PAGE
 
 QUERY_CHUNK = 512  # queries attended at once by the XLA prefill
@@ -110,7 +117,7 @@ def _write(cache, new, layer, row, pos):
     )
 
 
-def _decode_xla(q, k_new, v_new, k_cache, v_cache, layer, row, pos, lengths, block):
+def _decode_xla(q, k_new, v_new, k_cache, v_cache, layer, row, pos, lengths, block, kernel):
     hkv, _, _, s, kdim = k_cache.shape
     b, hq, _ = q.shape
     block = min(block, s)
@@ -130,6 +137,7 @@ def _decode_xla(q, k_new, v_new, k_cache, v_cache, layer, row, pos, lengths, blo
         shape = (hkv, 1, b, block, kdim)
         keys = jax.lax.dynamic_slice(k_cache, (0, layer, row, start, 0), shape)[:, 0]
         values = jax.lax.dynamic_slice(v_cache, (0, layer, row, start, 0), shape)[:, 0]
+        keys, values = cpu_barrier((keys, values), kernel)
         if keys.dtype != q.dtype:  # an 8-bit cache: widened a block at a time
             keys, values = keys.astype(q.dtype), values.astype(q.dtype)
         scores = _f32_dot("bhgk,hbsk->bhgs", qg, keys) * scale
@@ -206,7 +214,7 @@ def decode_attention(
     if backend == "pallas":
         return _decode_paged(*args, interpret)
     block = XLA_CPU_BLOCK if target_platform(kernel) == "cpu" else KV_BLOCK
-    return _decode_xla(*args, block)
+    return _decode_xla(*args, block, kernel)
 
 
 # -- prefill ------------------------------------------------------------------------------------

@@ -49,6 +49,7 @@ from jaxpart.kernels.backend import (
     DEFAULT_SM_COUNT,
     DEFAULT_SRAM_BYTES,
     KernelChoice,
+    cpu_barrier,
     fallback,
     resolve,
 )
@@ -332,8 +333,9 @@ def mlp(
         except ValueError as e:
             chosen = fallback("MLP", str(e), kernel.strict)
     if chosen == "xla":
-        gate_up = None if w3 is None else w3[layer]
-        out = mlp_reference(x2, w1[layer], w2[layer], out_dtype, gate_up)
+        gate_up = None if w3 is None else cpu_barrier(w3[layer], kernel)
+        w1l, w2l = cpu_barrier(w1[layer], kernel), cpu_barrier(w2[layer], kernel)
+        out = mlp_reference(x2, w1l, w2l, out_dtype, gate_up)
     else:
         index = jnp.asarray(layer, jnp.int32).reshape(1)
         out = _mlp_pallas(

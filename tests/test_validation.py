@@ -1,0 +1,53 @@
+"""The performance model against published GPU measurements (tests/data/published.toml)."""
+
+import json
+import math
+import tomllib
+
+from jaxpart.cli import main
+from jaxpart.validation import DATA, MESHES, check_all, ratio_band, summary
+
+REQUIRED = (
+    "id source model arch gpu dtype tp pp batch input_len output_len metric kind timed value"
+).split()
+
+
+def test_the_data_has_twenty_points_from_three_sources_on_two_gpu_kinds():
+    doc = tomllib.loads(DATA.read_text())
+    points = doc["point"]
+    assert len(points) >= 20
+    for p in points:
+        missing = [k for k in REQUIRED if k not in p]
+        assert not missing, (p.get("id"), missing)
+        assert p["source"].startswith("https://"), p["id"]
+        assert p["arch"] in doc["arch"] and p["gpu"] in MESHES
+    hosts = {p["source"].split("/")[2] + "/" + p["source"].split("/")[3] for p in points}
+    assert len(hosts) >= 3
+    assert len({p["gpu"] for p in points}) >= 2
+    assert len({p["id"] for p in points}) == len(points)
+
+
+def test_predictions_hold_up_against_the_published_measurements():
+    # One set of constants per GPU kind (the mesh files' timing tables), none per point.
+    stats = summary()
+    for kind in ("throughput", "latency"):
+        assert stats[kind]["points"] >= 10, kind
+        assert 0.87 <= stats[kind]["geomean_ratio"] <= 1.15, (kind, stats[kind])
+    for p in check_all():
+        assert 0.5 <= p.ratio <= 2.0, (p.id, p.measured, p.predicted)
+
+
+def test_the_ratio_band_comes_from_the_spread():
+    lo, hi = ratio_band()
+    sd = summary()["throughput"]["log_sd"]
+    assert math.isclose(math.log(hi), sd * math.sqrt(2)) and math.isclose(lo * hi, 1.0)
+
+
+def test_simulate_validate_prints_every_point(capsys, tmp_path):
+    path = tmp_path / "v.json"
+    assert main(["simulate", "--validate", "--json", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "geometric mean" in out and "throughput:" in out and "latency:" in out
+    doc = json.loads(path.read_text())
+    assert len(doc["points"]) == len(check_all())
+    assert doc["summary"]["throughput"]["geomean_ratio"] == summary()["throughput"]["geomean_ratio"]
