@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from jaxpart.config import ConfigError, MeshConfig, ModelConfig
 from jaxpart.memory import EVERYTHING, layer_fit_bytes
-from jaxpart.plan import Plan, assemble_plan, device_overhead, microbatch_count
+from jaxpart.plan import Plan, assemble_plan, device_overhead, microbatch_rows
 
 
 def baseline_plan(
@@ -37,8 +37,7 @@ def baseline_plan(
     per_stage = model.n_layers // pp
     stages = [list(range(i * per_stage, (i + 1) * per_stage)) for i in range(pp)]
     replicas = n_devices // (tp * pp)
-    per_replica = max(model.batch // replicas, 1)
-    rows = per_replica // microbatch_count(pp, per_replica)
+    rows = microbatch_rows(model.batch, replicas, pp)
     notes = [
         f"baseline TP={tp} x PP={pp}: heads and MLP split {tp} ways, {per_stage} layers a stage"
     ]

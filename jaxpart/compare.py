@@ -12,16 +12,24 @@ from jaxpart.bench import Measurement, decode_breakdown, measure_interleaved, me
 from jaxpart.config import MeshConfig, ModelConfig, format_bytes
 from jaxpart.engine import load_checkpoint, make_executor, model_params, random_prompts
 from jaxpart.kernels.backend import AUTO, KernelChoice
-from jaxpart.memory import EVERYTHING, embedding_params, layer_memory
+from jaxpart.memory import device_memory
 from jaxpart.placement import METHODS, PlanChoice
 from jaxpart.plan import Plan
 
 
-def reference_bytes(cfg: ModelConfig, batch: int) -> int:
-    """What the single-device reference holds, by the memory model: every layer (weights, KV
-    cache, a prefill's activations, buffers) and the embedding and head."""
-    per_layer = layer_memory(cfg.replace(batch=batch)).fit_bytes(EVERYTHING)
-    return cfg.n_layers * per_layer + embedding_params(cfg) * cfg.weight_bytes_each
+def reference_bytes(cfg: ModelConfig, batch: int, prompt_len: int | None = None) -> int:
+    """What the single-device reference holds, by the memory model (``memory.device_memory``):
+    every layer's weights and KV cache, the embedding and head, the whole batch's activations
+    (one microbatch) and buffers, with the XLA attention path."""
+    return device_memory(
+        cfg,
+        cfg.n_layers,
+        1,
+        cache_rows=batch,
+        rows=batch,
+        prompt_len=prompt_len or cfg.prompt_len,
+        attention="xla",
+    ).total
 
 
 def verdict(ratios: list[float], faster: str, slower: str) -> str:
@@ -117,7 +125,7 @@ def run_compare(
     """
 
     hbm = mesh.tiers["hbm"].capacity_bytes
-    need = reference_bytes(cfg, batch)
+    need = reference_bytes(cfg, batch, prompt_len)
     skipped = None
     methods = list(METHODS)
     if need > hbm:

@@ -16,11 +16,10 @@ import jax.numpy as jnp
 from jaxpart.kernels.attention import decode_attention, prefill_attention
 from jaxpart.kernels.backend import AUTO, XLA, KernelChoice, cpu_barrier
 from jaxpart.kernels.mlp import mlp as mlp_kernel
-from jaxpart.memory import cache_positions
+from jaxpart.memory import ROW_CHUNK, cache_positions
 
 ROPE_THETA = 10_000.0  # defaults; a model file's rope_theta and norm_eps replace them
 NORM_EPS = 1e-6
-ROW_CHUNK = 4096  # rows of a long prompt whose MLP runs at once (bounds the hidden activation)
 
 
 @dataclass(frozen=True)

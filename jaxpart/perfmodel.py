@@ -285,10 +285,10 @@ def tick(
     one with the most layers, or the last, which also runs the LM head)."""
     t = plan.split
     fp8 = engine.fp8_gemm and cfg.weight_bytes_each == 1
-    candidates = []
+    candidates, most = [], max(len(s.layers) for s in plan.stages)
     for i, stage in enumerate(plan.stages):
         last = i == plan.n_stages - 1
-        if not last and len(stage.layers) < max(len(s.layers) for s in plan.stages):
+        if not last and len(stage.layers) < most:
             continue
         n = len(stage.layers)
         kernels = stage_kernels(cfg, n, t, rows, tokens, context, prefill, last, engine)

@@ -204,20 +204,25 @@ def make_plan(
     # Under EVERYTHING a device also holds one microbatch's activations, and the microbatch
     # depends on the plan (M >= stages): plan for a microbatch of `rows` sequences, starting
     # from 1, until the plan's own microbatch is no larger than the one it was planned for.
+    # Replanning for a smaller microbatch could pack more layers a stage and so need a larger
+    # one: the plan returned is the one whose reservation covers its own microbatch.
     rows = 1
     for _ in range(8):
         plan = _plan_at(*args, rows=rows)
-        planned = microbatch_rows(plan, model.batch)
+        planned = microbatch_rows(model.batch, plan.data_parallel, plan.n_stages)
         if planned <= rows:
-            return _plan_at(*args, rows=planned) if planned < rows else plan
+            return plan
         rows = planned
-    return plan
+    raise PlanError(
+        f"no plan of {model.name} reserves enough for its own microbatch (last: {rows} rows); "
+        "give --microbatches or a smaller --batch"
+    )
 
 
-def microbatch_rows(plan: Plan, batch: int) -> int:
-    """Sequences in one microbatch of ``plan`` at its default microbatch count."""
-    per_replica = max(batch // plan.data_parallel, 1)
-    return per_replica // microbatch_count(plan.n_stages, per_replica)
+def microbatch_rows(batch: int, data_parallel: int, n_stages: int) -> int:
+    """Sequences in one microbatch at the default microbatch count (M >= stages)."""
+    per_replica = max(batch // data_parallel, 1)
+    return per_replica // microbatch_count(n_stages, per_replica)
 
 
 def _plan_at(
@@ -246,8 +251,9 @@ def _plan_at(
     notes = [f"fit definition: {FIT_DEFINITIONS[definition]}"]
     if definition == EVERYTHING:
         notes.append(
-            f"each device also holds {format_bytes(overhead(split))} besides its layers: the "
-            f"embedding and head, a microbatch of {rows} sequence(s)' activations, buffers"
+            f"each device also holds up to {format_bytes(overhead(split))} besides its layers: "
+            f"the embedding and head, a microbatch of up to {rows} sequence(s)' activations, "
+            "buffers"
         )
     if split > 1:
         notes.append(

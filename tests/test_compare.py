@@ -144,7 +144,7 @@ def test_without_room_for_the_reference_the_placements_are_checked_against_each_
 ):
     from jaxpart import compare
 
-    monkeypatch.setattr(compare, "reference_bytes", lambda cfg, batch: 10**15)
+    monkeypatch.setattr(compare, "reference_bytes", lambda cfg, batch, prompt_len: 10**15)
     path = tmp_path / "out.json"
     code = main(["compare", *SMALL, "--json", str(path)])
     out, err = capsys.readouterr()

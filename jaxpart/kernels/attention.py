@@ -38,9 +38,8 @@ from jaxpart.kernels.backend import (
     resolve,
     target_platform,
 )
-from jaxpart.memory import KV_BLOCK, PAGE
+from jaxpart.memory import KV_BLOCK, PAGE, QUERY_CHUNK
 
-QUERY_CHUNK = 512  # queries attended at once by the XLA prefill
 # Positions the XLA decode reads a pass on CPU: a short pass wastes less of the last, partly
 # filled block, and a loop iteration costs little there (scripts/bench_seq_len.py: dense16-tiny's
 # step at 16-32 filled positions is 1.66x slower with a 1024-position cache read 128 at a time,
