@@ -15,9 +15,10 @@ Planning needs no jax; the names that do are imported on first use.
 from importlib import import_module
 
 from jaxpart.config import ConfigError, MeshConfig, ModelConfig, load_mesh, load_model, parse_size
-from jaxpart.memory import layer_memory
+from jaxpart.memory import device_memory, layer_memory
 from jaxpart.partition import PlanError, plan_balanced, plan_greedy, plan_manual
 from jaxpart.plan import Plan, make_plan
+from jaxpart.search import search_plans
 
 _LAZY = {
     "generate": "jaxpart.engine",
@@ -46,6 +47,7 @@ __all__ = [
     "ModelConfig",
     "Plan",
     "PlanError",
+    "device_memory",
     "layer_memory",
     "load_mesh",
     "load_model",
@@ -54,5 +56,6 @@ __all__ = [
     "plan_balanced",
     "plan_greedy",
     "plan_manual",
+    "search_plans",
     *_LAZY,
 ]

@@ -160,7 +160,24 @@ def build_parser() -> argparse.ArgumentParser:
         default="derived",
         help="per-layer bytes from the dims, or the seed's stated figures",
     )
-    p.add_argument("--json", default=None, help="also write the plan as JSON to this file")
+    p.add_argument("--batch", type=positive_int, default=None, help="default: the model file's")
+    p.add_argument(
+        "--prompt-len", type=positive_int, default=None, help="default: the model file's"
+    )
+    p.add_argument("--gen-len", type=positive_int, default=None, help="default: the model file's")
+    p.add_argument(
+        "--auto",
+        action="store_true",
+        help="search TP x PP, layer-wise plans, replicas and microbatch counts; print the 10 "
+        "best that fit HBM by the memory model, ranked by the perf model",
+    )
+    p.add_argument(
+        "--objective",
+        choices=("throughput", "tpot", "ttft"),
+        default="throughput",
+        help="with --auto: rank by predicted TPS, or by TPOT or TTFT (lower first)",
+    )
+    p.add_argument("--json", default=None, help="also write the plan (or --auto's 10) as JSON")
 
     g = sub.add_parser("generate", help="greedy generation by one method on the mesh")
     _add_plan_args(g, None, None)
@@ -178,6 +195,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_plan_args(c, "dense16-tiny", "cpu16")
     _add_run_args(c)
     c.add_argument("--repeats", type=positive_int, default=5, help="timed runs; medians reported")
+    c.add_argument(
+        "--auto",
+        action="store_true",
+        help="run the best layer-wise plan and the best TP x PP plan that plan --auto finds for "
+        "this mesh and run shape, instead of --capacity/--strategy/--tp/--pp",
+    )
     c.add_argument(
         "--predict-for",
         nargs=2,

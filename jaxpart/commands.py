@@ -46,8 +46,18 @@ def plan_choice(args):
     )
 
 
-def _plan_from_args(args) -> tuple:
+def _shaped_model(args):
+    """The model file's config with the run shape the flags give."""
     model = load_model(args.model)
+    return model.replace(
+        batch=args.batch or model.batch,
+        prompt_len=args.prompt_len or model.prompt_len,
+        gen_len=args.gen_len or model.gen_len,
+    )
+
+
+def _plan_from_args(args) -> tuple:
+    model = _shaped_model(args)
     mesh = load_mesh(args.mesh)
     plan = make_plan(
         model,
@@ -64,12 +74,64 @@ def _plan_from_args(args) -> tuple:
 def cmd_plan(args, console: Console) -> int:
     from jaxpart.report import print_plan
 
+    if args.auto:
+        return _plan_auto(args, console)
     model, mesh, plan = _plan_from_args(args)
     print_plan(console, model, mesh, plan)
     if args.json:
         write_text_atomically(args.json, plan.to_json())
         console.print(f"plan written to {args.json}")
     return 0
+
+
+def _plan_auto(args, console: Console) -> int:
+    """``plan --auto``: the ten best placements that fit, and what decides between them."""
+    from jaxpart.report import search_table, search_terms
+    from jaxpart.search import search_plans
+
+    model, mesh = _shaped_model(args), load_mesh(args.mesh)
+    ranked = search_plans(model, mesh, objective=args.objective)
+    top = ranked[:10]
+    console.print(search_table(top, model, mesh, args.objective, len(ranked)))
+    console.print("a decode tick's largest parts, in us (predicted):")
+    for line in search_terms(top):
+        console.print(f"  {line}")
+    if args.json:
+        doc = {
+            "model": model.name,
+            "mesh": mesh.name,
+            "batch": model.batch,
+            "prompt_len": model.prompt_len,
+            "gen_len": model.gen_len,
+            "objective": args.objective,
+            "predicted_by": f"perf model, meshes/{mesh.name}.toml",
+            "candidates_fitting": len(ranked),
+            "top": [k.to_dict() for k in top],
+        }
+        write_text_atomically(args.json, json.dumps(doc, indent=2))
+        console.print(f"written to {args.json}")
+    return 0
+
+
+def _auto_choice(model, mesh, choice, batch, prompt_len, gen_len, console: Console):
+    """``compare --auto``: the best layer-wise and the best TP x PP plan of ``plan --auto``."""
+    from dataclasses import replace
+
+    from jaxpart.search import best_of_each, search_plans
+
+    ranked = search_plans(model, mesh, batch=batch, prompt_len=prompt_len, gen_len=gen_len)
+    best = best_of_each(ranked)
+    if "layerwise" not in best:
+        raise ConfigError(f"--auto: no layer-wise plan of {model.name} fits {mesh.name}'s HBM")
+    for method in ("baseline", "layerwise"):
+        k = best[method]
+        console.print(
+            f"--auto: {method}: {k.how}, {k.plan.n_stages} stage(s) x split {k.plan.split} x "
+            f"{k.plan.data_parallel} replica(s), {k.microbatches} microbatch(es); predicted "
+            f"{k.prediction.tps:,.0f} TPS on {mesh.name} (perf model)"
+        )
+    found = tuple((m, best[m].plan, best[m].microbatches) for m in ("baseline", "layerwise"))
+    return replace(choice, found=found)
 
 
 def _run_setup(args, console: Console):
@@ -106,6 +168,8 @@ def cmd_compare(args, console: Console) -> int:
     prompt_len = prompts.shape[1] if given else (args.prompt_len or model.prompt_len)
     if gen_len < 2:
         raise ConfigError(f"--gen-len = {gen_len}: compare needs >= 2 new tokens to time decoding")
+    if args.auto:
+        choice = _auto_choice(model, mesh, choice, batch, prompt_len, gen_len, console)
     columns = (
         TextColumn("{task.description:<28}"),
         BarColumn(),

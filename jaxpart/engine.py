@@ -97,6 +97,8 @@ def make_executor(
                 f"to dtype = {cfg.dtype!r}; plan, simulate and verify take it as it is"
             )
     plan = plan_for(method, cfg, mesh, choice)
+    if microbatches is None and choice.found_for(method):
+        microbatches = choice.found_for(method)[1]
     if microbatches is None:
         microbatches = default_microbatches(plan, batch)
     shape = RunShape(batch, prompt_len, gen_len, microbatches)

@@ -1,9 +1,14 @@
-"""Per-layer memory model: bytes of weights, activations, KV cache and buffers, from the dims.
+"""The memory model: bytes of weights, KV cache, activations and buffers, from the dims.
+
+``layer_memory`` gives one layer's figures; ``device_memory`` what one device holds for a plan
+and a run shape (its layers, the embedding and head, one microbatch's activations for the
+attention path in use, buffers). The planner, ``verify`` and the performance model all use
+these, and the KV cache's size is ``kv_bytes`` alone.
 
 What must fit a capacity depends on the tier (see ``FIT_DEFINITIONS``): HBM holds everything a
-stage owns; an on-chip tier (smem, l2) only pays off for the *resident set*, what every microbatch
-and every decode step re-reads, because the KV cache and prompt activations stream from HBM once
-per step anyway.
+device owns; an on-chip tier (smem, l2) only pays off for the *resident set*, what every
+microbatch and every decode step re-reads, because the KV cache and prompt activations stream
+from HBM once per step anyway.
 """
 
 from __future__ import annotations

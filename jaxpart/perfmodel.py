@@ -210,7 +210,7 @@ def stage_kernels(
     Q/K/V and output projections, attention and the MLP (SwiGLU's gate and up as one kernel);
     on the last stage the LM head over the last position of each row."""
     t, d, nb = split, cfg.d_model, cfg.dtype_bytes
-    wb, kvb = cfg.weight_bytes_each, cfg.kv_bytes_each
+    wb = cfg.weight_bytes_each
     q = cfg.q_width // t
     kv = kv_heads_per_device(cfg, t) * cfg.head_dim
     f = cfg.d_ff // t
@@ -227,10 +227,10 @@ def stage_kernels(
         Kernel("projections", q * d * wb + n_tok * q * nb + act, 2 * n_tok * q * d),
     ]
     if prefill:  # causal: each query attends to half the prompt on average
-        attn_bytes = n_tok * (2 * q + 2 * kv) * nb + 2 * n_tok * kv * kvb
+        attn_bytes = n_tok * (2 * q + 2 * kv) * nb + kv_bytes(cfg, rows, tokens, t)
         attn_flops = 4 * n_tok * (tokens / 2) * q
     else:  # read the context's keys and values, write the new ones
-        attn_bytes = 2 * rows * context * kv * kvb + n_tok * (2 * q + 2 * kv) * nb
+        attn_bytes = kv_bytes(cfg, rows, context, t) + n_tok * (2 * q + 2 * kv) * nb
         attn_flops = 4 * n_tok * context * q
     per_layer.append(
         Kernel("attention", attn_bytes, attn_flops, attention=True, kv_stream=not prefill)

@@ -22,6 +22,12 @@ class PlanChoice:
     layers_per_stage: tuple[int, ...] | None = None
     tp: int = 8
     pp: int = 2
+    # Plans found by `--auto` (jaxpart.search): method -> (plan, microbatches); they replace
+    # the partitioner's and the TP x PP arguments for that method.
+    found: tuple[tuple[str, Plan, int], ...] = ()
+
+    def found_for(self, method: str) -> tuple[Plan, int] | None:
+        return next(((p, m) for name, p, m in self.found if name == method), None)
 
 
 DEFAULT_CHOICE = PlanChoice()
@@ -30,6 +36,8 @@ DEFAULT_CHOICE = PlanChoice()
 def plan_for(method: str, cfg: ModelConfig, mesh: MeshConfig, choice: PlanChoice) -> Plan | None:
     if method == "reference":
         return None
+    if choice.found_for(method):
+        return choice.found_for(method)[0]
     if method == "baseline":
         return baseline_plan(cfg, mesh, choice.tp, choice.pp)
     if method == "layerwise":

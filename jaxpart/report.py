@@ -268,3 +268,41 @@ def verdict_lines(sim: dict) -> list[str]:
             f"{word(v['tpot_as_amortized_possible'])}"
         )
     return lines
+
+
+def search_table(top: list, model, mesh, objective: str, fitting: int) -> Table:
+    """``plan --auto``'s best placements (``search_terms`` says what decides each)."""
+    from jaxpart.validation import band
+
+    lo, hi = band("throughput")
+    table = Table(
+        title=f"The {len(top)} best of {fitting} placements of {model.name} (batch {model.batch}, "
+        f"prompt {model.prompt_len}, {model.gen_len} new tokens) that fit {mesh.name}'s HBM, "
+        f"by predicted {objective} (perf model, meshes/{mesh.name}.toml; a predicted TPS is "
+        f"{lo:.2f}-{hi:.2f}x the measured one at one geometric SD on published points)",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        padding=(0, 1, 0, 0),
+    )
+    headers = ("#", "plan", "stages\nxsplit\nxcopies", "M", "TPS", "TPOT\nms", "TTFT\nms")
+    headers += ("memory\n/device",)
+    for i, header in enumerate(headers):
+        table.add_column(header, justify="left" if i == 1 else "right", no_wrap=i != 1)
+    for rank, k in enumerate(top, 1):
+        p, plan = k.prediction, k.plan
+        table.add_row(
+            str(rank),
+            k.how if k.method == "baseline" else f"layer-wise: {k.how}",
+            f"{plan.n_stages}x{plan.split}x{plan.data_parallel}",
+            str(k.microbatches),
+            f"{p.tps:,.0f}",
+            f"{p.tpot_ms:.2f}",
+            f"{p.ttft_ms:,.0f}",
+            format_bytes(k.memory_bytes),
+        )
+    return table
+
+
+def search_terms(top: list) -> list[str]:
+    """What decides each of ``plan --auto``'s placements: a decode tick's largest parts."""
+    return [f"#{rank}: {k.deciding_terms()}" for rank, k in enumerate(top, 1)]

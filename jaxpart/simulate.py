@@ -18,6 +18,7 @@ from jaxpart.perfmodel import (
 )
 from jaxpart.placement import PlanChoice, default_microbatches, plan_for
 from jaxpart.plan import make_plan
+from jaxpart.validation import ratio_band
 
 
 def _layerwise_plan(cfg: ModelConfig, mesh: MeshConfig, choice: PlanChoice, notes: list):
@@ -94,7 +95,10 @@ def run_simulate(
         "ratios": {
             "tps_layerwise_over_baseline": (
                 preds["layerwise"].tps / preds["baseline"].tps if both else None
-            )
+            ),
+            # A ratio's band: its factor range at one geometric SD of the model's error on the
+            # published points (jaxpart.validation).
+            "band_factors": list(ratio_band()),
         },
         "why": why(preds["layerwise"], preds["baseline"]) if both else None,
         "floor_tpot_ms": fl["floor_tpot_ms"],

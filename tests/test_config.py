@@ -47,7 +47,10 @@ def test_real_architectures_ship_with_their_public_dims():
 @pytest.mark.parametrize("path", shipped("meshes"), ids=lambda p: p.stem)
 def test_every_shipped_mesh_loads(path):
     mesh = load_mesh(str(path))
-    assert mesh.n_devices == 16
+    assert mesh.n_devices in (8, 16)
+    if mesh.platform == "gpu":  # the perf model's constants, with where they come from
+        t = mesh.timing
+        assert t.source and 0 < t.hbm_efficiency <= 1 and 0 < t.compute_efficiency <= 1
     caps = [mesh.tiers[t].capacity_bytes for t in ("smem", "l2", "hbm")]
     assert caps == sorted(caps)
 

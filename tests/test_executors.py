@@ -16,7 +16,7 @@ from jaxpart.kernels.backend import KernelChoice
 from jaxpart.memory import EVERYTHING, layer_fit_bytes
 from jaxpart.model import DenseDecoder, init_params
 from jaxpart.placement import PlanChoice
-from jaxpart.plan import make_plan
+from jaxpart.plan import device_overhead, make_plan
 
 MODEL = load_model("dense16-tiny")
 MESH = load_mesh("cpu16")
@@ -79,8 +79,9 @@ def plan_3544(capacity):
     "capacity, split",
     [
         ("hbm", 1),
-        # Five layers fit only when split two ways: a stage then spans 2 devices.
-        (str(5 * layer_fit_bytes(MODEL, EVERYTHING, 2)), 2),
+        # Five layers fit only when split two ways: a stage then spans 2 devices, with the
+        # device's own part (embedding, head, a microbatch of 2 rows' activations) beside them.
+        (str(5 * layer_fit_bytes(MODEL, EVERYTHING, 2) + device_overhead(MODEL, MESH, 2, 2)), 2),
     ],
 )
 def test_non_uniform_and_split_plans(params, capacity, split):

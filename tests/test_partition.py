@@ -15,7 +15,7 @@ from jaxpart.partition import (
     plan_greedy,
     plan_manual,
 )
-from jaxpart.plan import Plan, make_plan
+from jaxpart.plan import Plan, device_overhead, make_plan
 
 MANY = settings(max_examples=1000, deadline=None)
 
@@ -188,7 +188,9 @@ def test_fewer_stages_than_devices_falls_back_to_balanced():
     plan = make_plan(model, mesh, "hbm")
     assert plan.n_stages == 1 and plan.data_parallel == 16
     layer = plan.layer_bytes[0]
-    plan = make_plan(model, mesh, str(3 * layer + 1), devices=7)
+    # Room for 3 layers beside the device's own part at the plan's microbatch (16 / 8 = 2 rows)
+    room = 3 * layer + device_overhead(model, mesh, 1, 2) + 1
+    plan = make_plan(model, mesh, str(room), devices=7)
     assert plan.n_stages == 7 and plan.strategy == "greedy"
     assert any("fell back to balanced over 7 stages" in n for n in plan.notes)
     assert max(plan.layers_per_stage) == 3

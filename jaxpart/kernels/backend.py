@@ -56,11 +56,14 @@ def cpu_barrier(x, choice: KernelChoice):
     compiling for CPU. XLA's CPU backend computes bf16 matmuls in f32: without the barrier its
     simplifier moves the widening convert onto the whole stack and hoists it out of the layer
     loop, an f32 copy of every layer's weights (3 x 10.3 GB for Llama 3.1 70B's MLP on one
-    device) that a GPU program never makes. On GPU the slice stays fusible into its consumer."""
+    device) that a GPU program never makes. On GPU the slice stays fusible into its consumer, and
+    in float32 there is nothing to widen: no barrier (it would cost a copy of each slice)."""
     if target_platform(choice) != "cpu":
         return x
     import jax
 
+    if all(leaf.dtype.itemsize != 2 for leaf in jax.tree.leaves(x)):
+        return x
     return jax.lax.optimization_barrier(x)
 
 
