@@ -15,6 +15,7 @@ Planning needs no jax; the names that do are imported on first use.
 from importlib import import_module
 
 from jaxpart.config import ConfigError, MeshConfig, ModelConfig, load_mesh, load_model, parse_size
+from jaxpart.generation import GenerationConfig
 from jaxpart.memory import device_memory, layer_memory
 from jaxpart.partition import PlanError, plan_balanced, plan_greedy, plan_manual
 from jaxpart.plan import Plan, make_plan
@@ -43,6 +44,7 @@ def __getattr__(name: str):
 
 __all__ = [
     "ConfigError",
+    "GenerationConfig",
     "MeshConfig",
     "ModelConfig",
     "Plan",

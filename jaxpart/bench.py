@@ -72,21 +72,21 @@ def compile_count() -> int:
     return _compiles[0]
 
 
-def rates(runs: list, batch: int, steps: int) -> dict[str, list[float]]:
-    """Per run: TPS (decode tokens over the batch per second), TPOT and TTFT in ms."""
+def rates(runs: list) -> dict[str, list[float]]:
+    """Per run: TPS (the tokens the decode steps generated, padding after a stop not counted,
+    per second), TPOT (per decode step run) and TTFT, in ms."""
     out = {"tps": [], "tpot_ms": [], "ttft_ms": []}
     for r in runs:
         out["ttft_ms"].append(1e3 * r.prefill_s)
-        ok = steps > 0 and r.decode_s > 0
-        out["tps"].append(batch * steps / r.decode_s if ok else float("nan"))
-        out["tpot_ms"].append(1e3 * r.decode_s / steps if ok else float("nan"))
+        ok = r.decode_steps > 0 and r.decode_s > 0
+        out["tps"].append(r.decode_tokens / r.decode_s if ok else float("nan"))
+        out["tpot_ms"].append(1e3 * r.decode_s / r.decode_steps if ok else float("nan"))
     return out
 
 
 def summarize(name: str, devices: int, runs: list) -> Measurement:
     """Medians and (min, max) of a method's timed runs."""
-    batch, gen_len = runs[-1].tokens.shape
-    per_run = rates(runs, batch, gen_len - 1)
+    per_run = rates(runs)
 
     def spread(key):
         values = per_run[key]

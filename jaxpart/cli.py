@@ -129,7 +129,12 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
         help="a prompt as text (repeat for more sequences); needs a model folder with a "
         "tokenizer.json",
     )
-    p.add_argument("--prompts", default=None, help="a file of text prompts, one a line")
+    p.add_argument(
+        "--prompts",
+        default=None,
+        help="a file of prompts, one a line: JSON lists of token ids (e.g. [5, 17, 42]), or text "
+        "(needs a tokenizer); lengths may differ",
+    )
     p.add_argument(
         "--task",
         choices=TASKS,
@@ -179,10 +184,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", default=None, help="also write the plan (or --auto's 10) as JSON")
 
-    g = sub.add_parser("generate", help="greedy generation by one method on the mesh")
+    g = sub.add_parser("generate", help="generate (greedy or sampled) by one method on the mesh")
     _add_plan_args(g, None, None)
     _add_run_args(g)
     g.add_argument("--method", choices=("reference", "baseline", "layerwise"), default="layerwise")
+    sampling = g.add_argument_group("sampling and stopping (jaxpart.GenerationConfig)")
+    sampling.add_argument("--temperature", type=float, default=0.0, help="0 is greedy (default: 0)")
+    sampling.add_argument("--top-k", type=int, default=0, help="keep the k likeliest (0: off)")
+    sampling.add_argument(
+        "--top-p", type=float, default=1.0, help="keep the smallest set with this mass (1: off)"
+    )
+    sampling.add_argument(
+        "--sampling-seed",
+        type=int,
+        default=0,
+        help="the key of sequence i at token t is fold_in(fold_in(key(seed), i), t) (default: 0)",
+    )
+    sampling.add_argument(
+        "--stop-tokens",
+        type=int_list,
+        default=None,
+        help="token ids that end a sequence, e.g. 2,7 (the tokenizer's EOS is added); a stopped "
+        "sequence emits --pad-token",
+    )
+    sampling.add_argument("--pad-token", type=int, default=0, help="after a stop (default: 0)")
+    g.add_argument(
+        "--show",
+        type=positive_int,
+        default=None,
+        help="print the first N sequences (default: every one)",
+    )
     g.add_argument(
         "--prompt",
         type=int_list,

@@ -164,8 +164,8 @@ def cmd_compare(args, console: Console) -> int:
         prompts = text_ids
     given = task is not None or tokenizer is not None
     gen_len = task.answer_len if task else (args.gen_len or model.gen_len)
-    batch = prompts.shape[0] if given else (args.batch or model.batch)
-    prompt_len = prompts.shape[1] if given else (args.prompt_len or model.prompt_len)
+    batch = len(prompts) if given else (args.batch or model.batch)
+    prompt_len = max(len(p) for p in prompts) if given else (args.prompt_len or model.prompt_len)
     if gen_len < 2:
         raise ConfigError(f"--gen-len = {gen_len}: compare needs >= 2 new tokens to time decoding")
     if args.auto:
@@ -251,21 +251,59 @@ def cmd_compare(args, console: Console) -> int:
 
 
 def _text_prompts(args, model):
-    """(tokenizer, prompt ids) for --text / --prompts, else (None, None)."""
+    """(tokenizer or None, prompt ids) for --text / --prompts, else (None, None). A prompts file
+    of token-id lists needs no tokenizer (one is used to show text when the model has it)."""
     texts = list(args.text or [])
+    ids = None
     if args.prompts:
         from jaxpart.text import read_prompts
 
-        texts += read_prompts(args.prompts)
-    if not texts:
+        read = read_prompts(args.prompts)
+        if isinstance(read[0], list):
+            ids = read
+        else:
+            texts += read
+    if not texts and ids is None:
         return None, None
     for flag in ("prompt", "task"):
         if getattr(args, flag, None):
             raise ConfigError(f"--text/--prompts and --{flag}: give one of them")
     from jaxpart.text import encode, tokenizer_for
 
+    if ids is not None:
+        if texts:
+            raise ConfigError("--text and a --prompts file of token ids: give one of them")
+        bad = [t for row in ids for t in row if t >= model.vocab]
+        if bad:
+            raise ConfigError(f"--prompts: token {bad[0]} is outside the vocab [0, {model.vocab})")
+        tokenizer = tokenizer_for(model) if _has_tokenizer(model) else None
+        return tokenizer, ids
     tokenizer = tokenizer_for(model)
     return tokenizer, encode(tokenizer, texts, model.vocab)
+
+
+def _has_tokenizer(model) -> bool:
+    return bool(model.hf_folder and (model.hf_folder / "tokenizer.json").is_file())
+
+
+def _generation(args, model, tokenizer):
+    """The GenerationConfig the sampling flags give; the tokenizer's EOS stops too."""
+    from jaxpart.generation import GenerationConfig
+    from jaxpart.text import eos_tokens
+
+    stop = tuple(args.stop_tokens or ())
+    if tokenizer is not None:
+        stop += tuple(t for t in eos_tokens(model) if t not in stop)
+    g = GenerationConfig(
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        seed=args.sampling_seed,
+        stop_tokens=stop,
+        pad_token=args.pad_token,
+    )
+    g.check_vocab(model.vocab)
+    return g
 
 
 def _task_prompts(args, model):
@@ -290,10 +328,45 @@ def cmd_generate(args, console: Console) -> int:
 
     task, prompts, answers = _task_prompts(args, model)
     tokenizer, text_ids = _text_prompts(args, model)
-    if tokenizer is not None:
+    if text_ids is not None:
         prompts = text_ids
-    with console.status(f"compiling and running {args.method} on {mesh.name}..."):
-        tokens, _, executor = generate(
+    generation = _generation(args, model, tokenizer)
+    given = prompts if task is not None or text_ids is not None else args.prompt
+    n_rows = len(given) if given is not None and task is None and text_ids is not None else None
+    batch = n_rows or args.batch or model.batch
+    shown = min(args.show or batch, batch)
+
+    def render(i, prompt, row) -> str:
+        if task:
+            return f"  {task.render(prompt)} {task.render(row)}"
+        if tokenizer is not None:
+            from jaxpart.text import decode
+
+            return f"  {decode(tokenizer, prompt)!r} -> {decode(tokenizer, row)!r}"
+        return f"  sequence {i}: {' '.join(map(str, row))}"
+
+    streamed: list[list[int]] = [[] for _ in range(shown)]
+    live = None
+    if console.is_terminal:  # tokens appear as each compiled decode call returns them
+        from rich.live import Live
+
+        live = Live(console=console, transient=True, auto_refresh=False)
+
+        def on_tokens(new):
+            for i in range(shown):
+                streamed[i].extend(int(t) for t in new[i])
+            prompt_rows = given if given is not None else [[]] * shown
+            lines = [render(i, prompt_rows[i], streamed[i]) for i in range(shown)]
+            live.update("\n".join(lines), refresh=True)
+
+    else:
+        on_tokens = None
+    with (
+        console.status(f"compiling and running {args.method} on {mesh.name}...")
+        if (live is None)
+        else live
+    ):
+        result = generate(
             args.method,
             model,
             mesh,
@@ -302,11 +375,15 @@ def cmd_generate(args, console: Console) -> int:
             gen_len=task.answer_len if task else args.gen_len,
             microbatches=args.microbatches,
             seed=args.seed,
-            prompts=prompts if task or tokenizer else args.prompt,
+            prompts=given,
             choice=choice,
             kernel=kernel,
             checkpoint=args.checkpoint,
+            generation=generation,
+            on_tokens=on_tokens,
         )
+    tokens, _, executor = result
+    lengths = result.lengths
     plan = executor.plan
     from jaxpart.report import plan_summary
 
@@ -320,6 +397,7 @@ def cmd_generate(args, console: Console) -> int:
     from jaxpart.engine import describe_weights
 
     console.print(f"weights: {describe_weights(model, args.seed, args.checkpoint)}")
+    console.print(f"generation: {_describe_generation(generation, result.generation)}")
     read, checkpoint_bytes = _weights_read(executor)
     if read is not None:
         from jaxpart.config import format_bytes
@@ -328,25 +406,17 @@ def cmd_generate(args, console: Console) -> int:
             f"read from the checkpoint, per process: "
             f"{', '.join(format_bytes(b) for b in read)} of {format_bytes(checkpoint_bytes)}"
         )
-    shown = min(8 if task or tokenizer else 4, tokens.shape[0])
     accuracy = None
+    prompt_rows = given if given is not None else [[]] * tokens.shape[0]
     for i in range(shown):
+        row = tokens[i, : lengths[i]].tolist()
+        line = render(i, prompt_rows[i], row)
         if task:
             ok = (tokens[i, : task.answer_len] == answers[i]).all()
-            console.print(
-                f"  {task.render(prompts[i])} {task.render(tokens[i])}"
-                f"  {'ok' if ok else 'WRONG, expected ' + task.render(answers[i])}"
-            )
-        elif tokenizer is not None:
-            from jaxpart.text import decode
-
-            console.print(
-                f"  {decode(tokenizer, prompts[i])!r} -> {decode(tokenizer, tokens[i])!r}"
-            )
-        else:
-            console.print(f"  sequence {i}: {' '.join(map(str, tokens[i].tolist()))}")
+            line += f"  {'ok' if ok else 'WRONG, expected ' + task.render(answers[i])}"
+        console.print(line)
     if tokens.shape[0] > shown:
-        console.print(f"  ... {tokens.shape[0] - shown} more sequences")
+        console.print(f"  ... {tokens.shape[0] - shown} more sequences (--show N prints more)")
     if task:
         from jaxpart.tasks import exact_match
 
@@ -360,6 +430,8 @@ def cmd_generate(args, console: Console) -> int:
             "model": model.name,
             "dtype": model.dtype,
             "tokens": tokens.tolist(),
+            "lengths": lengths.tolist(),
+            "generation": asdict(generation),
             "plan": plan.to_dict() if plan is not None else None,
         }
         if task:
@@ -367,13 +439,33 @@ def cmd_generate(args, console: Console) -> int:
         if tokenizer is not None:
             from jaxpart.text import decode
 
-            doc["text"] = [decode(tokenizer, row) for row in tokens]
+            doc["text"] = [
+                decode(tokenizer, row[:n]) for row, n in zip(tokens, lengths, strict=True)
+            ]
         if read is not None:
             doc["weights_read_bytes_per_process"] = read
             doc["checkpoint_bytes"] = checkpoint_bytes
         write_text_atomically(args.json, json.dumps(doc))
         console.print(f"written to {args.json}")
     return 0
+
+
+def _describe_generation(g, result) -> str:
+    how = (
+        "greedy"
+        if g.greedy
+        else (
+            f"sampled at temperature {g.temperature}"
+            + (f", top-k {g.top_k}" if g.top_k else "")
+            + (f", top-p {g.top_p}" if g.top_p < 1 else "")
+            + f", seed {g.seed}"
+        )
+    )
+    stops = f"; stop tokens {list(g.stop_tokens)}" if g.stop_tokens else ""
+    return (
+        f"{how}{stops}; {int(result.lengths.sum()):,} tokens generated "
+        f"({result.decode_steps} decode steps in {result.decode_calls} compiled call(s))"
+    )
 
 
 def _weights_read(executor) -> tuple[list[int] | None, int | None]:

@@ -10,6 +10,8 @@ import numpy as np
 
 from jaxpart.config import ConfigError, MeshConfig, ModelConfig
 from jaxpart.executors import PipelineExecutor, ReferenceExecutor, RunShape, check_tokens
+from jaxpart.executors.base import Generation, padded_prompts
+from jaxpart.generation import GREEDY, GenerationConfig
 from jaxpart.kernels.backend import AUTO, KernelChoice
 from jaxpart.placement import DEFAULT_CHOICE, PlanChoice, default_microbatches, plan_for
 
@@ -88,6 +90,7 @@ def make_executor(
     microbatches: int | None = None,
     choice: PlanChoice = DEFAULT_CHOICE,
     kernel: KernelChoice = AUTO,
+    generation: GenerationConfig = GREEDY,
 ):
     """Plan ``method`` on ``mesh``, check the run's shape and the devices, build the executor."""
     for field in ("weight_dtype", "kv_dtype"):
@@ -104,9 +107,25 @@ def make_executor(
     shape = RunShape(batch, prompt_len, gen_len, microbatches)
     shape.check(cfg, plan.data_parallel if plan else 1)
     if plan is None:
-        return ReferenceExecutor(cfg, shape, kernel=kernel)
+        return ReferenceExecutor(cfg, shape, kernel=kernel, generation=generation)
     check_mesh(mesh, plan.n_devices)
-    return PipelineExecutor(cfg, plan, shape, kernel=kernel)
+    return PipelineExecutor(cfg, plan, shape, kernel=kernel, generation=generation)
+
+
+class Generated(tuple):
+    """What ``generate`` returns: it unpacks as (tokens [B, gen_len], first-step logits,
+    executor); ``.lengths`` and ``.generation`` give each sequence's length and the timings."""
+
+    generation: Generation
+
+    def __new__(cls, result: Generation, executor):
+        out = super().__new__(cls, (result.tokens, result.first_logits, executor))
+        out.generation = result
+        return out
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return self.generation.lengths
 
 
 def generate(
@@ -119,46 +138,62 @@ def generate(
     gen_len: int | None = None,
     microbatches: int | None = None,
     seed: int = 0,
-    prompts: np.ndarray | None = None,
+    prompts=None,
     choice: PlanChoice = DEFAULT_CHOICE,
     params: dict | None = None,
     kernel: KernelChoice = AUTO,
     checkpoint: str | None = None,
-):
-    """Generate with ``method``; returns (tokens [B, gen_len], first-step logits, executor).
+    generation: GenerationConfig = GREEDY,
+    on_tokens=None,
+) -> Generated:
+    """Generate with ``method``; returns (tokens [B, gen_len], first-step logits, executor), with
+    ``.lengths`` (each sequence's tokens up to and including its stop token).
+
+    Prompts: ``[B, T]`` token ids, one prompt ``[T]`` for every sequence, or a list of token-id
+    lists of different lengths (padded on the right; each row attends and decodes at its own
+    positions, so a sequence's tokens are those it gets alone). Default: random from ``seed``.
+    ``generation``: sampling, stop tokens and ``max_new_tokens`` (else ``gen_len``).
+    ``on_tokens(new [B, n])`` is called with each chunk of tokens as it is made (the first
+    token, then each decode call's; see ``GenerationConfig.chunk``).
 
     Weights: ``params``, else those saved in ``checkpoint``, else the model's Hugging Face
     folder's, else random from ``seed``.
     """
     batch = batch or cfg.batch
+    lens = None
     if prompts is not None:
-        prompts = np.asarray(prompts, np.int32)
-        if prompts.ndim == 1:
-            prompts = np.broadcast_to(prompts, (batch, prompts.shape[0]))
+        if isinstance(prompts, np.ndarray) and prompts.ndim == 1:
+            prompts = np.broadcast_to(np.asarray(prompts, np.int32), (batch, prompts.shape[0]))
+        elif not isinstance(prompts, np.ndarray) and prompts and np.ndim(prompts[0]) == 0:
+            prompts = np.broadcast_to(np.asarray(prompts, np.int32), (batch, len(prompts)))
+        prompts, lens = padded_prompts(prompts)
         check_tokens(prompts, cfg)
         batch, prompt_len = prompts.shape
     prompt_len = prompt_len or cfg.prompt_len
+    generation.check_vocab(cfg.vocab)
     executor = make_executor(
         method,
         cfg,
         mesh,
         batch=batch,
         prompt_len=prompt_len,
-        gen_len=gen_len or cfg.gen_len,
+        gen_len=generation.max_new_tokens or gen_len or cfg.gen_len,
         microbatches=microbatches,
         choice=choice,
         kernel=kernel,
+        generation=generation,
     )
     if prompts is None:
         prompts = random_prompts(cfg, batch, prompt_len, seed)
+    elif not np.all(lens == prompt_len):
+        prompts = [row[:n].tolist() for row, n in zip(prompts, lens, strict=True)]
     if params is None and checkpoint:
         placed = load_checkpoint(executor, checkpoint)
     else:
         params = model_params(cfg, seed) if params is None else params
         placed = executor.place(params)
         executor.checkpoint_reads = checkpoint_reads(params)
-    tokens, logits = executor.generate(placed, prompts)
-    return tokens, logits, executor
+    return Generated(executor.timed_generate(placed, prompts, on_tokens), executor)
 
 
 def load_checkpoint(executor, directory: str) -> dict:

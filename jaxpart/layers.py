@@ -74,13 +74,15 @@ def rms_norm(x: jax.Array, scale: jax.Array, eps: float = NORM_EPS) -> jax.Array
 def rope(
     x: jax.Array, positions: jax.Array, seq_axis: int = 1, theta: float = ROPE_THETA
 ) -> jax.Array:
-    """Rotary positions on ``x [..., K]`` whose axis ``seq_axis`` holds ``positions [T]``
-    (rotate-half form)."""
+    """Rotary positions on ``x [..., K]`` whose axis ``seq_axis`` holds ``positions [T]``, or
+    ``[b, T]`` per row with the rows on the axis before it (rotate-half form)."""
     half = x.shape[-1] // 2
     freq = theta ** (-jnp.arange(half, dtype=jnp.float32) / half)
-    angle = positions.astype(jnp.float32)[:, None] * freq[None, :]  # [T, half]
+    angle = positions.astype(jnp.float32)[..., None] * freq  # [T, half] or [b, T, half]
     shape = [1] * x.ndim
-    shape[seq_axis], shape[-1] = angle.shape
+    shape[seq_axis], shape[-1] = angle.shape[-2:]
+    if angle.ndim == 3:
+        shape[seq_axis - 1] = angle.shape[0]
     cos, sin = jnp.cos(angle).reshape(shape), jnp.sin(angle).reshape(shape)
     x1, x2 = x[..., :half].astype(jnp.float32), x[..., half:].astype(jnp.float32)
     return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
@@ -97,14 +99,16 @@ def attention(
 
     The caches are the whole stack ``[H, n, B, S, K]``; x is layer ``layer``'s input for cache
     rows row..row+b. Only the new keys and values are written, in place. A prompt (T > 1) must
-    start at position 0 and attends to its own keys; a decode step (T = 1) reads the cache up to
-    its position only. Returns (out, k_cache, v_cache).
+    start at position 0 and attends to its own keys (a shorter prompt, padded on the right, is
+    untouched by its padding: attention is causal); a decode step (T = 1) is at position ``pos``,
+    one for all rows or ``[b]``, one per row, and reads the cache up to it only. Returns
+    (out, k_cache, v_cache).
     """
     dtype = x.dtype
     b, t = x.shape[:2]
     if t > 1 and not (isinstance(pos, int) and pos == 0):
         raise ValueError(f"a prompt of {t} tokens must start at position 0, not {pos}")
-    positions = pos + jnp.arange(t)
+    positions = jnp.asarray(pos)[..., None] + jnp.arange(t)  # [T], or [b, T] per row
     q = _dot("btd,dhk->bthk", x, p["wq"])
     # New keys and values are made in the cache's layout, [H, b, T, K].
     k = _dot("btd,dhk->hbtk", x, p["wk"])
@@ -250,13 +254,16 @@ def forward(
     kernel: KernelChoice = AUTO,
     unroll=False,
     arch: Arch = DEFAULT_ARCH,
+    last=None,
 ):
-    """All layers on one device: tokens ``[B, T]`` at pos.. -> (last logits, k_cache, v_cache)."""
+    """All layers on one device: tokens ``[B, T]`` at pos.. -> (logits, k_cache, v_cache), the
+    logits at the last position, or at ``last [B]`` per row (a prompt padded on the right)."""
     x = embed_tokens(params, tokens)
     x, k_cache, v_cache = run_layers(
         params["layers"], x, k_cache, v_cache, pos, kernel=kernel, unroll=unroll, arch=arch
     )
-    return lm_logits(params, x[:, -1], arch), k_cache, v_cache
+    x_last = x[:, -1] if last is None else x[jnp.arange(x.shape[0]), last]
+    return lm_logits(params, x_last, arch), k_cache, v_cache
 
 
 def forward_all(params, tokens, arch: Arch = DEFAULT_ARCH):

@@ -1,11 +1,11 @@
 """Text in and out: a model folder's ``tokenizer.json`` (the ``tokenizers`` library) turns
-``--text`` / ``--prompts FILE`` into token ids and generated ids back into text."""
+``--text`` / ``--prompts FILE`` into token ids and generated ids back into text; a prompts file
+may hold token ids instead (JSON lists, one a line)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-
-import numpy as np
 
 from jaxpart.config import ConfigError, ModelConfig
 
@@ -23,8 +23,9 @@ def tokenizer_for(cfg: ModelConfig):
     return Tokenizer.from_file(str(path))
 
 
-def read_prompts(path: str) -> list[str]:
-    """One prompt a line; blank lines are skipped."""
+def read_prompts(path: str) -> list[str] | list[list[int]]:
+    """One prompt a line, blank lines skipped: token-id lists when every line is a JSON list of
+    integers, else text."""
     try:
         lines = Path(path).read_text().splitlines()
     except (OSError, UnicodeDecodeError) as e:
@@ -32,25 +33,53 @@ def read_prompts(path: str) -> list[str]:
     texts = [line for line in lines if line.strip()]
     if not texts:
         raise ConfigError(f"--prompts = {path!r}: no prompt in it")
+    ids = [_token_ids(line) for line in texts]
+    if all(i is not None for i in ids):
+        for n, row in enumerate(ids, 1):
+            if not row:
+                raise ConfigError(f"--prompts = {path!r}: prompt {n} has no tokens")
+        return ids
     return texts
 
 
-def encode(tokenizer, texts: list[str], vocab: int) -> np.ndarray:
-    """[len(texts), T] token ids. Every prompt must come to the same length: prompts of several
-    lengths in one batch are not supported yet."""
+def _token_ids(line: str) -> list[int] | None:
+    try:
+        value = json.loads(line)
+    except ValueError:
+        return None
+    if isinstance(value, list) and all(type(v) is int and v >= 0 for v in value):
+        return value
+    return None
+
+
+def encode(tokenizer, texts: list[str], vocab: int) -> list[list[int]]:
+    """Token ids of each prompt (their lengths may differ)."""
     ids = [tokenizer.encode(t).ids for t in texts]
-    lengths = sorted({len(i) for i in ids})
-    if lengths[0] == 0:
-        raise ConfigError(f"--text = {texts[[len(i) for i in ids].index(0)]!r}: no tokens")
-    if len(lengths) > 1:
-        raise ConfigError(
-            f"--text: the prompts are {lengths} tokens long; one batch needs prompts of one "
-            "length (prompts of several lengths are not supported yet)"
-        )
-    out = np.array(ids, np.int32)
-    if out.max() >= vocab:
-        raise ConfigError(f"--text: the tokenizer gives id {out.max()}, outside the vocab {vocab}")
-    return out
+    for text, row in zip(texts, ids, strict=True):
+        if not row:
+            raise ConfigError(f"--text = {text!r}: no tokens")
+        if max(row) >= vocab:
+            raise ConfigError(
+                f"--text: the tokenizer gives id {max(row)}, outside the vocab {vocab}"
+            )
+    return ids
+
+
+def eos_tokens(cfg: ModelConfig) -> tuple[int, ...]:
+    """The end-of-sequence ids the model folder names (generation_config.json, else
+    config.json), or none."""
+    if not cfg.hf_folder:
+        return ()
+    for name in ("generation_config.json", "config.json"):
+        path = cfg.hf_folder / name
+        try:
+            value = json.loads(path.read_text()).get("eos_token_id")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if value is not None:
+            ids = value if isinstance(value, list) else [value]
+            return tuple(int(i) for i in ids if isinstance(i, int) and 0 <= i < cfg.vocab)
+    return ()
 
 
 def decode(tokenizer, ids) -> str:

@@ -96,16 +96,12 @@ def gpu_kernels(mesh: MeshConfig) -> KernelChoice:
 def lower_for_cuda(executor: PipelineExecutor) -> dict:
     """Each program lowered for CUDA: its Pallas kernels and the largest buffer it makes per
     device, the KV caches (the program's state) left out."""
-    a = executor.abstract_inputs()
-    args = {
-        "prefill": (a["params"], a["prompts"]),
-        "decode": (a["params"], a["first"], a["cache"], a["cache"]),
-    }
-    cache = a["cache"]
+    cache = executor.abstract_inputs()["cache"]
     state = {local_type(cache.shape, cache.dtype, executor.mesh.shape, cache.sharding.spec)}
     out = {}
-    for name, program in (("decode", executor._decode), ("prefill", executor._prefill)):
-        text = program.trace(*args[name]).lower(lowering_platforms=("cuda",)).as_text()
+    for name in ("decode", "prefill"):
+        program, args = executor.program(name)
+        text = program.trace(*args).lower(lowering_platforms=("cuda",)).as_text()
         size, kind = largest_intermediate(text, state)
         out[name] = {
             "pallas_kernels": text.count("__gpu$xla.gpu.triton"),

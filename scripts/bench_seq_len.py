@@ -62,7 +62,7 @@ def main() -> None:
         f"{compiles} compilations while timing)"
     )
     for method in METHODS:
-        tpot = {label: rates(timed[label, method], 16, 15)["tpot_ms"] for label in configs}
+        tpot = {label: rates(timed[label, method])["tpot_ms"] for label in configs}
         med = {label: statistics.median(v) for label, v in tpot.items()}
         print(
             f"  {method:10} seq_len {base.seq_len}: {med['default']:.3f} ms "

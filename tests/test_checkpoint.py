@@ -221,6 +221,8 @@ def test_trained_copy_model_through_every_placement(capsys, tmp_path):
                     ck,
                     "--task",
                     "copy",
+                    "--temperature",
+                    "0",
                     "--json",
                     str(path),
                 ]

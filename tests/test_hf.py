@@ -148,13 +148,20 @@ def test_text_round_trips_through_the_tokenizer(folders, tmp_path, capsys):
     doc = json.loads(out_json.read_text())
     assert doc["text"] == [decode(tokenizer, row) for row in doc["tokens"]]
     assert f"'w7 w8 w9' -> {doc['text'][1]!r}" in out
+    # Prompts of different lengths share a batch; each gets what it gets alone.
+    ragged = ["--text", "w1 w2 w3 w4 w5", "--text", "w7", "--gen-len", "3"]
+    assert main([*args, *ragged, "--json", str(out_json)]) == 0
+    together = json.loads(out_json.read_text())["tokens"]
+    alone = ["--text", "w7", "--gen-len", "3", "--method", "reference"]
+    assert main([*args, *alone, "--json", str(out_json)]) == 0
+    assert together[1] == json.loads(out_json.read_text())["tokens"][0]
 
 
 @pytest.mark.parametrize(
     "args, fragment",
     [
         (["--model", "dense16-tiny", "--text", "hello"], "has no tokenizer.json"),
-        (["--text", "w1 w2", "--text", "w3"], "the prompts are [1, 2] tokens long"),
+        (["--text", "w1", "--stop-tokens", "999999"], "--stop-tokens = 999999: outside the vocab"),
         (["--text", "w1", "--prompt", "1,2"], "--text/--prompts and --prompt: give one of them"),
         (["--prompts", "/nonexistent/p.txt"], "--prompts = '/nonexistent/p.txt': cannot read"),
     ],

@@ -27,11 +27,22 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxpart.config import ConfigError, ModelConfig
-from jaxpart.executors.base import Executor, Forced, Generation, RunShape, check_tokens
+from jaxpart.executors.base import (
+    Executor,
+    Forced,
+    Generation,
+    RunShape,
+    check_tokens,
+    decode_in_chunks,
+    lengths_of,
+    padded_prompts,
+)
+from jaxpart.generation import GREEDY, GenerationConfig
 from jaxpart.kernels.backend import AUTO, KernelChoice
 from jaxpart.layers import arch_of, embed_tokens, jnp_dtype, lm_logits, run_layers
 from jaxpart.memory import cache_positions
 from jaxpart.plan import Plan
+from jaxpart.sampling import choose, stopped
 from jaxpart.sharding import (
     build_mesh,
     cache_spec,
@@ -72,11 +83,13 @@ class PipelineExecutor(Executor):
         shape: RunShape,
         devices=None,
         kernel: KernelChoice = AUTO,
+        generation: GenerationConfig = GREEDY,
     ):
         shape.check(cfg, plan.data_parallel)
         if plan.model != cfg.name or len(plan.layer_bytes) != cfg.n_layers:
             raise ConfigError(f"plan is for model {plan.model!r}, not {cfg.name!r}")
         self.cfg, self.plan, self.shape, self.kernel = cfg, plan, shape, kernel
+        self.generation = generation
         self.mesh = build_mesh(plan, devices)
         self.rows, self.sizes = stage_layout(plan)
         self.n_stages, self.split, self.replicas = plan.n_stages, plan.split, plan.data_parallel
@@ -93,7 +106,7 @@ class PipelineExecutor(Executor):
         self.kv_copies = kv_copies(cfg, plan)
         self._param_specs = param_specs(cfg, plan)
         self._prefill = self._build_prefill()
-        self._decode = self._build_decode() if shape.gen_len > 1 else None
+        self._decodes = {}  # (steps per call, ragged) -> its program, built on first use
         self._forced_decode = None  # built on first use (compare in bf16)
 
     # -- placement ------------------------------------------------------------------------------
@@ -180,13 +193,20 @@ class PipelineExecutor(Executor):
 
         return jax.lax.cond(active, work, lambda *a: a, x, kc, vc)
 
-    def _next_token(self, params, y_last, produce):
-        """Greedy next token (and its f32 logits) on the last stage; zeros elsewhere."""
+    def _sequences(self, m) -> jax.Array:
+        """The batch indices of microbatch m's rows on this data replica (batch order)."""
+        r = jax.lax.axis_index("data")
+        return r * self.b_rep + m * self.b_mb + jnp.arange(self.b_mb)
+
+    def _next_token(self, params, y_last, produce, m, step, greedy: bool = False):
+        """The next token (and its f32 logits) on the last stage, by the generation config (or
+        argmax when ``greedy``); zeros elsewhere."""
         vocab = self.cfg.vocab
+        g = GREEDY if greedy else self.generation
 
         def head(y):
             logits = lm_logits(params, y, self.arch)
-            return jnp.argmax(logits, axis=-1).astype(jnp.int32), logits
+            return choose(logits, self._sequences(m), step, g), logits
 
         def skip(y):
             return jnp.zeros((self.b_mb,), jnp.int32), jnp.zeros((self.b_mb, vocab), jnp.float32)
@@ -201,9 +221,10 @@ class PipelineExecutor(Executor):
         heads, _, _, positions, head_dim = self.cache_shape()  # K/V heads, copies included
         local_cache = (heads // self.split, self.lmax, self.b_rep, positions, head_dim)
 
-        def body(params, prompts):
+        def body(params, prompts, lens):
             s = jax.lax.axis_index("stage")
             tokens = prompts.reshape(M, b_mb, T)
+            last = lens.reshape(M, b_mb) - 1  # each row's last prompt position
             # The caches are made here, inside the program: no allocation outside it to compile.
             kc = jnp.zeros(local_cache, self.kv_dtype)
             vc = jnp.zeros(local_cache, self.kv_dtype)
@@ -217,7 +238,8 @@ class PipelineExecutor(Executor):
                 x = jnp.where(s == 0, first, state)
                 y, kc, vc = self._stage_work(params, x, kc, vc, m, 0, active)
                 produce = active & (s == S - 1)
-                tok, lg = self._next_token(params, y[:, -1], produce)
+                y_last = y[jnp.arange(b_mb), last[m]]
+                tok, lg = self._next_token(params, y_last, produce, m, 0)
                 toks = jnp.where(produce, toks.at[m].set(tok), toks)
                 logits = jnp.where(produce, logits.at[m].set(lg), logits)
                 state = jax.lax.ppermute(y, "stage", forward) if S > 1 else y
@@ -237,36 +259,45 @@ class PipelineExecutor(Executor):
         fn = jax.shard_map(
             body,
             mesh=self.mesh,
-            in_specs=(pspec, P("data", None)),
+            in_specs=(pspec, P("data", None), P("data")),
             out_specs=(P("stage", None, "data"), P("stage", None, "data", None), cspec, cspec),
             check_vma=False,  # Pallas calls (interpret mode) fail the vma check on jax 0.10
         )
         return jax.jit(fn)
 
-    def _build_decode(self, teacher_forced: bool = False):
-        """The decode program. ``teacher_forced``: the last stage sends round the ring the token
-        it is given for each step (the reference's), not its own, and also returns, for every
+    def _build_decode(self, steps: int, teacher_forced: bool = False, ragged: bool = False):
+        """The program for ``steps`` decode steps from token index ``start`` (an input): row j
+        of microbatch m is fed at position lens[j] + start + k (``ragged``; else every row at
+        prompt_len + start + k, one cache write for all); a row already stopped emits the pad
+        token. ``teacher_forced``: the last stage sends round the ring the token it is given
+        for each step (the reference's), not its own choice (argmax), and also returns, for every
         step, its top logit and its logit at the given token."""
         S, M, b_mb = self.n_stages, self.shape.microbatches, self.b_mb
-        D, Pd, prompt_len = self.shape.gen_len - 1, self.period, self.shape.prompt_len
+        D, Pd, g = steps, self.period, self.generation
         ring = [(j, (j + 1) % S) for j in range(S)]
         n_ticks = (D - 1) * Pd + M + S - 1
 
-        def body(params, first_tokens, forced, kc, vc):
+        def body(params, first_tokens, forced, kc, vc, lens, done, start):
             s = jax.lax.axis_index("stage")
             forced = forced.reshape(D, M, b_mb) if teacher_forced else None
+            lens = lens.reshape(M, b_mb)
 
             def tick(t, carry):
-                act, token_buf, kc, vc, out, top, at = carry
+                act, token_buf, kc, vc, out, top, at, done = carry
                 u = t - s
                 k, m = u // Pd, u % Pd
                 active = (u >= 0) & (m < M) & (k < D)
                 m, k = jnp.minimum(m, M - 1), jnp.clip(k, 0, D - 1)
                 first = embed_tokens(params, token_buf[m], self.dtype)[:, None, :]
                 x = jnp.where(s == 0, first, act)
-                y, kc, vc = self._stage_work(params, x, kc, vc, m, prompt_len + k, active)
+                pos = (lens[m] if ragged else self.shape.prompt_len) + start + k
+                y, kc, vc = self._stage_work(params, x, kc, vc, m, pos, active)
                 produce = active & (s == S - 1)
-                tok, logits = self._next_token(params, y[:, 0], produce)
+                tok, logits = self._next_token(
+                    params, y[:, 0], produce, m, start + k + 1, greedy=teacher_forced
+                )
+                tok = jnp.where(done[m], g.pad_token, tok)
+                done = jnp.where(produce, done.at[m].set(done[m] | stopped(tok, g)), done)
                 out = jnp.where(produce, out.at[k, m].set(tok), out)
                 if teacher_forced:
                     tok = forced[k, m]
@@ -282,7 +313,7 @@ class PipelineExecutor(Executor):
                 act, control = _unpack(message, y.shape, control.shape[0])
                 r_tok, r_m, r_new = control[:-2], control[-2], control[-1] == 1
                 token_buf = jnp.where((s == 0) & r_new, token_buf.at[r_m].set(r_tok), token_buf)
-                return act, token_buf, kc, vc, out, top, at
+                return act, token_buf, kc, vc, out, top, at, done
 
             scores = jnp.zeros((D, M, b_mb) if teacher_forced else (0,), jnp.float32)
             init = (
@@ -293,31 +324,43 @@ class PipelineExecutor(Executor):
                 jnp.zeros((D, M, b_mb), jnp.int32),
                 scores,
                 scores,
+                done.reshape(M, b_mb),
             )
-            _, _, kc, vc, out, top, at = jax.lax.fori_loop(0, n_ticks, tick, init)
+            _, _, kc, vc, out, top, at, done = jax.lax.fori_loop(0, n_ticks, tick, init)
             if teacher_forced:
                 return out[None], top[None], at[None]
-            return out[None], kc, vc
+            return out[None], done[None], kc, vc
 
         pspec, cspec = self._specs()
-        steps = P("stage", None, None, "data")
+        steps_spec, rows = P("stage", None, None, "data"), P("data")
         if teacher_forced:
             fn = jax.shard_map(
-                body,
+                lambda params, first, forced, kc, vc, lens: body(
+                    params, first, forced, kc, vc, lens, jnp.zeros(first.shape, bool), 0
+                ),
                 mesh=self.mesh,
-                in_specs=(pspec, P("data"), P(None, "data"), cspec, cspec),
-                out_specs=(steps, steps, steps),
+                in_specs=(pspec, rows, P(None, "data"), cspec, cspec, rows),
+                out_specs=(steps_spec, steps_spec, steps_spec),
                 check_vma=False,
             )
             return jax.jit(fn)
         fn = jax.shard_map(
-            lambda params, first, kc, vc: body(params, first, None, kc, vc),
+            lambda params, first, kc, vc, lens, done, start: body(
+                params, first, None, kc, vc, lens, done, start
+            ),
             mesh=self.mesh,
-            in_specs=(pspec, P("data"), cspec, cspec),
-            out_specs=(steps, cspec, cspec),
+            in_specs=(pspec, rows, cspec, cspec, rows, rows, P()),
+            out_specs=(steps_spec, P("stage", None, "data"), cspec, cspec),
             check_vma=False,  # Pallas calls (interpret mode) fail the vma check on jax 0.10
         )
         return jax.jit(fn, donate_argnums=(2, 3))
+
+    def decode_program(self, steps: int, ragged: bool = False):
+        """The compiled-on-first-use program for ``steps`` decode steps a call (``ragged``:
+        prompts of different lengths, each row at its own position)."""
+        if (steps, ragged) not in self._decodes:
+            self._decodes[steps, ragged] = self._build_decode(steps, ragged=ragged)
+        return self._decodes[steps, ragged]
 
     # -- running ---------------------------------------------------------------------------------
 
@@ -327,53 +370,94 @@ class PipelineExecutor(Executor):
         x = x.reshape(M, self.replicas, self.b_mb, *x.shape[2:])
         return np.swapaxes(x, 0, 1).reshape(self.shape.batch, *x.shape[3:])
 
-    def prefill(self, placed, prompts):
-        """-> (first tokens [B], their logits [B, vocab], caches). Arrays stay on the devices."""
-        prompts = put_global(
-            np.asarray(prompts, np.int32), NamedSharding(self.mesh, P("data", None))
-        )
-        toks, logits, k, v = self._prefill(placed, prompts)
-        return toks, logits, (k, v)
+    def _rows(self, x: np.ndarray) -> jax.Array:
+        """A per-sequence host array ``[B]`` on the mesh, split over the replicas."""
+        return put_global(np.asarray(x), NamedSharding(self.mesh, P("data")))
 
-    def decode(self, placed, first_tokens, cache):
-        first = put_global(np.asarray(first_tokens, np.int32), NamedSharding(self.mesh, P("data")))
-        out, k, v = self._decode(placed, first, *cache)
-        return out, (k, v)
+    def prefill(self, placed, prompts, lens=None):
+        """-> (first tokens, their logits, caches) for prompts ``[B, T]`` padded on the right to
+        ``lens [B]`` (default: all T). Arrays stay on the devices."""
+        prompts = np.asarray(prompts, np.int32)
+        lens = np.full(len(prompts), prompts.shape[1], np.int32) if lens is None else lens
+        on_mesh = put_global(prompts, NamedSharding(self.mesh, P("data", None)))
+        toks, logits, k, v = self._prefill(placed, on_mesh, self._rows(np.int32(lens)))
+        return toks, logits, (k, v)
 
     def first_from(self, toks, logits) -> tuple[np.ndarray, np.ndarray]:
         """The last stage's outputs of prefill, in batch order."""
         return self._batch_order(to_host(toks)[-1]), self._batch_order(to_host(logits)[-1])
 
-    def timed_generate(self, placed, prompts) -> Generation:
-        """Greedy tokens, timed: prefill until the first tokens are on the host, then decode."""
-        check_tokens(np.asarray(prompts), self.cfg)
+    def _decode_chunk(self, state, tok, done, start: int, steps: int):
+        program = self.decode_program(steps, state["ragged"])
+        out, done, k, v = program(
+            state["params"],
+            self._rows(np.asarray(tok, np.int32)),
+            state["k"],
+            state["v"],
+            state["lens"],
+            self._rows(np.asarray(done, bool)),
+            np.int32(start),
+        )
+        state["k"], state["v"] = k, v
+        out = to_host(out)[-1]  # [steps, M, replicas * b_mb]
+        out = np.stack([self._batch_order(step) for step in out], axis=1)
+        return out, out[:, -1], self._batch_order(to_host(done)[-1])
+
+    def timed_generate(self, placed, prompts, on_tokens=None) -> Generation:
+        """Tokens, timed: prefill until the first tokens are on the host, then decode (in
+        chunks when the generation config asks, handing each to ``on_tokens``)."""
+        prompts, lens = padded_prompts(prompts)
+        check_tokens(prompts, self.cfg)
+        g = self.generation
         t0 = time.perf_counter()
-        toks, logits, cache = self.prefill(placed, prompts)
+        toks, logits, cache = self.prefill(placed, prompts, lens)
         first, first_logits = self.first_from(toks, logits)
         t1 = time.perf_counter()
-        if self._decode is None:
-            return Generation(first[:, None], first_logits, t1 - t0, 0.0)
-        out, _ = self.decode(placed, first, cache)
-        rest = to_host(out)[-1]  # [D, M, replicas * b_mb]
+        if on_tokens is not None:
+            on_tokens(first[:, None])
+        steps = self.shape.gen_len - 1
+        state = {
+            "params": placed,
+            "k": cache[0],
+            "v": cache[1],
+            "lens": self._rows(lens),
+            "done": np.isin(first, g.stop_tokens),
+            "ragged": bool(np.any(lens != prompts.shape[1])),
+        }
+        per_call = g.steps_per_call(steps, on_tokens is not None) if steps else 1
+        rest, ran, calls = decode_in_chunks(self, state, steps, per_call, on_tokens, first)
         t2 = time.perf_counter()
-        rest = np.stack([self._batch_order(step) for step in rest], axis=1)
-        tokens = np.concatenate([first[:, None], rest], axis=1)
-        return Generation(tokens, first_logits, t1 - t0, t2 - t1)
+        tokens = np.full((len(first), self.shape.gen_len), g.pad_token, np.int32)
+        tokens[:, 0] = first
+        tokens[:, 1 : 1 + ran] = rest
+        return Generation(
+            tokens,
+            first_logits,
+            t1 - t0,
+            t2 - t1 if ran else 0.0,
+            lengths_of(tokens, g.stop_tokens),
+            ran,
+            calls,
+        )
 
     def teacher_forced(self, placed, prompts, tokens) -> Forced:
         """Feed ``tokens [B, gen_len]`` (the reference's) instead of this placement's own, and
         return what it would have chosen at every step and its logits there."""
         check_tokens(np.asarray(prompts), self.cfg)
-        toks, logits, cache = self.prefill(placed, prompts)
-        first, first_logits = self.first_from(toks, logits)
+        prompts, lens = padded_prompts(prompts)
+        toks, logits, cache = self.prefill(placed, prompts, lens)
+        _, first_logits = self.first_from(toks, logits)
+        first = first_logits.argmax(-1).astype(np.int32)  # its own choice: argmax
         tokens = np.asarray(tokens, np.int32)
         steps = [(first, first_logits.max(-1), first_logits[np.arange(len(first)), tokens[:, 0]])]
         if self.shape.gen_len > 1:
-            if self._forced_decode is None:
-                self._forced_decode = self._build_decode(teacher_forced=True)
-            given = put_global(tokens[:, 0], NamedSharding(self.mesh, P("data")))
+            ragged = bool(np.any(lens != prompts.shape[1]))
+            if self._forced_decode is None or self._forced_decode[0] != ragged:
+                program = self._build_decode(self.shape.gen_len - 1, True, ragged)
+                self._forced_decode = (ragged, program)
+            given = self._rows(tokens[:, 0])
             forced = put_global(tokens[:, 1:].T, NamedSharding(self.mesh, P(None, "data")))
-            outs = self._forced_decode(placed, given, forced, *cache)
+            outs = self._forced_decode[1](placed, given, forced, *cache, self._rows(lens))
             own, top, at = (to_host(o)[-1] for o in outs)  # each [D, M, replicas * b_mb]
             for k in range(own.shape[0]):
                 steps.append(tuple(self._batch_order(o[k]) for o in (own, top, at)))
@@ -391,7 +475,7 @@ class PipelineExecutor(Executor):
                 shape[kv] *= self.kv_copies
             return jax.ShapeDtypeStruct(
                 tuple(shape),
-                self.weight_dtype if x.dtype != jnp.int32 else x.dtype,
+                self.weight_dtype if jnp.issubdtype(x.dtype, jnp.floating) else x.dtype,
                 sharding=NamedSharding(self.mesh, spec),
             )
 
@@ -417,8 +501,20 @@ class PipelineExecutor(Executor):
                 jax.ShapeDtypeStruct((batch, self.shape.prompt_len), ints), P("data", None)
             ),
             "first": spec_struct(jax.ShapeDtypeStruct((batch,), ints), P("data")),
+            "lens": spec_struct(jax.ShapeDtypeStruct((batch,), ints), P("data")),
+            "done": spec_struct(jax.ShapeDtypeStruct((batch,), jnp.bool_), P("data")),
+            "start": jax.ShapeDtypeStruct((), ints),
             "cache": cache,
         }
+
+    def program(self, name: str):
+        """``"prefill"`` or ``"decode"`` (all gen_len - 1 steps in one call) with its abstract
+        inputs: (the jitted program, its arguments)."""
+        a = self.abstract_inputs()
+        if name == "prefill":
+            return self._prefill, (a["params"], a["prompts"], a["lens"])
+        args = (a["params"], a["first"], a["cache"], a["cache"], a["lens"], a["done"], a["start"])
+        return self.decode_program(self.shape.gen_len - 1), args
 
     @property
     def canonical_rows(self) -> bool:
@@ -443,10 +539,8 @@ class PipelineExecutor(Executor):
 
     def compiled(self, program: str):
         """The compiled ``"prefill"`` or ``"decode"`` program, from abstract inputs."""
-        a = self.abstract_inputs()
-        if program == "prefill":
-            return self._prefill.lower(a["params"], a["prompts"]).compile()
-        return self._decode.lower(a["params"], a["first"], a["cache"], a["cache"]).compile()
+        fn, args = self.program(program)
+        return fn.lower(*args).compile()
 
     def lowered_decode_text(self) -> str:
         """The compiled decode program's HLO, for inspecting its collectives."""

@@ -109,11 +109,26 @@ def prefill_attention_reference(q, k, v):
 # -- decode -------------------------------------------------------------------------------------
 
 
-def _write(cache, new, layer, row, pos):
-    """``new [H, b, K]`` into the cache at position ``pos`` of rows row..row+b of ``layer``."""
-    return jax.lax.dynamic_update_slice(
-        cache, new[:, None, :, None].astype(cache.dtype), (0, layer, row, pos, 0)
-    )
+def _write(cache, new, layer, row, pos, kernel: KernelChoice = AUTO):
+    """``new [H, b, K]`` into the cache at position ``pos`` (one for all rows, or ``[b]``) of
+    rows row..row+b of ``layer``."""
+    if jnp.ndim(pos) == 0:
+        return jax.lax.dynamic_update_slice(
+            cache, new[:, None, :, None].astype(cache.dtype), (0, layer, row, pos, 0)
+        )
+    new = new.astype(cache.dtype)
+    if target_platform(kernel) != "cpu":  # one scatter kernel, in place
+        rows = row + jnp.arange(new.shape[1])
+        return cache.at[:, layer, rows, pos, :].set(new)
+
+    # XLA's CPU backend widens a bf16 scatter to f32 (a copy of the whole cache each way): a
+    # row at a time instead, each an in-place update.
+    def one(j, cache):
+        return jax.lax.dynamic_update_slice(
+            cache, new[:, j][:, None, None, None], (0, layer, row + j, pos[j], 0)
+        )
+
+    return jax.lax.fori_loop(0, new.shape[1], one, cache)
 
 
 def _decode_xla(q, k_new, v_new, k_cache, v_cache, layer, row, pos, lengths, block, kernel):
@@ -130,8 +145,8 @@ def _decode_xla(q, k_new, v_new, k_cache, v_cache, layer, row, pos, lengths, blo
         # The new position is written inside the loop (the same write every pass): a loop that
         # only read the caches would see them as loop invariants, and XLA's CPU backend, which
         # computes bf16 in f32, would convert both whole caches before the loop.
-        k_cache = _write(k_cache, k_new, layer, row, pos)
-        v_cache = _write(v_cache, v_new, layer, row, pos)
+        k_cache = _write(k_cache, k_new, layer, row, pos, kernel)
+        v_cache = _write(v_cache, v_new, layer, row, pos, kernel)
         start = j * block
         shape = (hkv, 1, b, block, kdim)
         keys = jax.lax.dynamic_slice(k_cache, (0, layer, row, start, 0), shape)[:, 0]
@@ -163,11 +178,14 @@ def _decode_xla(q, k_new, v_new, k_cache, v_cache, layer, row, pos, lengths, blo
     return (out / total[..., None]).reshape(b, hq, kdim).astype(q.dtype), k_cache, v_cache
 
 
+GPU_WRITE = KernelChoice(platform="gpu")  # the paged kernel runs on GPU (or interprets it)
+
+
 def _decode_paged(q, k_new, v_new, k_cache, v_cache, layer, row, pos, lengths, interpret):
     from jax.experimental.pallas.ops.gpu.paged_attention import paged_attention
 
-    k_cache = _write(k_cache, k_new, layer, row, pos)
-    v_cache = _write(v_cache, v_new, layer, row, pos)
+    k_cache = _write(k_cache, k_new, layer, row, pos, GPU_WRITE)
+    v_cache = _write(v_cache, v_new, layer, row, pos, GPU_WRITE)
     hkv, n, batch, s, kdim = k_cache.shape
     b = q.shape[0]
     pages = s // PAGE
