@@ -55,19 +55,34 @@ def save(
     items = {"params": ocp.args.StandardSave(params), "meta": ocp.args.JsonSave(meta)}
     if opt_state is not None:
         items["opt_state"] = ocp.args.StandardSave(opt_state)
-    mngr = _manager(directory, create=True)
-    mngr.save(step, args=ocp.args.Composite(**items))
-    mngr.wait_until_finished()
-    mngr.close()
+    try:
+        mngr = _manager(directory, create=True)
+        mngr.save(step, args=ocp.args.Composite(**items))
+        mngr.wait_until_finished()
+        mngr.close()
+    except Exception as e:  # a full disk, a vanished folder, permissions: orbax's many types
+        raise CheckpointError(
+            f"{_where(directory)}: cannot save step {step} ({_first_line(e)})"
+        ) from None
 
 
 def latest_step(directory: str) -> int | None:
     if not Path(directory).is_dir():
         return None
-    mngr = _manager(directory, create=False)
-    step = mngr.latest_step()
-    mngr.close()
+    try:
+        mngr = _manager(directory, create=False)
+        step = mngr.latest_step()
+        mngr.close()
+    except Exception as e:  # an unreadable or damaged folder
+        raise CheckpointError(f"{_where(directory)}: cannot read it ({_first_line(e)})") from None
     return step
+
+
+def _first_line(e: Exception) -> str:
+    """What an orbax / tensorstore error says, in one line, without their internals."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    text = text.split(" See full TensorStore details")[0].split(" [source locations=")[0]
+    return f"{type(e).__name__}: {text[:120]}" if text else type(e).__name__
 
 
 def _where(directory: str) -> str:
@@ -79,10 +94,8 @@ def _restore_items(directory: str, step: int, **items) -> dict:
     try:
         return mngr.restore(step, args=ocp.args.Composite(**items))
     except Exception as e:  # orbax raises many types for a damaged directory
-        first = str(e).splitlines()[0][:120] if str(e) else ""
         raise CheckpointError(
-            f"{_where(directory)}: step {step} is incomplete or corrupt "
-            f"({type(e).__name__}: {first})"
+            f"{_where(directory)}: step {step} is incomplete or corrupt ({_first_line(e)})"
         ) from None
     finally:
         mngr.close()

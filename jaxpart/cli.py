@@ -17,8 +17,22 @@ class UsageError(ConfigError):
     pass
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """--help shows every option's default (where it has one)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS):
+            return text
+        return text + " (default: %(default)s)"
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line and exit code 2."""
+    """argparse, but a usage error is one line and exit code 2; help shows the defaults."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _Help)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):  # type: ignore[override]
         raise UsageError(message)
@@ -32,6 +46,82 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value}: must be >= 1")
     return value
+
+
+def nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected an integer") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"{value}: must be in [0, 2^32)")
+    return value
+
+
+def finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a finite number")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{value}: must be > 0")
+    return value
+
+
+def output_file(text: str) -> str:
+    """A file the run will write at its end: checked now, before any work."""
+    from pathlib import Path
+
+    path = Path(text)
+    if not text or path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r}: is a directory, not a file")
+    parent = path.parent
+    if not parent.is_dir():
+        what = "is not a directory" if parent.exists() else "does not exist"
+        raise argparse.ArgumentTypeError(f"{text!r}: its folder {str(parent)!r} {what}")
+    import os
+
+    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise argparse.ArgumentTypeError(f"{text!r}: cannot be written (permissions)")
+    return text
+
+
+def png_file(text: str) -> str:
+    if not text.lower().endswith(".png"):
+        raise argparse.ArgumentTypeError(f"{text!r}: the plot is a PNG; give a name ending .png")
+    return output_file(text)
+
+
+def checkpoint_folder(text: str) -> str:
+    """A checkpoint folder to write (or resume): a folder, or a new name in one."""
+    from pathlib import Path
+
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r}: is a file, not a checkpoint folder")
+    parent = path.parent
+    if not path.exists() and not parent.is_dir():
+        what = "is not a directory" if parent.exists() else "does not exist"
+        raise argparse.ArgumentTypeError(f"{text!r}: its folder {str(parent)!r} {what}")
+    return text
+
+
+def existing_folder(text: str) -> str:
+    """A checkpoint folder to read."""
+    from pathlib import Path
+
+    path = Path(text)
+    if not path.is_dir():
+        what = "is a file, not a folder" if path.exists() else "does not exist"
+        raise argparse.ArgumentTypeError(f"{text!r}: {what}")
+    return text
 
 
 def int_list(text: str) -> list[int]:
@@ -61,7 +151,9 @@ def _add_plan_args(p: argparse.ArgumentParser, model_default: str | None, mesh_d
         default=None,
         help="smem | l2 | hbm | a size such as 14.73GB or 50MiB (default: the mesh's)",
     )
-    p.add_argument("--strategy", choices=STRATEGIES, default="greedy")
+    p.add_argument(
+        "--strategy", choices=STRATEGIES, default="greedy", help="the layer-wise partitioner"
+    )
     p.add_argument(
         "--layers-per-stage",
         type=int_list,
@@ -73,7 +165,9 @@ def _add_plan_args(p: argparse.ArgumentParser, model_default: str | None, mesh_d
 def _add_shape_args(p: argparse.ArgumentParser) -> None:
     """What one run is: batch, prompt and generation lengths, microbatches; the baseline."""
     p.add_argument("--batch", type=positive_int, default=None, help="default: the model file's")
-    p.add_argument("--prompt-len", type=positive_int, default=None)
+    p.add_argument(
+        "--prompt-len", type=positive_int, default=None, help="default: the model file's"
+    )
     p.add_argument(
         "--gen-len",
         type=positive_int,
@@ -92,8 +186,15 @@ def _add_shape_args(p: argparse.ArgumentParser) -> None:
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
     _add_shape_args(p)
-    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None)
-    p.add_argument("--seed", type=int, default=0, help="seeds the weights and the prompts")
+    p.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16", "float16"),
+        default=None,
+        help="weights, activations and KV cache (default: the model file's)",
+    )
+    p.add_argument(
+        "--seed", type=nonnegative_int, default=0, help="seeds the weights and the prompts"
+    )
     p.add_argument(
         "--mlp-kernel",
         choices=("auto", "pallas", "xla"),
@@ -111,11 +212,20 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="fail instead of falling back to XLA when Pallas cannot run",
     )
-    p.add_argument("--checkpoint", default=None, help="load trained weights from this directory")
+    p.add_argument(
+        "--checkpoint",
+        type=existing_folder,
+        default=None,
+        help="load trained weights from this directory",
+    )
     multi = p.add_argument_group("multi-host (one process per host; see `jaxpart launch`)")
     multi.add_argument("--coordinator", default=None, help="host:port of process 0")
-    multi.add_argument("--num-processes", type=int, default=1)
-    multi.add_argument("--process-id", type=int, default=0)
+    multi.add_argument(
+        "--num-processes", type=positive_int, default=1, help="processes in the run, one a host"
+    )
+    multi.add_argument(
+        "--process-id", type=nonnegative_int, default=0, help="this process: 0 .. N - 1"
+    )
     multi.add_argument(
         "--init-timeout",
         type=positive_int,
@@ -182,21 +292,36 @@ def build_parser() -> argparse.ArgumentParser:
         default="throughput",
         help="with --auto: rank by predicted TPS, or by TPOT or TTFT (lower first)",
     )
-    p.add_argument("--json", default=None, help="also write the plan (or --auto's 10) as JSON")
+    p.add_argument(
+        "--json",
+        type=output_file,
+        default=None,
+        help="also write the plan (or --auto's 10) as JSON",
+    )
 
     g = sub.add_parser("generate", help="generate (greedy or sampled) by one method on the mesh")
     _add_plan_args(g, None, None)
     _add_run_args(g)
-    g.add_argument("--method", choices=("reference", "baseline", "layerwise"), default="layerwise")
+    g.add_argument(
+        "--method",
+        choices=("reference", "baseline", "layerwise"),
+        default="layerwise",
+        help="one device, TP x PP, or the layer-wise plan",
+    )
     sampling = g.add_argument_group("sampling and stopping (jaxpart.GenerationConfig)")
     sampling.add_argument("--temperature", type=float, default=0.0, help="0 is greedy (default: 0)")
-    sampling.add_argument("--top-k", type=int, default=0, help="keep the k likeliest (0: off)")
     sampling.add_argument(
-        "--top-p", type=float, default=1.0, help="keep the smallest set with this mass (1: off)"
+        "--top-k", type=nonnegative_int, default=0, help="keep the k likeliest (0: off)"
+    )
+    sampling.add_argument(
+        "--top-p",
+        type=finite_float,
+        default=1.0,
+        help="keep the smallest set with this mass (1: off)",
     )
     sampling.add_argument(
         "--sampling-seed",
-        type=int,
+        type=nonnegative_int,
         default=0,
         help="the key of sequence i at token t is fold_in(fold_in(key(seed), i), t) (default: 0)",
     )
@@ -207,7 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="token ids that end a sequence, e.g. 2,7 (the tokenizer's EOS is added); a stopped "
         "sequence emits --pad-token",
     )
-    sampling.add_argument("--pad-token", type=int, default=0, help="after a stop (default: 0)")
+    sampling.add_argument(
+        "--pad-token", type=nonnegative_int, default=0, help="emitted after a stop"
+    )
     g.add_argument(
         "--show",
         type=positive_int,
@@ -220,7 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="token ids for every sequence, e.g. 5,17,42 (default: random from --seed)",
     )
-    g.add_argument("--json", default=None, help="write {method, tokens, plan} to this file")
+    g.add_argument(
+        "--json", type=output_file, default=None, help="write {method, tokens, plan} to this file"
+    )
 
     c = sub.add_parser("compare", help="baseline vs layer-wise, side by side (the main job)")
     _add_plan_args(c, "dense16-tiny", "cpu16")
@@ -240,8 +369,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="after the measured table, the perf model's prediction for this model and GPU mesh "
         "(default: the seed's pod, dense16 on h100x16)",
     )
-    c.add_argument("--json", default=None, help="write the measurements and plans to this file")
-    c.add_argument("--plot", default=None, help="write a PNG bar chart of TPS and TPOT")
+    c.add_argument(
+        "--json",
+        type=output_file,
+        default=None,
+        help="write the measurements and plans to this file",
+    )
+    c.add_argument(
+        "--plot", type=png_file, default=None, help="write a PNG bar chart of TPS and TPOT"
+    )
     s = sub.add_parser("simulate", help="predict both placements on a GPU pod (perf model)")
     _add_plan_args(s, "dense16", "h100x16")
     _add_shape_args(s)
@@ -254,10 +390,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print the model's predictions beside published GPU measurements, and its error",
     )
-    s.add_argument("--json", default=None, help="write the predictions to this file")
+    s.add_argument(
+        "--json", type=output_file, default=None, help="write the predictions to this file"
+    )
     t = sub.add_parser("train", help="train the small model on a synthetic task (optax)")
-    t.add_argument("--model", default="dense16-tiny")
-    t.add_argument("--task", choices=TASKS, default="copy")
+    t.add_argument("--model", default="dense16-tiny", help="a name in models/ or a TOML path")
+    t.add_argument("--task", choices=TASKS, default="copy", help="the synthetic task")
     # Defaults (None here) are TrainConfig's: steps 300, batch 64, lr 3e-3, every 100.
     t.add_argument(
         "--steps",
@@ -266,18 +404,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="total steps; a resumed run continues to this many (the same --steps resumes "
         "exactly: the learning-rate schedule spans them)",
     )
-    t.add_argument("--batch", type=positive_int, default=None)
-    t.add_argument("--lr", type=float, default=None)
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument(
+        "--batch", type=positive_int, default=None, help="sequences a step (default: 64)"
+    )
+    t.add_argument(
+        "--lr", type=positive_float, default=None, help="peak learning rate (default: 3e-3)"
+    )
+    t.add_argument("--seed", type=nonnegative_int, default=0, help="seeds weights and data")
     t.add_argument(
         "--checkpoint",
+        type=checkpoint_folder,
         default=None,
         help="save here every --every steps; resume from the newest checkpoint here",
     )
-    t.add_argument("--every", type=positive_int, default=None)
+    t.add_argument(
+        "--every", type=positive_int, default=None, help="steps between saves (default: 100)"
+    )
 
     la = sub.add_parser("launch", help="try a multi-host run: N processes on this machine")
-    la.add_argument("--processes", type=positive_int, default=2)
+    la.add_argument(
+        "--processes", type=positive_int, default=2, help="processes to start on this machine"
+    )
     la.add_argument(
         "--init-timeout",
         type=positive_int,
@@ -292,9 +439,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("verify", help="compile the full-size model abstractly; check its memory")
     _add_plan_args(v, None, None)
-    v.add_argument("--method", choices=("baseline", "layerwise"), default="layerwise")
+    v.add_argument(
+        "--method",
+        choices=("baseline", "layerwise"),
+        default="layerwise",
+        help="the placement to compile",
+    )
     _add_shape_args(v)
-    v.add_argument("--json", default=None, help="write the figures to this file")
+    v.add_argument("--json", type=output_file, default=None, help="write the figures to this file")
     return parser
 
 
@@ -319,8 +471,20 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:
     return f"jaxpart: warning: {message}\n"
 
 
+def make_console() -> Console:
+    """On a terminal: rich output at its width. In a pipe or a file: plain lines, never wrapped
+    mid-sentence, tables as wide as they need, each line flushed as it is printed."""
+    if sys.stdout.isatty():
+        return Console()
+    try:
+        sys.stdout.reconfigure(line_buffering=True)
+    except (AttributeError, ValueError):  # a stream that cannot (pytest's capture)
+        pass
+    return Console(soft_wrap=True, width=160, color_system=None)
+
+
 def main(argv: list[str] | None = None) -> int:
-    console = Console()
+    console = make_console()
     argv = sys.argv[1:] if argv is None else argv
     warnings.formatwarning = _one_line_warning  # a kernel fallback is one line, not a source dump
     try:

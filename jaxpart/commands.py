@@ -7,6 +7,7 @@ import math
 import os
 import sys
 import tempfile
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -16,21 +17,39 @@ from jaxpart.config import ConfigError, load_mesh, load_model
 from jaxpart.plan import make_plan
 
 
-def write_text_atomically(path: str, text: str) -> None:
-    """Write beside ``path``, then rename: a failure leaves nothing half-written. In a
-    multi-process run only process 0 writes."""
+def write_outputs(files: dict[str, str | bytes]) -> None:
+    """Write every output of a run at its end, all or none: each is written beside its path
+    first, then all are renamed into place; a failure removes what was staged and leaves the
+    user's files as they were. Files get the user's umask. In a multi-process run only
+    process 0 writes."""
     if "jax" in sys.modules and sys.modules["jax"].process_index() != 0:
         return
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    staged = []
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, target)
+        for path, content in files.items():
+            target = Path(path)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+            staged.append((tmp, target))
+            with os.fdopen(fd, "wb") as f:
+                f.write(content.encode() if isinstance(content, str) else content)
+            os.chmod(tmp, 0o666 & ~umask)
+        for tmp, target in staged:
+            os.replace(tmp, target)
+    except OSError as e:
+        for tmp, _ in staged:
+            Path(tmp).unlink(missing_ok=True)
+        raise ConfigError(f"cannot write {target}: {e.strerror or e}") from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        for tmp, _ in staged:
+            Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_text_atomically(path: str, text: str) -> None:
+    """One output file, as ``write_outputs``."""
+    write_outputs({path: text})
 
 
 def plan_choice(args):
@@ -49,16 +68,19 @@ def plan_choice(args):
 def _shaped_model(args):
     """The model file's config with the run shape the flags give."""
     model = load_model(args.model)
-    return model.replace(
-        batch=args.batch or model.batch,
-        prompt_len=args.prompt_len or model.prompt_len,
-        gen_len=args.gen_len or model.gen_len,
-    )
+    prompt_len, gen_len = args.prompt_len or model.prompt_len, args.gen_len or model.gen_len
+    _check_context(model, prompt_len, gen_len)
+    return model.replace(batch=args.batch or model.batch, prompt_len=prompt_len, gen_len=gen_len)
 
 
 def _plan_from_args(args) -> tuple:
     model = _shaped_model(args)
     mesh = load_mesh(args.mesh)
+    if args.devices is not None and args.devices > mesh.n_devices:
+        raise ConfigError(
+            f"--devices = {args.devices}: --mesh {mesh.name} has {mesh.n_devices} devices; "
+            "plan for at most that many (or give a larger mesh file)"
+        )
     plan = make_plan(
         model,
         mesh,
@@ -156,8 +178,9 @@ def cmd_compare(args, console: Console) -> int:
         from jaxpart.plot import require_matplotlib
 
         require_matplotlib()
-    model, mesh, choice, kernel = _run_setup(args, console)
+    _check_prompt_flags(args)
     predict_for = (load_model(args.predict_for[0]), load_mesh(args.predict_for[1]))
+    model, mesh, choice, kernel = _run_setup(args, console)
     task, prompts, _ = _task_prompts(args, model)
     tokenizer, text_ids = _text_prompts(args, model)
     if tokenizer is not None:
@@ -179,7 +202,12 @@ def cmd_compare(args, console: Console) -> int:
     with Progress(*columns, console=console, transient=True) as bar:
         tasks = {}
 
+        started = time.perf_counter()
+
         def progress(method, what):
+            if not console.is_terminal:  # a pipe or a file: one plain line as each step ends
+                console.print(f"{method}: {what} ({time.perf_counter() - started:.1f} s)")
+                return
             if method not in tasks:
                 tasks[method] = bar.add_task(f"{method}: compiling", total=args.repeats + 2)
             bar.update(
@@ -238,15 +266,17 @@ def cmd_compare(args, console: Console) -> int:
     if not result.all_agree:
         what = "its tokens" if not result.agreements else "beyond rounding"
         console.print(f"[bold red]a placement disagrees with the {result.anchor} ({what})[/]")
+    outputs: dict[str, str | bytes] = {}
     if args.json:
         doc = {**result.to_dict(), "weights": weights, "prompts": prompts_from}
-        write_text_atomically(args.json, json.dumps(doc, indent=2))
-        console.print(f"written to {args.json}")
+        outputs[args.json] = json.dumps(doc, indent=2)
     if args.plot:
         from jaxpart.plot import plot_comparison
 
-        plot_comparison(result, args.plot)
-        console.print(f"plot written to {args.plot}")
+        outputs[args.plot] = plot_comparison(result)
+    write_outputs(outputs)
+    for path in outputs:
+        console.print(f"written to {path}")
     return 0 if result.all_agree else 1
 
 
@@ -306,6 +336,22 @@ def _generation(args, model, tokenizer):
     return g
 
 
+def _check_prompt_flags(args) -> None:
+    """Flags that would be ignored beside the prompts given are refused, by name."""
+    given = [f for f in ("prompt", "task", "text", "prompts") if getattr(args, f, None)]
+    if given and args.prompt_len:
+        raise ConfigError(
+            f"--prompt-len = {args.prompt_len} and --{given[0]}: the prompts set their own "
+            "length; give one of them"
+        )
+    listed = [f for f in ("text", "prompts") if getattr(args, f, None)]
+    if listed and args.batch:
+        raise ConfigError(
+            f"--batch = {args.batch} and --{listed[0]}: the batch is one sequence a prompt; "
+            "give one of them"
+        )
+
+
 def _task_prompts(args, model):
     """(task, prompts, answers) for --task, else Nones; the prompts come from --seed."""
     if not args.task:
@@ -323,6 +369,7 @@ def _task_prompts(args, model):
 
 
 def cmd_generate(args, console: Console) -> int:
+    _check_prompt_flags(args)
     model, mesh, choice, kernel = _run_setup(args, console)
     from jaxpart.engine import generate
 
@@ -531,6 +578,7 @@ def cmd_simulate(args, console: Console) -> int:
         gen_len=args.gen_len or model.gen_len,
         microbatches=args.microbatches,
     )
+    _check_context(model, shape["prompt_len"], shape["gen_len"])
     sim = run_simulate(model, mesh, constants, choice, **shape)
     if sweep:
         sim["sweep"] = run_sweep(model, mesh, constants, choice, *sweep, **shape)
@@ -585,6 +633,17 @@ def predicted_section(model, mesh, console: Console) -> None:
         console.print(f"predicted layer-wise / baseline TPS on {mesh.name}: {ratio_words(ratio)}")
     for method, reason in sim["unplanned"].items():
         console.print(f"{method}: not predicted, it cannot be planned for this run: {reason}")
+
+
+def _check_context(model, prompt_len: int, gen_len: int) -> None:
+    """The run must fit the model's context, as a real run checks it."""
+    if prompt_len + gen_len > model.seq_len:
+        flag = "--prompt-len" if prompt_len >= model.seq_len else "--gen-len"
+        value = prompt_len if flag == "--prompt-len" else gen_len
+        raise ConfigError(
+            f"{flag} = {value}: prompt {prompt_len} + generation {gen_len} = "
+            f"{prompt_len + gen_len} exceeds the model's seq_len = {model.seq_len} ({model.source})"
+        )
 
 
 def _validate(args, console: Console) -> int:
@@ -684,6 +743,7 @@ def cmd_verify(args, console: Console) -> int:
     model, mesh = load_model(args.model), load_mesh(args.mesh)
     if args.batch:
         model = model.replace(batch=args.batch)
+    _check_context(model, args.prompt_len or model.prompt_len, args.gen_len or model.gen_len)
     # Always simulated CPU devices, as many as the mesh has: nothing is allocated.
     ensure_cpu_devices(mesh.n_devices)
     choice = plan_choice(args)

@@ -66,8 +66,10 @@ def parse_size(text: str | int | float, field: str = "size") -> int:
                 "(use B, KB, MB, GB, TB, KiB, MiB, GiB or TiB)"
             )
     value = number * _UNITS[unit]
-    if value <= 0:
-        raise ConfigError(f"{field} = {text!r}: must be positive")
+    if not value.is_finite() or value <= 0:
+        raise ConfigError(f"{field} = {text!r}: must be positive (and finite)")
+    if value >= 2**63:
+        raise ConfigError(f"{field} = {text!r}: too large (at most 8 EiB)")
     return int(value.to_integral_value())
 
 

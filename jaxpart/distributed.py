@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from jaxpart.config import ConfigError, MeshConfig
 
 CLUSTER_ENV = ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE", "JAX_COORDINATOR_ADDRESS")
+LAUNCHED = "JAXPART_LAUNCHED"  # set by `jaxpart launch` for its processes: errors name its flags
 
 
 @dataclass(frozen=True)
@@ -66,8 +67,9 @@ def initialize(setup: Distributed, mesh: MeshConfig) -> None:
         return
     if mesh.platform == "cpu":
         if mesh.n_devices % setup.num_processes:
+            flag = "--processes" if os.environ.get(LAUNCHED) else "--num-processes"
             raise ConfigError(
-                f"--num-processes = {setup.num_processes}: must divide the {mesh.n_devices} "
+                f"{flag} = {setup.num_processes}: must divide the {mesh.n_devices} "
                 f"devices of --mesh {mesh.name!r}"
             )
         _cpu_devices(mesh.n_devices // setup.num_processes)
@@ -92,32 +94,65 @@ def initialize(setup: Distributed, mesh: MeshConfig) -> None:
         ) from None
 
 
+GO = b"jaxpart-go"
+
+
 def _preflight(setup: Distributed) -> None:
-    """Check the coordinator address ourselves: jax's runtime aborts the whole process (with a
-    native stack trace) when it cannot reach it, instead of raising."""
+    """Gather every process on the coordinator's port ourselves before jax's runtime starts:
+    that runtime aborts the whole process (a native stack trace) when a peer never comes or the
+    coordinator cannot be reached, instead of raising. Process 0 listens there until the
+    others have connected, tells them to go and closes it; then each starts jax's runtime, whose
+    service takes the port over. A peer missing after --init-timeout is one line, exit 2, on
+    every side."""
     host, _, port = setup.coordinator.rpartition(":")
     host = host.strip("[]")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    deadline = time.monotonic() + setup.timeout_s
+    others = setup.num_processes - 1
     if setup.process_id == 0:
         try:
-            with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                s.bind((host, int(port)))
+            server = socket.socket(family)
+            server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            server.bind((host, int(port)))
+            server.listen(others)
         except OSError as e:
             raise ConfigError(
                 f"--coordinator = {setup.coordinator!r}: process 0 cannot serve it on this host "
                 f"({e.strerror or e})"
             ) from None
-        return
-    deadline = time.monotonic() + setup.timeout_s
-    while True:
+        peers = []
         try:
-            socket.create_connection((host, int(port)), timeout=2).close()
-            return
-        except OSError as e:
+            while len(peers) < others:
+                server.settimeout(max(deadline - time.monotonic(), 0.01))
+                try:
+                    peers.append(server.accept()[0])
+                except TimeoutError:
+                    raise ConfigError(
+                        f"--coordinator = {setup.coordinator!r}: {len(peers)} of the {others} "
+                        f"other process(es) joined within --init-timeout = {setup.timeout_s} s; "
+                        "start every process (see `jaxpart launch`)"
+                    ) from None
+            for peer in peers:
+                peer.sendall(GO)
+        finally:
+            for peer in peers:
+                peer.close()
+            server.close()
+        return
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            with socket.create_connection((host, int(port)), timeout=max(remaining, 0.01)) as c:
+                c.settimeout(max(deadline - time.monotonic(), 0.01))
+                if c.recv(len(GO)) == GO:
+                    return
+                raise OSError("process 0 went away before every process joined")
+        except (OSError, TimeoutError) as e:
             if time.monotonic() > deadline:
                 raise ConfigError(
-                    f"--coordinator = {setup.coordinator!r}: unreachable for {setup.timeout_s} s "
-                    f"({e.strerror or e}); is process 0 running?"
+                    f"--coordinator = {setup.coordinator!r}: process 0 and the others did not "
+                    f"all join within --init-timeout = {setup.timeout_s} s "
+                    f"({getattr(e, 'strerror', None) or e}); is process 0 running?"
                 ) from None
             time.sleep(0.25)
 

@@ -18,6 +18,7 @@ import threading
 import time
 
 from jaxpart.config import ConfigError
+from jaxpart.distributed import LAUNCHED
 
 RUN_COMMANDS = ("generate", "compare")
 GRACE_S = 5.0
@@ -73,6 +74,17 @@ def launch(processes: int, command: list[str], init_timeout: int = 60, out=None)
     for flag in ("--coordinator", "--num-processes", "--process-id"):
         if flag in command:
             raise ConfigError(f"launch: {flag} is set by the launcher; leave it out")
+    from jaxpart.cli import build_parser
+
+    parsed = build_parser().parse_args(command)  # a bad flag: one line here, not one a process
+    from jaxpart.config import load_mesh
+
+    mesh = load_mesh(parsed.mesh)
+    if mesh.platform == "cpu" and mesh.n_devices % processes:
+        raise ConfigError(
+            f"--processes = {processes}: must divide the {mesh.n_devices} devices of "
+            f"--mesh {mesh.name!r}"
+        )
     address = f"127.0.0.1:{free_port()}"
     procs, threads = [], []
     try:
@@ -97,6 +109,7 @@ def launch(processes: int, command: list[str], init_timeout: int = 60, out=None)
                 stderr=subprocess.STDOUT,
                 text=True,
                 start_new_session=True,
+                env={**os.environ, LAUNCHED: "1"},
             )
             procs.append(p)
             t = threading.Thread(

@@ -14,7 +14,10 @@ def require_matplotlib() -> None:
         ) from None
 
 
-def plot_comparison(comparison, path: str) -> None:
+def plot_comparison(comparison) -> bytes:
+    """The chart as PNG bytes (written by the caller with its other outputs)."""
+    import io
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -38,5 +41,7 @@ def plot_comparison(comparison, path: str) -> None:
         fontsize=10,
     )
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
     plt.close(fig)
+    return buffer.getvalue()

@@ -19,10 +19,10 @@ def memory_table(model: ModelConfig, figures: str) -> Table:
         title=f"Per-layer memory: {model.name} ({model.dtype}, batch {model.batch}, "
         f"sequence {model.seq_len}; GB = 10^9 bytes)"
     )
-    table.add_column("per layer")
-    table.add_column("derived from the dims", justify="right")
+    table.add_column("per layer", overflow="fold")
+    table.add_column("derived from the dims", justify="right", overflow="fold")
     if st is not None:
-        table.add_column("stated by the seed", justify="right")
+        table.add_column("stated by the seed", justify="right", overflow="fold")
 
     def row(label: str, derived: str, stated: str = "-") -> None:
         table.add_row(label, derived, *([stated] if st is not None else []))
@@ -74,7 +74,7 @@ def plan_table(plan: Plan, mesh: MeshConfig) -> Table:
         ("bytes / device", "right"),
         ("fits", "left"),
     ):
-        table.add_column(col, justify=justify)
+        table.add_column(col, justify=justify, overflow="fold")
     for i, s in enumerate(plan.stages):
         layers = f"{s.layers[0]}-{s.layers[-1]}" if len(s.layers) > 1 else str(s.layers[0])
         devices = (
@@ -152,7 +152,9 @@ def results_table(comparison) -> Table:
         "agree-\nment" if comparison.agreements else "tokens\nmatch",
     )
     for i, header in enumerate(headers):  # no_wrap: a number is never split or cut
-        table.add_column(header, justify="left" if i < 2 else "right", no_wrap=True)
+        table.add_column(
+            header, justify="left" if i < 2 else "right", no_wrap=True, overflow="fold"
+        )
     for row in rows:
         table.add_row(*row)
     return table
@@ -220,7 +222,9 @@ def simulate_table(sim: dict, n_devices_label: str) -> Table:
         "source",
     )
     for i, header in enumerate(headers):
-        table.add_column(header, justify="left" if i in (0, 1, 7) else "right", no_wrap=True)
+        table.add_column(
+            header, justify="left" if i in (0, 1, 7) else "right", no_wrap=True, overflow="fold"
+        )
     names = {"baseline": "Baseline", "layerwise": "Layer-wise"}
     for m in sim["methods"]:
         table.add_row(
@@ -287,7 +291,9 @@ def search_table(top: list, model, mesh, objective: str, fitting: int) -> Table:
     headers = ("#", "plan", "stages\nxsplit\nxcopies", "M", "TPS", "TPOT\nms", "TTFT\nms")
     headers += ("memory\n/device",)
     for i, header in enumerate(headers):
-        table.add_column(header, justify="left" if i == 1 else "right", no_wrap=i != 1)
+        table.add_column(
+            header, justify="left" if i == 1 else "right", no_wrap=i != 1, overflow="fold"
+        )
     for rank, k in enumerate(top, 1):
         p, plan = k.prediction, k.plan
         table.add_row(

@@ -121,7 +121,11 @@ def test_cli_wrong_checkpoint_is_one_line(capsys, params, tmp_path):
         ]
     )
     err = capsys.readouterr().err
-    assert code == 2 and "no checkpoint there" in err
+    assert code == 2 and "none': does not exist" in err and err.count("\n") == 1
+    (tmp_path / "empty").mkdir()
+    args = ["generate", "--model", "dense16-tiny", "--mesh", "cpu16", "--checkpoint"]
+    assert main([*args, str(tmp_path / "empty")]) == 2
+    assert "no checkpoint there" in capsys.readouterr().err
 
 
 KILLED_SAVER = """

@@ -214,3 +214,31 @@ def test_generate_in_a_fresh_process_sets_up_the_cpu_devices(tmp_path):
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(path.read_text())
     assert doc["plan"]["devices"] == 16 and len(doc["tokens"][0]) == 3
+
+
+def test_piped_output_comes_as_it_is_produced():
+    # In a pipe, compare prints a plain line as each method is placed, compiled and timed:
+    # the first line arrives while the run is still going, not all at the end.
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    args = ["compare", "--batch", "8", "--prompt-len", "8", "--gen-len", "3", "--repeats", "2"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jaxpart.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        first = proc.stdout.readline()
+        still_running = proc.poll() is None
+        rest, err = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert first.startswith("reference: placed") and still_running
+    assert "layer-wise / baseline TPS" in rest and "\x1b[" not in first + rest  # plain text

@@ -137,7 +137,29 @@ def test_bad_flags_are_one_line_errors_in_bounded_time():
         "3",
     )
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
-    assert "'127.0.0.1:1': unreachable for 3 s" in proc.stderr
+    assert "'127.0.0.1:1': process 0 and the others did not all join" in proc.stderr
+    # Process 0 with no peer: one line, exit 2, within 10 s (never a native abort).
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t1 = time.time()
+    proc = jaxpart(
+        "generate",
+        *GEN,
+        "--num-processes",
+        "2",
+        "--process-id",
+        "0",
+        "--coordinator",
+        f"127.0.0.1:{port}",
+        "--init-timeout",
+        "5",
+    )
+    assert time.time() - t1 < 10
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "0 of the 1 other process(es) joined within --init-timeout = 5 s" in proc.stderr
     proc = jaxpart("launch", "--processes", "2", "--", "plan", "--model", "dense16")
     assert proc.returncode == 2 and "must be one of ['generate', 'compare']" in proc.stderr
     assert time.time() - t0 < 60
