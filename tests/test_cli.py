@@ -242,3 +242,15 @@ def test_piped_output_comes_as_it_is_produced():
     assert proc.returncode == 0, err
     assert first.startswith("reference: placed") and still_running
     assert "layer-wise / baseline TPS" in rest and "\x1b[" not in first + rest  # plain text
+
+
+def test_output_files_get_the_users_umask(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        path = tmp_path / "p.json"
+        assert main(["plan", "--model", "dense16", "--mesh", "h100x16", "--json", str(path)]) == 0
+        assert (path.stat().st_mode & 0o777) == 0o644
+    finally:
+        os.umask(old)
