@@ -16,24 +16,7 @@ def baseline_plan(
 ) -> Plan:
     """TP=tp x PP=pp, replicated for data parallelism over the rest of the devices."""
     n_devices = mesh.n_devices if devices is None else devices
-    for flag, value in (("--tp", tp), ("--pp", pp)):
-        if value < 1:
-            raise ConfigError(f"{flag} = {value}: must be >= 1")
-    if model.n_heads % tp:
-        raise ConfigError(f"--tp = {tp}: must divide the model's {model.n_heads} attention heads")
-    if model.d_ff % tp:
-        raise ConfigError(f"--tp = {tp}: must divide the model's MLP width d_ff = {model.d_ff}")
-    if model.n_kv_heads % tp and tp % model.n_kv_heads:
-        raise ConfigError(
-            f"--tp = {tp}: must divide the model's {model.n_kv_heads} K/V heads or be a "
-            "multiple of them"
-        )
-    if model.n_layers % pp:
-        raise ConfigError(f"--pp = {pp}: must divide the model's {model.n_layers} layers")
-    if n_devices % (tp * pp):
-        raise ConfigError(
-            f"--tp x --pp = {tp} x {pp} = {tp * pp}: must divide the {n_devices} devices"
-        )
+    check_shape(model, tp, pp, n_devices)
     per_stage = model.n_layers // pp
     stages = [list(range(i * per_stage, (i + 1) * per_stage)) for i in range(pp)]
     replicas = n_devices // (tp * pp)
@@ -58,3 +41,26 @@ def baseline_plan(
         notes=notes,
         overhead=device_overhead(model, mesh, tp, rows),
     )
+
+
+def check_shape(model: ModelConfig, tp: int, pp: int, n_devices: int) -> None:
+    """TP x PP must split the model's heads, MLP and layers evenly and divide the devices: a
+    one-line error naming the flag otherwise."""
+    for flag, value in (("--tp", tp), ("--pp", pp)):
+        if value < 1:
+            raise ConfigError(f"{flag} = {value}: must be >= 1")
+    if model.n_heads % tp:
+        raise ConfigError(f"--tp = {tp}: must divide the model's {model.n_heads} attention heads")
+    if model.d_ff % tp:
+        raise ConfigError(f"--tp = {tp}: must divide the model's MLP width d_ff = {model.d_ff}")
+    if model.n_kv_heads % tp and tp % model.n_kv_heads:
+        raise ConfigError(
+            f"--tp = {tp}: must divide the model's {model.n_kv_heads} K/V heads or be a "
+            "multiple of them"
+        )
+    if model.n_layers % pp:
+        raise ConfigError(f"--pp = {pp}: must divide the model's {model.n_layers} layers")
+    if n_devices % (tp * pp):
+        raise ConfigError(
+            f"--tp x --pp = {tp} x {pp} = {tp * pp}: must divide the {n_devices} devices"
+        )

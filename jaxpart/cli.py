@@ -133,19 +133,34 @@ def int_list(text: str) -> list[int]:
         ) from None
 
 
-def _add_plan_args(p: argparse.ArgumentParser, model_default: str | None, mesh_default: str | None):
+# One rule for --model and --mesh on every command: where the model runs on this machine
+# (compare, generate, train) the default is the seed's model at CPU size, dense16-tiny on cpu16;
+# where it is only planned, predicted or compiled abstractly (plan, simulate, verify), the seed's
+# own dense16 on h100x16.
+RUN_DEFAULTS = ("dense16-tiny", "cpu16")
+PREDICT_DEFAULTS = ("dense16", "h100x16")
+MODEL_HELP = (
+    "a name in models/ (e.g. dense16, dense16-tiny, gqa-tiny, llama3.1-70b), a TOML path, or a "
+    "Hugging Face folder"
+)
+BATCH_HELP = "sequences in a batch (default: the model file's)"
+PROMPT_HELP = "prompt tokens per sequence (default: the model file's)"
+MESH_HELP = "a name in meshes/ (e.g. h100x16, cpu16, a100x8) or a TOML path"
+
+
+def _add_dtype_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--model",
-        required=model_default is None,
-        default=model_default,
-        help="a name in models/ (dense16, dense16-tiny, dense16-l2) or a TOML path",
+        "--dtype",
+        choices=("float32", "bfloat16", "float16"),
+        default=None,
+        help="weights, activations and KV cache (default: the model file's)",
     )
-    p.add_argument(
-        "--mesh",
-        required=mesh_default is None,
-        default=mesh_default,
-        help="a name in meshes/ (h100x16, cpu16) or a TOML path",
-    )
+
+
+def _add_plan_args(p: argparse.ArgumentParser, defaults: tuple[str, str]):
+    model_default, mesh_default = defaults
+    p.add_argument("--model", default=model_default, help=MODEL_HELP)
+    p.add_argument("--mesh", default=mesh_default, help=MESH_HELP)
     p.add_argument(
         "--capacity",
         default=None,
@@ -164,15 +179,13 @@ def _add_plan_args(p: argparse.ArgumentParser, model_default: str | None, mesh_d
 
 def _add_shape_args(p: argparse.ArgumentParser) -> None:
     """What one run is: batch, prompt and generation lengths, microbatches; the baseline."""
-    p.add_argument("--batch", type=positive_int, default=None, help="default: the model file's")
-    p.add_argument(
-        "--prompt-len", type=positive_int, default=None, help="default: the model file's"
-    )
+    p.add_argument("--batch", type=positive_int, default=None, help=BATCH_HELP)
+    p.add_argument("--prompt-len", type=positive_int, default=None, help=PROMPT_HELP)
     p.add_argument(
         "--gen-len",
         type=positive_int,
         default=None,
-        help="new tokens per sequence, the prefill's first included",
+        help="new tokens per sequence, the prefill's first included (default: the model file's)",
     )
     p.add_argument(
         "--microbatches",
@@ -186,12 +199,7 @@ def _add_shape_args(p: argparse.ArgumentParser) -> None:
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
     _add_shape_args(p)
-    p.add_argument(
-        "--dtype",
-        choices=("float32", "bfloat16", "float16"),
-        default=None,
-        help="weights, activations and KV cache (default: the model file's)",
-    )
+    _add_dtype_arg(p)
     p.add_argument(
         "--seed", type=nonnegative_int, default=0, help="seeds the weights and the prompts"
     )
@@ -262,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("plan", help="partition a model's layers onto a mesh and print the plan")
-    _add_plan_args(p, None, None)
+    _add_plan_args(p, PREDICT_DEFAULTS)
     p.add_argument(
         "--devices",
         type=positive_int,
@@ -275,11 +283,15 @@ def build_parser() -> argparse.ArgumentParser:
         default="derived",
         help="per-layer bytes from the dims, or the seed's stated figures",
     )
-    p.add_argument("--batch", type=positive_int, default=None, help="default: the model file's")
+    p.add_argument("--batch", type=positive_int, default=None, help=BATCH_HELP)
+    p.add_argument("--prompt-len", type=positive_int, default=None, help=PROMPT_HELP)
     p.add_argument(
-        "--prompt-len", type=positive_int, default=None, help="default: the model file's"
+        "--gen-len",
+        type=positive_int,
+        default=None,
+        help="new tokens per sequence, the prefill's first included (default: the model file's)",
     )
-    p.add_argument("--gen-len", type=positive_int, default=None, help="default: the model file's")
+    _add_dtype_arg(p)
     p.add_argument(
         "--auto",
         action="store_true",
@@ -300,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     g = sub.add_parser("generate", help="generate (greedy or sampled) by one method on the mesh")
-    _add_plan_args(g, None, None)
+    _add_plan_args(g, RUN_DEFAULTS)
     _add_run_args(g)
     g.add_argument(
         "--method",
@@ -352,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     c = sub.add_parser("compare", help="baseline vs layer-wise, side by side (the main job)")
-    _add_plan_args(c, "dense16-tiny", "cpu16")
+    _add_plan_args(c, RUN_DEFAULTS)
     _add_run_args(c)
     c.add_argument("--repeats", type=positive_int, default=5, help="timed runs; medians reported")
     c.add_argument(
@@ -379,8 +391,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--plot", type=png_file, default=None, help="write a PNG bar chart of TPS and TPOT"
     )
     s = sub.add_parser("simulate", help="predict both placements on a GPU pod (perf model)")
-    _add_plan_args(s, "dense16", "h100x16")
+    _add_plan_args(s, PREDICT_DEFAULTS)
     _add_shape_args(s)
+    _add_dtype_arg(s)
     s.add_argument(
         "--calibration", default=None, help="a bench_gpu.json to replace datasheet figures"
     )
@@ -394,7 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", type=output_file, default=None, help="write the predictions to this file"
     )
     t = sub.add_parser("train", help="train the small model on a synthetic task (optax)")
-    t.add_argument("--model", default="dense16-tiny", help="a name in models/ or a TOML path")
+    t.add_argument("--model", default=RUN_DEFAULTS[0], help=MODEL_HELP)
     t.add_argument("--task", choices=TASKS, default="copy", help="the synthetic task")
     # Defaults (None here) are TrainConfig's: steps 300, batch 64, lr 3e-3, every 100.
     t.add_argument(
@@ -438,7 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     v = sub.add_parser("verify", help="compile the full-size model abstractly; check its memory")
-    _add_plan_args(v, None, None)
+    _add_plan_args(v, PREDICT_DEFAULTS)
     v.add_argument(
         "--method",
         choices=("baseline", "layerwise"),
@@ -446,6 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the placement to compile",
     )
     _add_shape_args(v)
+    _add_dtype_arg(v)
     v.add_argument("--json", type=output_file, default=None, help="write the figures to this file")
     return parser
 

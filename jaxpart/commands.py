@@ -8,6 +8,7 @@ import os
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
 
@@ -65,9 +66,15 @@ def plan_choice(args):
     )
 
 
+def _model_from_args(args):
+    """The model --model names, in --dtype where it is given."""
+    model = load_model(args.model)
+    return model.with_dtype(args.dtype) if getattr(args, "dtype", None) else model
+
+
 def _shaped_model(args):
     """The model file's config with the run shape the flags give."""
-    model = load_model(args.model)
+    model = _model_from_args(args)
     prompt_len, gen_len = args.prompt_len or model.prompt_len, args.gen_len or model.gen_len
     _check_context(model, prompt_len, gen_len)
     return model.replace(batch=args.batch or model.batch, prompt_len=prompt_len, gen_len=gen_len)
@@ -97,6 +104,13 @@ def cmd_plan(args, console: Console) -> int:
     from jaxpart.report import print_plan
 
     if args.auto:
+        _refuse_beside(
+            args,
+            "--auto",
+            "--auto searches every placement itself",
+            {"capacity": None, "strategy": "greedy", "layers_per_stage": None, "devices": None}
+            | {"figures": "derived"},
+        )
         return _plan_auto(args, console)
     model, mesh, plan = _plan_from_args(args)
     print_plan(console, model, mesh, plan)
@@ -108,13 +122,13 @@ def cmd_plan(args, console: Console) -> int:
 
 def _plan_auto(args, console: Console) -> int:
     """``plan --auto``: the ten best placements that fit, and what decides between them."""
-    from jaxpart.report import search_table, search_terms
+    from jaxpart.report import print_table, search_table, search_terms
     from jaxpart.search import search_plans
 
     model, mesh = _shaped_model(args), load_mesh(args.mesh)
     ranked = search_plans(model, mesh, objective=args.objective)
     top = ranked[:10]
-    console.print(search_table(top, model, mesh, args.objective, len(ranked)))
+    print_table(console, search_table(top, model, mesh, args.objective, len(ranked)), keep=2)
     console.print("a decode tick's largest parts, in us (predicted):")
     for line in search_terms(top):
         console.print(f"  {line}")
@@ -158,9 +172,7 @@ def _auto_choice(model, mesh, choice, batch, prompt_len, gen_len, console: Conso
 
 def _run_setup(args, console: Console):
     """Model (with --dtype), mesh with its devices started, plan choice and kernel choice."""
-    model = load_model(args.model)
-    if args.dtype:
-        model = model.with_dtype(args.dtype)
+    model = _model_from_args(args)
     mesh = load_mesh(args.mesh)
     _start_devices(args, mesh, console)
 
@@ -179,6 +191,13 @@ def cmd_compare(args, console: Console) -> int:
 
         require_matplotlib()
     _check_prompt_flags(args)
+    if args.auto:
+        _refuse_beside(
+            args,
+            "--auto",
+            "--auto chooses both placements itself",
+            {"capacity": None, "strategy": "greedy", "layers_per_stage": None, "tp": 8, "pp": 2},
+        )
     predict_for = (load_model(args.predict_for[0]), load_mesh(args.predict_for[1]))
     model, mesh, choice, kernel = _run_setup(args, console)
     task, prompts, _ = _task_prompts(args, model)
@@ -199,13 +218,18 @@ def cmd_compare(args, console: Console) -> int:
         MofNCompleteColumn(),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=console, transient=True) as bar:
+    if not args.auto:  # a --tp / --pp that cannot split the model: refused before any work
+        from jaxpart.baseline import check_shape
+
+        check_shape(model, args.tp, args.pp, mesh.n_devices)
+    terminal = console.is_terminal
+    with Progress(*columns, console=console, transient=True) if terminal else nullcontext() as bar:
         tasks = {}
 
         started = time.perf_counter()
 
         def progress(method, what):
-            if not console.is_terminal:  # a pipe or a file: one plain line as each step ends
+            if bar is None:  # a pipe or a file: one plain line as each step ends
                 console.print(f"{method}: {what} ({time.perf_counter() - started:.1f} s)")
                 return
             if method not in tasks:
@@ -240,11 +264,11 @@ def cmd_compare(args, console: Console) -> int:
         prompts_from = f"{len(prompts)} text prompt(s)"
     console.print(f"weights: {weights}; prompts: {prompts_from}")
     console.print(report.plan_summary(layerwise))
-    console.print(report.plan_table(layerwise, mesh))
+    report.print_table(console, report.plan_table(layerwise, mesh))
     console.print(report.plan_summary(result.plans["baseline"]))
     if result.reference_skipped:
         console.print(result.reference_skipped)
-    console.print(report.results_table(result))
+    report.print_table(console, report.results_table(result), keep=2)
     console.print(report.spread_line(result))
     console.print(ratio_line(result))
     for a in result.agreements:
@@ -336,6 +360,17 @@ def _generation(args, model, tokenizer):
     return g
 
 
+def _refuse_beside(args, flag: str, why: str, defaults: dict) -> None:
+    """Flags that ``flag`` would ignore are refused by name, not silently dropped."""
+    for name, default in defaults.items():
+        value = getattr(args, name, default)
+        if value != default:
+            shown = ",".join(map(str, value)) if isinstance(value, list) else value
+            raise ConfigError(
+                f"--{name.replace('_', '-')} = {shown} and {flag}: {why}; give one of them"
+            )
+
+
 def _check_prompt_flags(args) -> None:
     """Flags that would be ignored beside the prompts given are refused, by name."""
     given = [f for f in ("prompt", "task", "text", "prompts") if getattr(args, f, None)]
@@ -394,25 +429,29 @@ def cmd_generate(args, console: Console) -> int:
 
     streamed: list[list[int]] = [[] for _ in range(shown)]
     live = None
-    if console.is_terminal:  # tokens appear as each compiled decode call returns them
-        from rich.live import Live
+    if args.method == "baseline":  # a --tp / --pp that cannot split the model: refused now
+        from jaxpart.baseline import check_shape
 
-        live = Live(console=console, transient=True, auto_refresh=False)
+        check_shape(model, args.tp, args.pp, mesh.n_devices)
+    if console.is_terminal:  # a spinner while compiling, then tokens as each call returns them
+        from rich.console import Group
+        from rich.live import Live
+        from rich.spinner import Spinner
+
+        spinner = Spinner("dots", text=f"compiling and running {args.method} on {mesh.name}")
+        live = Live(spinner, console=console, transient=True, refresh_per_second=8)
 
         def on_tokens(new):
             for i in range(shown):
                 streamed[i].extend(int(t) for t in new[i])
             prompt_rows = given if given is not None else [[]] * shown
             lines = [render(i, prompt_rows[i], streamed[i]) for i in range(shown)]
-            live.update("\n".join(lines), refresh=True)
+            spinner.update(text=f"generating: new tokens so far, per sequence: {len(streamed[0])}")
+            live.update(Group(spinner, "\n".join(lines)))
 
     else:
         on_tokens = None
-    with (
-        console.status(f"compiling and running {args.method} on {mesh.name}...")
-        if (live is None)
-        else live
-    ):
+    with live if live is not None else nullcontext():
         result = generate(
             args.method,
             model,
@@ -567,11 +606,26 @@ def cmd_simulate(args, console: Console) -> int:
     from jaxpart.validation import ratio_words
 
     if args.validate:
+        from jaxpart.cli import PREDICT_DEFAULTS
+
+        _refuse_beside(
+            args,
+            "--validate",
+            "--validate predicts each published point at its own model, GPUs and shape",
+            dict(zip(("model", "mesh"), PREDICT_DEFAULTS, strict=True))
+            | dict.fromkeys(("sweep", "calibration", "batch", "prompt_len", "gen_len"))
+            | dict.fromkeys(("microbatches", "dtype", "capacity", "layers_per_stage"))
+            | {"strategy": "greedy", "tp": 8, "pp": 2},
+        )
         return _validate(args, console)
-    model, mesh = load_model(args.model), load_mesh(args.mesh)
+    model, mesh = _model_from_args(args), load_mesh(args.mesh)
     sweep = parse_sweep(args.sweep) if args.sweep else None
     constants = constants_from(mesh, args.calibration)
     choice = plan_choice(args)
+    if not sweep:  # --tp / --pp that cannot split this model are bad input, not a prediction
+        from jaxpart.baseline import check_shape
+
+        check_shape(model, args.tp, args.pp, mesh.n_devices)
     shape = dict(
         batch=args.batch or model.batch,
         prompt_len=args.prompt_len or model.prompt_len,
@@ -584,10 +638,10 @@ def cmd_simulate(args, console: Console) -> int:
         sim["sweep"] = run_sweep(model, mesh, constants, choice, *sweep, **shape)
     for line in sim["calibration"]:
         console.print(f"calibrated: {line}")
-    console.print(report.simulate_table(sim, str(mesh.n_devices)))
+    report.print_table(console, report.simulate_table(sim, str(mesh.n_devices)), keep=2)
     ratio = sim["ratios"]["tps_layerwise_over_baseline"]
     if ratio is not None:
-        console.print(f"layer-wise / baseline TPS: {ratio_words(ratio)}; {sim['why']}")
+        console.print(f"layerwise / baseline TPS: {ratio_words(ratio)}; {sim['why']}")
     for method, reason in sim["unplanned"].items():
         console.print(f"{method}: not predicted, it cannot be planned for this run: {reason}")
     for line in report.verdict_lines(sim) + sim["notes"]:
@@ -596,7 +650,7 @@ def cmd_simulate(args, console: Console) -> int:
         sw = sim["sweep"]
         for row in sw["rows"]:
             console.print(
-                f"  {sw['key']} = {row['value']:>6}: layer-wise / baseline TPS "
+                f"  {sw['key']} = {row['value']:>6}: layerwise / baseline TPS "
                 f"{ratio_words(row['ratio'])} ({row['layerwise_tps']:,.0f} vs "
                 f"{row['baseline_tps']:,.0f}); {row['why']}"
             )
@@ -627,10 +681,10 @@ def predicted_section(model, mesh, console: Console) -> None:
         prompt_len=model.prompt_len,
         gen_len=model.gen_len,
     )
-    console.print(report.simulate_table(sim, str(mesh.n_devices)))
+    report.print_table(console, report.simulate_table(sim, str(mesh.n_devices)), keep=2)
     ratio = sim["ratios"]["tps_layerwise_over_baseline"]
     if ratio is not None:
-        console.print(f"predicted layer-wise / baseline TPS on {mesh.name}: {ratio_words(ratio)}")
+        console.print(f"predicted layerwise / baseline TPS on {mesh.name}: {ratio_words(ratio)}")
     for method, reason in sim["unplanned"].items():
         console.print(f"{method}: not predicted, it cannot be planned for this run: {reason}")
 
@@ -650,6 +704,7 @@ def _validate(args, console: Console) -> int:
     """``simulate --validate``: every published point, predicted beside measured."""
     from rich.table import Table
 
+    from jaxpart.report import print_table
     from jaxpart.validation import check_all, summary
 
     points, stats = check_all(), summary()
@@ -671,7 +726,7 @@ def _validate(args, console: Console) -> int:
             f"{p.predicted:,.1f}",
             f"{p.ratio:.2f}",
         )
-    console.print(table)
+    print_table(console, table)
     for kind, st in stats.items():
         console.print(
             f"{kind}: {st['points']} points, predicted / measured geometric mean "
@@ -710,19 +765,25 @@ def cmd_train(args, console: Console) -> int:
         TextColumn("loss {task.fields[loss]:.4f}  exact {task.fields[exact]:.1%}"),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=console) as bar:
-        job = bar.add_task(
+    started = time.perf_counter()
+    with Progress(*columns, console=console) if console.is_terminal else nullcontext() as bar:
+        job = bar and bar.add_task(
             f"training {model.name} on {args.task}", total=tc.steps, loss=0.0, exact=0.0
         )
 
         def on_step(step, metrics):
-            if step % 10 == 0 or step == tc.steps:
-                bar.update(
-                    job, completed=step, loss=float(metrics["loss"]), exact=float(metrics["exact"])
+            loss, exact = float(metrics["loss"]), float(metrics["exact"])
+            if bar is not None and (step % 10 == 0 or step == tc.steps):
+                bar.update(job, completed=step, loss=loss, exact=exact)
+            elif bar is None and (step % 50 == 0 or step == tc.steps):  # a pipe: plain lines
+                console.print(
+                    f"step {step}/{tc.steps}: loss {loss:.4f}, exact {exact:.1%} "
+                    f"({time.perf_counter() - started:.0f} s)"
                 )
 
         params, metrics, start = train(model, tc, args.checkpoint, on_step)
-        bar.update(job, completed=tc.steps)
+        if bar is not None:
+            bar.update(job, completed=tc.steps)
     if start >= tc.steps:
         console.print(f"nothing to do: the checkpoint is at step {start} >= --steps {tc.steps}")
     accuracy = evaluate(model, params, args.task, seed=args.seed)
@@ -740,7 +801,7 @@ def cmd_verify(args, console: Console) -> int:
     from jaxpart.sharding import ensure_cpu_devices
     from jaxpart.verify import cost_check, verify
 
-    model, mesh = load_model(args.model), load_mesh(args.mesh)
+    model, mesh = _model_from_args(args), load_mesh(args.mesh)
     if args.batch:
         model = model.replace(batch=args.batch)
     _check_context(model, args.prompt_len or model.prompt_len, args.gen_len or model.gen_len)

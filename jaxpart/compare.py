@@ -67,7 +67,7 @@ class Comparison:
             "tps_layerwise_over_baseline": statistics.median(self.tps_ratios),
             "tps_layerwise_over_baseline_range": [min(self.tps_ratios), max(self.tps_ratios)],
             "tpot_layerwise_over_baseline": lw.tpot_ms / base.tpot_ms,
-            "verdict": verdict(self.tps_ratios, "layer-wise", "baseline"),
+            "verdict": verdict(self.tps_ratios, "layerwise", "baseline"),
         }
         if ref is not None:
             out["decode_step_layerwise_over_reference"] = lw.decode_step_ms / ref.decode_step_ms
@@ -197,7 +197,7 @@ def ratio_line(result: Comparison) -> str:
     low, high = r["tps_layerwise_over_baseline_range"]
     median = r["tps_layerwise_over_baseline"]
     return (
-        f"layer-wise / baseline TPS: {median:.2f}x (median of {len(result.tps_ratios)} "
+        f"layerwise / baseline TPS: {median:.2f}x (median of {len(result.tps_ratios)} "
         f"interleaved rounds, {low:.2f}x to {high:.2f}x): {r['verdict']} "
         f"(measured on {result.measured_on})"
     )

@@ -118,7 +118,9 @@ def calibrate(c: Constants, path: str, mesh: MeshConfig) -> Constants:
         kernel = [r["pallas"]["bytes_per_s"] for r in doc["mlp"] if "pallas" in r]
         launch = doc.get("launch", {}).get("per_launch_s")
     except FileNotFoundError:
-        raise ConfigError(f"--calibration = {path!r}: no such file") from None
+        raise ConfigError(
+            f"--calibration = {path!r}: no such file (scripts/bench_gpu.py writes it on a GPU)"
+        ) from None
     except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
         raise ConfigError(
             f"--calibration = {path!r}: not a bench_gpu.py result ({type(e).__name__}: {e})"

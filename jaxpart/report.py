@@ -11,6 +11,61 @@ from jaxpart.memory import discrepancies, embedding_params, layer_memory
 from jaxpart.plan import Plan
 
 
+def print_table(console: Console, table: Table, keep: int = 1) -> None:
+    """Print ``table`` whole where it fits the console; otherwise its columns in groups that fit,
+    one table after another, each repeating the first ``keep`` columns. Cells never wrap or get
+    cut, so neither does a number (a single column wider than the console is printed whole)."""
+    import io
+
+    from rich.cells import cell_len
+
+    def width(columns: list[int]) -> int:
+        part = _columns_of(table, columns)
+        part.title = part.caption = None
+        out = Console(width=10**4, file=io.StringIO(), color_system=None)
+        out.print(part)
+        return max(cell_len(line) for line in out.file.getvalue().splitlines() or [""])
+
+    everything = list(range(len(table.columns)))
+    if width(everything) <= console.width:
+        console.print(_columns_of(table, everything))
+        return
+    keep = min(keep, len(everything) - 1)
+    groups, group = [], list(range(keep))
+    for i in everything[keep:]:
+        if len(group) > keep and width([*group, i]) > console.width:
+            groups.append(group)
+            group = list(range(keep))
+        group.append(i)
+    groups.append(group)
+    for n, group in enumerate(groups):
+        if width(group) > console.width and keep:  # the kept columns leave no room: drop them
+            group = group[keep:]
+        part = _columns_of(table, group)
+        part.caption = table.caption if n == len(groups) - 1 else None
+        if n:
+            part.title = f"(continued, {n + 1} of {len(groups)})"
+        console.print(part, width=max(console.width, width(group)))
+
+
+def _columns_of(table: Table, indices: list[int]) -> Table:
+    """A copy of ``table`` with only the columns ``indices``."""
+    part = Table(
+        title=table.title,
+        caption=table.caption,
+        box=table.box,
+        pad_edge=table.pad_edge,
+        padding=table.padding,
+        show_header=table.show_header,
+    )
+    for i in indices:
+        col = table.columns[i]
+        part.add_column(col.header, justify=col.justify, no_wrap=True, overflow="ignore")
+    for r in range(table.row_count):
+        part.add_row(*(table.columns[i]._cells[r] for i in indices))
+    return part
+
+
 def memory_table(model: ModelConfig, figures: str) -> Table:
     """Per-layer memory from the dims, beside the seed's stated figures when the file has them."""
     mem = layer_memory(model)
@@ -94,12 +149,12 @@ def plan_table(plan: Plan, mesh: MeshConfig) -> Table:
 
 
 def print_plan(console: Console, model: ModelConfig, mesh: MeshConfig, plan: Plan) -> None:
-    console.print(memory_table(model, plan.figures))
+    print_table(console, memory_table(model, plan.figures))
     for line in discrepancies(model):
         console.print(f"  seed discrepancy - {line}")
     console.print()
     console.print(plan_summary(plan))
-    console.print(plan_table(plan, mesh))
+    print_table(console, plan_table(plan, mesh))
     for note in plan.notes:
         console.print(f"  note: {note}")
 
@@ -122,7 +177,7 @@ def results_table(comparison) -> Table:
     rows = []
     agreement = {a.method: a for a in comparison.agreements}
     for m in comparison.methods:
-        name = method_label(comparison, m.name)
+        name = m.name
         if m.name == comparison.anchor:
             check = "anchor"
         elif m.name in agreement:
@@ -160,19 +215,9 @@ def results_table(comparison) -> Table:
     return table
 
 
-def method_label(comparison, name: str) -> str:
-    if name == "baseline":
-        plan = comparison.plans["baseline"]
-        return f"TP{plan.split}xPP{plan.n_stages}"
-    return {"reference": "Reference", "layerwise": "Layer-wise"}[name]
-
-
 def spread_line(comparison) -> str:
     """Each method's TPS range over the interleaved rounds (the table shows medians)."""
-    parts = [
-        f"{method_label(comparison, m.name)} {m.tps_range[0]:,.0f}-{m.tps_range[1]:,.0f}"
-        for m in comparison.methods
-    ]
+    parts = [f"{m.name} {m.tps_range[0]:,.0f}-{m.tps_range[1]:,.0f}" for m in comparison.methods]
     return f"TPS min-max over {comparison.methods[0].repeats} rounds: " + ", ".join(parts)
 
 
@@ -225,11 +270,10 @@ def simulate_table(sim: dict, n_devices_label: str) -> Table:
         table.add_column(
             header, justify="left" if i in (0, 1, 7) else "right", no_wrap=True, overflow="fold"
         )
-    names = {"baseline": "Baseline", "layerwise": "Layer-wise"}
     for m in sim["methods"]:
         table.add_row(
             sim["model"],
-            names[m["name"]],
+            m["name"],
             str(m["devices"]),
             f"{m['tps']:,.0f}",
             f"{m['tpot_ms']:.3f}",
@@ -240,7 +284,7 @@ def simulate_table(sim: dict, n_devices_label: str) -> Table:
     for v in sim["seed_verdicts"]:
         table.add_row(
             sim["model"],
-            f"{names[v['method']]}",
+            v["method"],
             n_devices_label,
             f"{v['claimed_tps']:,.0f}",
             "-",
@@ -298,7 +342,7 @@ def search_table(top: list, model, mesh, objective: str, fitting: int) -> Table:
         p, plan = k.prediction, k.plan
         table.add_row(
             str(rank),
-            k.how if k.method == "baseline" else f"layer-wise: {k.how}",
+            f"{k.method}: {k.how}",
             f"{plan.n_stages}x{plan.split}x{plan.data_parallel}",
             str(k.microbatches),
             f"{p.tps:,.0f}",

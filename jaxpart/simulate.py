@@ -5,7 +5,7 @@ that cannot be planned for the run is named with the reason, and the other still
 from __future__ import annotations
 
 from jaxpart.baseline import baseline_plan
-from jaxpart.config import ConfigError, MeshConfig, ModelConfig
+from jaxpart.config import ConfigError, MeshConfig, ModelConfig, format_bytes
 from jaxpart.partition import PlanError
 from jaxpart.perfmodel import (
     Constants,
@@ -36,6 +36,17 @@ def _layerwise_plan(cfg: ModelConfig, mesh: MeshConfig, choice: PlanChoice, note
         return plan
 
 
+def _check_fits(plan, mesh, name: str) -> None:
+    """A placement whose device holds more than its HBM (by the memory model) is not predicted."""
+    worst = max(plan.stages, key=lambda s: s.bytes)
+    if worst.tier == "none":
+        hbm = mesh.tiers["hbm"].capacity_bytes
+        raise ConfigError(
+            f"{name}: a device would hold {format_bytes(worst.bytes)} (memory model), more than "
+            f"its {format_bytes(hbm)} of HBM; a larger --tp or --pp splits it further"
+        )
+
+
 def predict_both(cfg, mesh, c: Constants, choice, *, batch, prompt_len, gen_len, microbatches):
     """Each method that can be planned for this run, predicted. Returns (predictions, plans,
     notes, the methods that cannot be planned with why); an error if neither can."""
@@ -44,6 +55,7 @@ def predict_both(cfg, mesh, c: Constants, choice, *, batch, prompt_len, gen_len,
         try:
             if name == "baseline":
                 plan = baseline_plan(cfg, mesh, choice.tp, choice.pp)
+                _check_fits(plan, mesh, f"TP{choice.tp}xPP{choice.pp}")
             else:
                 plan = _layerwise_plan(cfg, mesh, choice, notes)
             m = microbatches or default_microbatches(plan, batch)
@@ -141,7 +153,10 @@ def run_sweep(
         notes += more
         if unplanned:
             method, reason = next(iter(unplanned.items()))
-            notes.append(f"{key} = {value}: {method} cannot be planned ({reason})")
+            alone = "".join(
+                f"; {name} alone: {p.tps:,.0f} TPS predicted" for name, p in preds.items()
+            )
+            notes.append(f"{key} = {value}: {method} cannot be planned ({reason}){alone}")
             continue
         rows.append(
             {

@@ -241,7 +241,7 @@ def test_piped_output_comes_as_it_is_produced():
             proc.kill()
     assert proc.returncode == 0, err
     assert first.startswith("reference: placed") and still_running
-    assert "layer-wise / baseline TPS" in rest and "\x1b[" not in first + rest  # plain text
+    assert "layerwise / baseline TPS" in rest and "\x1b[" not in first + rest  # plain text
 
 
 def test_output_files_get_the_users_umask(tmp_path):
@@ -254,3 +254,60 @@ def test_output_files_get_the_users_umask(tmp_path):
         assert (path.stat().st_mode & 0o777) == 0o644
     finally:
         os.umask(old)
+
+
+@pytest.mark.parametrize("width", [40, 64, 200])
+def test_tables_fit_the_console_by_column_groups_and_never_cut_a_number(width):
+    import io
+
+    from rich.console import Console
+
+    from jaxpart.config import load_mesh, load_model
+    from jaxpart.perfmodel import constants_from
+    from jaxpart.placement import DEFAULT_CHOICE
+    from jaxpart.report import print_table, simulate_table
+    from jaxpart.simulate import run_simulate
+
+    model, mesh = load_model("dense16"), load_mesh("h100x16")
+    sim = run_simulate(
+        model, mesh, constants_from(mesh), DEFAULT_CHOICE, batch=128, prompt_len=9872, gen_len=128
+    )
+    table = simulate_table(sim, "16")
+    cells = [c for col in table.columns for c in col._cells]
+    out = io.StringIO()
+    print_table(Console(width=width, file=out, color_system=None), table, keep=2)
+    text = out.getvalue()
+    assert max(len(line) for line in text.splitlines()) <= width
+    for cell in cells:  # every number whole, on one line
+        assert cell in text, cell
+    groups = text.count("(continued")
+    assert (groups == 0) == (width == 200)
+    assert text.count("baseline") >= 1 + groups and text.count("layerwise") >= 1 + groups
+
+
+def test_every_option_has_help_and_a_shown_default_and_model_mesh_default_by_one_rule():
+    import argparse
+
+    from jaxpart.cli import PREDICT_DEFAULTS, RUN_DEFAULTS, build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sub in commands.choices.items():
+        for action in sub._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            flag = action.option_strings[0] if action.option_strings else action.dest
+            assert action.help, f"{name} {flag} has no help"
+            shown = sub.formatter_class(name)._get_help_string(action)
+            if action.default not in (None, False, argparse.SUPPRESS):
+                assert "default" in shown, f"{name} {flag}: default not shown"
+        defaults = {a.dest: a.default for a in sub._actions}
+        if "model" in defaults:
+            runs = name in ("compare", "generate", "train")
+            expected = RUN_DEFAULTS if runs else PREDICT_DEFAULTS
+            assert defaults["model"] == expected[0], name
+            if "mesh" in defaults:
+                assert defaults["mesh"] == expected[1], name
+        if name in ("plan", "simulate", "verify", "compare", "generate"):  # the run shape
+            for shape in ("batch", "prompt_len", "gen_len", "dtype"):
+                assert shape in defaults, f"{name} lacks --{shape.replace('_', '-')}"

@@ -17,7 +17,7 @@ def test_compare_end_to_end_json_and_plot(capsys, tmp_path):
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "Measured on 16 simulated CPU devices" in out and "caveat" in out
-    assert "TPS min-max over 1 rounds: Reference" in out and "interleaved rounds" in out
+    assert "TPS min-max over 1 rounds: reference" in out and "interleaved rounds" in out
     doc = json.loads(out_json.read_text())
     assert doc["measured_on"].startswith("16 simulated CPU devices")
     assert doc["model"] == "dense16-tiny"

@@ -189,7 +189,11 @@ def test_simulate_sweep_names_the_crossover(capsys):
     out = capsys.readouterr().out
     assert code == 0
     assert "crossover between d_model" in out or "never overtakes" in out or "whole range" in out
-    assert out.count("layer-wise / baseline TPS") >= 5
+    # The seed's run shape plus three values predicted both ways; at d_model 8192 the baseline
+    # does not fit the H100s' HBM (memory model), which the sweep says instead of a ratio.
+    assert out.count("layerwise / baseline TPS") == 4
+    assert "d_model = 8192: baseline cannot be planned" in out and "of HBM" in out
+    assert "layerwise alone:" in out
 
 
 @pytest.mark.parametrize("sweep", ["d_model=", "d_model=1000", "heads=8", "d_model=-1"])
@@ -346,7 +350,7 @@ def test_verify_runs_on_llama_70b(tmp_path):
     "args, missing, fragment",
     [
         (["--model", "llama3.1-70b", "--batch", "1"], "layerwise", "--microbatches = 1"),
-        (["--model", "dense16", "--tp", "3"], "baseline", "--tp = 3"),
+        (["--model", "llama3.1-70b", "--tp", "1", "--pp", "1"], "baseline", "more than its"),
     ],
 )
 def test_simulate_predicts_what_it_can_plan_and_names_what_it_cannot(
