@@ -60,7 +60,7 @@ def _columns_of(table: Table, indices: list[int]) -> Table:
     )
     for i in indices:
         col = table.columns[i]
-        part.add_column(col.header, justify=col.justify, no_wrap=True, overflow="ignore")
+        part.add_column(col.header, justify=col.justify, no_wrap=True, overflow="fold")
     for r in range(table.row_count):
         part.add_row(*(table.columns[i]._cells[r] for i in indices))
     return part
