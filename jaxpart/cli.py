@@ -464,6 +464,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def defaults_of(command: str) -> dict:
+    """Each option of ``command`` and its default, as --help shows them."""
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return {a.dest: a.default for a in sub.choices[command]._actions}
+
+
 def _join_negative_values(argv: list[str]) -> list[str]:
     """`--capacity -3GB` -> `--capacity=-3GB`, so that a negative value gets its own error."""
     out: list[str] = []

@@ -69,7 +69,7 @@ def plan_choice(args):
 def _model_from_args(args):
     """The model --model names, in --dtype where it is given."""
     model = load_model(args.model)
-    return model.with_dtype(args.dtype) if getattr(args, "dtype", None) else model
+    return model.with_dtype(args.dtype) if args.dtype else model
 
 
 def _shaped_model(args):
@@ -108,8 +108,7 @@ def cmd_plan(args, console: Console) -> int:
             args,
             "--auto",
             "--auto searches every placement itself",
-            {"capacity": None, "strategy": "greedy", "layers_per_stage": None, "devices": None}
-            | {"figures": "derived"},
+            ("capacity", "strategy", "layers_per_stage", "devices", "figures"),
         )
         return _plan_auto(args, console)
     model, mesh, plan = _plan_from_args(args)
@@ -196,7 +195,7 @@ def cmd_compare(args, console: Console) -> int:
             args,
             "--auto",
             "--auto chooses both placements itself",
-            {"capacity": None, "strategy": "greedy", "layers_per_stage": None, "tp": 8, "pp": 2},
+            ("capacity", "strategy", "layers_per_stage", "tp", "pp"),
         )
     predict_for = (load_model(args.predict_for[0]), load_mesh(args.predict_for[1]))
     model, mesh, choice, kernel = _run_setup(args, console)
@@ -218,10 +217,8 @@ def cmd_compare(args, console: Console) -> int:
         MofNCompleteColumn(),
         TimeElapsedColumn(),
     )
-    if not args.auto:  # a --tp / --pp that cannot split the model: refused before any work
-        from jaxpart.baseline import check_shape
-
-        check_shape(model, args.tp, args.pp, mesh.n_devices)
+    if not args.auto:
+        _check_tp_pp(args, model, mesh)
     terminal = console.is_terminal
     with Progress(*columns, console=console, transient=True) if terminal else nullcontext() as bar:
         tasks = {}
@@ -360,11 +357,23 @@ def _generation(args, model, tokenizer):
     return g
 
 
-def _refuse_beside(args, flag: str, why: str, defaults: dict) -> None:
-    """Flags that ``flag`` would ignore are refused by name, not silently dropped."""
-    for name, default in defaults.items():
-        value = getattr(args, name, default)
-        if value != default:
+def _check_tp_pp(args, model, mesh) -> None:
+    """A --tp / --pp that cannot split the model is refused before any work (planning the
+    baseline would refuse it too, later)."""
+    from jaxpart.baseline import check_shape
+
+    check_shape(model, args.tp, args.pp, mesh.n_devices)
+
+
+def _refuse_beside(args, flag: str, why: str, names: tuple[str, ...]) -> None:
+    """Flags that ``flag`` would ignore are refused by name, not silently dropped: any of
+    ``names`` given a value other than its default."""
+    from jaxpart.cli import defaults_of
+
+    defaults = defaults_of(args.command)
+    for name in names:
+        value = getattr(args, name)
+        if value != defaults[name]:
             shown = ",".join(map(str, value)) if isinstance(value, list) else value
             raise ConfigError(
                 f"--{name.replace('_', '-')} = {shown} and {flag}: {why}; give one of them"
@@ -429,10 +438,8 @@ def cmd_generate(args, console: Console) -> int:
 
     streamed: list[list[int]] = [[] for _ in range(shown)]
     live = None
-    if args.method == "baseline":  # a --tp / --pp that cannot split the model: refused now
-        from jaxpart.baseline import check_shape
-
-        check_shape(model, args.tp, args.pp, mesh.n_devices)
+    if args.method == "baseline":
+        _check_tp_pp(args, model, mesh)
     if console.is_terminal:  # a spinner while compiling, then tokens as each call returns them
         from rich.console import Group
         from rich.live import Live
@@ -606,26 +613,20 @@ def cmd_simulate(args, console: Console) -> int:
     from jaxpart.validation import ratio_words
 
     if args.validate:
-        from jaxpart.cli import PREDICT_DEFAULTS
-
         _refuse_beside(
             args,
             "--validate",
             "--validate predicts each published point at its own model, GPUs and shape",
-            dict(zip(("model", "mesh"), PREDICT_DEFAULTS, strict=True))
-            | dict.fromkeys(("sweep", "calibration", "batch", "prompt_len", "gen_len"))
-            | dict.fromkeys(("microbatches", "dtype", "capacity", "layers_per_stage"))
-            | {"strategy": "greedy", "tp": 8, "pp": 2},
+            ("model", "mesh", "sweep", "calibration", "batch", "prompt_len", "gen_len")
+            + ("microbatches", "dtype", "capacity", "strategy", "layers_per_stage", "tp", "pp"),
         )
         return _validate(args, console)
     model, mesh = _model_from_args(args), load_mesh(args.mesh)
     sweep = parse_sweep(args.sweep) if args.sweep else None
     constants = constants_from(mesh, args.calibration)
     choice = plan_choice(args)
-    if not sweep:  # --tp / --pp that cannot split this model are bad input, not a prediction
-        from jaxpart.baseline import check_shape
-
-        check_shape(model, args.tp, args.pp, mesh.n_devices)
+    if not sweep:  # here a baseline that cannot be split is bad input, not a prediction
+        _check_tp_pp(args, model, mesh)
     shape = dict(
         batch=args.batch or model.batch,
         prompt_len=args.prompt_len or model.prompt_len,
@@ -638,12 +639,7 @@ def cmd_simulate(args, console: Console) -> int:
         sim["sweep"] = run_sweep(model, mesh, constants, choice, *sweep, **shape)
     for line in sim["calibration"]:
         console.print(f"calibrated: {line}")
-    report.print_table(console, report.simulate_table(sim, str(mesh.n_devices)), keep=2)
-    ratio = sim["ratios"]["tps_layerwise_over_baseline"]
-    if ratio is not None:
-        console.print(f"layerwise / baseline TPS: {ratio_words(ratio)}; {sim['why']}")
-    for method, reason in sim["unplanned"].items():
-        console.print(f"{method}: not predicted, it cannot be planned for this run: {reason}")
+    _print_prediction(console, sim, mesh, "layerwise / baseline TPS", f"; {sim['why']}")
     for line in report.verdict_lines(sim) + sim["notes"]:
         console.print(f"  {line}")
     if sweep:
@@ -666,11 +662,9 @@ def cmd_simulate(args, console: Console) -> int:
 def predicted_section(model, mesh, console: Console) -> None:
     """The answer for a GPU pod, under a measured CPU table: both placements of ``model`` on
     ``mesh`` by the perf model, at the model file's run shape, with the model's error band."""
-    from jaxpart import report
     from jaxpart.perfmodel import constants_from
     from jaxpart.placement import DEFAULT_CHOICE
     from jaxpart.simulate import run_simulate
-    from jaxpart.validation import ratio_words
 
     sim = run_simulate(
         model,
@@ -681,10 +675,19 @@ def predicted_section(model, mesh, console: Console) -> None:
         prompt_len=model.prompt_len,
         gen_len=model.gen_len,
     )
+    _print_prediction(console, sim, mesh, f"predicted layerwise / baseline TPS on {mesh.name}")
+
+
+def _print_prediction(console: Console, sim: dict, mesh, label: str, why: str = "") -> None:
+    """A prediction's table, its layerwise / baseline ratio with the band, and each method that
+    could not be planned with the reason."""
+    from jaxpart import report
+    from jaxpart.validation import ratio_words
+
     report.print_table(console, report.simulate_table(sim, str(mesh.n_devices)), keep=2)
     ratio = sim["ratios"]["tps_layerwise_over_baseline"]
     if ratio is not None:
-        console.print(f"predicted layerwise / baseline TPS on {mesh.name}: {ratio_words(ratio)}")
+        console.print(f"{label}: {ratio_words(ratio)}{why}")
     for method, reason in sim["unplanned"].items():
         console.print(f"{method}: not predicted, it cannot be planned for this run: {reason}")
 

@@ -39,13 +39,15 @@ def print_table(console: Console, table: Table, keep: int = 1) -> None:
         group.append(i)
     groups.append(group)
     for n, group in enumerate(groups):
-        if width(group) > console.width and keep:  # the kept columns leave no room: drop them
+        needed = width(group)
+        if needed > console.width and keep:  # the kept columns leave no room: drop them
             group = group[keep:]
+            needed = width(group)
         part = _columns_of(table, group)
         part.caption = table.caption if n == len(groups) - 1 else None
         if n:
             part.title = f"(continued, {n + 1} of {len(groups)})"
-        console.print(part, width=max(console.width, width(group)))
+        console.print(part, width=max(console.width, needed))
 
 
 def _columns_of(table: Table, indices: list[int]) -> Table:
