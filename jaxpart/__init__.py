@@ -1,38 +1,48 @@
 """jaxpart: place a dense decoder on a device mesh layer-wise or as TP x PP, and compare them.
 
-The Python API follows the data path: config -> memory -> plan -> sharding -> executor.
+The Python API follows the data path: config -> planning -> runtime (see the README's layout).
 
     import jaxpart
     model = jaxpart.load_model("dense16-tiny")
     mesh = jaxpart.load_mesh("cpu16")
+    shape = jaxpart.RunShape(batch=16, prompt_len=16, gen_len=8)  # or default_run("dense16-tiny")
     jaxpart.ensure_cpu_devices(mesh.n_devices)     # before jax starts, for a CPU mesh
-    plan = jaxpart.make_plan(model, mesh)
-    tokens, logits, executor = jaxpart.generate("layerwise", model, mesh, gen_len=8)
+    plan = jaxpart.make_plan(model, mesh, shape)
+    tokens, logits, executor = jaxpart.generate("layerwise", model, mesh, shape)
 
-Planning needs no jax; the names that do are imported on first use.
+Config, planning and the performance model need no jax; the names that do are imported on
+first use.
 """
 
 from importlib import import_module
 
-from jaxpart.config import ConfigError, MeshConfig, ModelConfig, load_mesh, load_model, parse_size
-from jaxpart.generation import GenerationConfig
-from jaxpart.memory import device_memory, layer_memory
-from jaxpart.partition import PlanError, plan_balanced, plan_greedy, plan_manual
-from jaxpart.plan import Plan, make_plan
-from jaxpart.search import search_plans
+from jaxpart.config import (
+    ConfigError,
+    GenerationConfig,
+    MeshConfig,
+    ModelConfig,
+    RunShape,
+    default_run,
+    load_mesh,
+    load_model,
+    parse_size,
+)
+from jaxpart.perf.search import search_plans
+from jaxpart.planning.memory import device_memory, layer_memory
+from jaxpart.planning.partition import PlanError, plan_balanced, plan_greedy, plan_manual
+from jaxpart.planning.plan import Plan, make_plan
 
 _LAZY = {
-    "generate": "jaxpart.engine",
-    "PlanChoice": "jaxpart.placement",
-    "KernelChoice": "jaxpart.kernels.backend",
-    "ReferenceExecutor": "jaxpart.executors",
-    "PipelineExecutor": "jaxpart.executors",
-    "RunShape": "jaxpart.executors",
-    "baseline_plan": "jaxpart.baseline",
-    "DenseDecoder": "jaxpart.model",
-    "init_params": "jaxpart.model",
-    "build_mesh": "jaxpart.sharding",
-    "ensure_cpu_devices": "jaxpart.sharding",
+    "generate": "jaxpart.runtime.engine",
+    "PlanChoice": "jaxpart.planning.placement",
+    "KernelChoice": "jaxpart.model.kernels.backend",
+    "ReferenceExecutor": "jaxpart.runtime.executors",
+    "PipelineExecutor": "jaxpart.runtime.executors",
+    "baseline_plan": "jaxpart.planning.baseline",
+    "DenseDecoder": "jaxpart.model.decoder",
+    "init_params": "jaxpart.model.decoder",
+    "build_mesh": "jaxpart.runtime.sharding",
+    "ensure_cpu_devices": "jaxpart.runtime.sharding",
 }
 
 
@@ -49,6 +59,8 @@ __all__ = [
     "ModelConfig",
     "Plan",
     "PlanError",
+    "RunShape",
+    "default_run",
     "device_memory",
     "layer_memory",
     "load_mesh",

@@ -58,12 +58,12 @@ import numpy as np  # noqa: E402
 from jax.experimental import pallas as pl  # noqa: E402
 
 from jaxpart.config import load_mesh, load_model, shipped  # noqa: E402
-from jaxpart.kernels.attention import decode_attention, decode_attention_reference  # noqa: E402
-from jaxpart.kernels.backend import KernelChoice  # noqa: E402
-from jaxpart.kernels.mlp import _mlp_pallas, choose_block_sizes, mlp, mlp_reference  # noqa: E402
-from jaxpart.layers import run_layers  # noqa: E402
-from jaxpart.memory import cache_positions  # noqa: E402
-from jaxpart.placement import decode_shapes  # noqa: E402
+from jaxpart.model.kernels.attention import decode_attention, decode_attention_reference  # noqa: E402
+from jaxpart.model.kernels.backend import KernelChoice  # noqa: E402
+from jaxpart.model.kernels.mlp import _mlp_pallas, choose_block_sizes, mlp, mlp_reference  # noqa: E402
+from jaxpart.model.layers import run_layers  # noqa: E402
+from jaxpart.planning.memory import cache_positions  # noqa: E402
+from jaxpart.planning.placement import decode_shapes  # noqa: E402
 
 DTYPE = jnp.bfloat16
 KEY = [jax.random.key(int(time.time()))]  # fresh inputs on every run of the script

@@ -10,7 +10,7 @@ import random
 import statistics
 import time
 
-from jaxpart.partition import bottleneck, plan_balanced, plan_greedy
+from jaxpart.planning.partition import bottleneck, plan_balanced, plan_greedy
 
 
 def median_seconds(fn, repeats: int) -> float:

@@ -20,14 +20,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from jaxpart.sharding import ensure_cpu_devices  # noqa: E402
+from jaxpart.runtime.sharding import ensure_cpu_devices  # noqa: E402
 
 ensure_cpu_devices(16)
 
-from jaxpart.bench import measure_interleaved, measured_on, rates  # noqa: E402
 from jaxpart.config import load_mesh, load_model  # noqa: E402
-from jaxpart.engine import make_executor, random_prompts  # noqa: E402
-from jaxpart.model import init_params  # noqa: E402
+from jaxpart.measure.bench import measure_interleaved, measured_on, rates  # noqa: E402
+from jaxpart.model.decoder import init_params  # noqa: E402
+from jaxpart.runtime.engine import make_executor, random_prompts  # noqa: E402
 
 METHODS = ("reference", "baseline", "layerwise")
 

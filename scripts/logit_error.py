@@ -17,15 +17,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from jaxpart.sharding import ensure_cpu_devices  # noqa: E402
+from jaxpart.runtime.sharding import ensure_cpu_devices  # noqa: E402
 
 ensure_cpu_devices(16)
 
 import numpy as np  # noqa: E402
 
 from jaxpart.config import load_mesh, load_model  # noqa: E402
-from jaxpart.engine import make_executor, random_prompts  # noqa: E402
-from jaxpart.model import init_params  # noqa: E402
+from jaxpart.model.decoder import init_params  # noqa: E402
+from jaxpart.runtime.engine import make_executor, random_prompts  # noqa: E402
 
 METHODS = ("reference", "baseline", "layerwise")
 

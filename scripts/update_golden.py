@@ -7,10 +7,10 @@ Review the diff before committing it: the test exists to catch unintended change
 
 from pathlib import Path
 
-from jaxpart.baseline import baseline_plan
 from jaxpart.config import load_mesh, load_model
-from jaxpart.plan import make_plan
-from jaxpart.sharding import spec_dump_text
+from jaxpart.planning.baseline import baseline_plan
+from jaxpart.planning.plan import make_plan
+from jaxpart.runtime.sharding import spec_dump_text
 
 GOLDEN = Path(__file__).resolve().parent.parent / "tests" / "golden"
 

@@ -3,7 +3,7 @@
 import jax
 import pytest
 
-from jaxpart.sharding import ensure_cpu_devices
+from jaxpart.runtime.sharding import ensure_cpu_devices
 
 ensure_cpu_devices(16)
 

@@ -8,15 +8,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxpart.kernels.attention import (
+from jaxpart.model.kernels.attention import (
     decode_attention,
     decode_attention_reference,
     decode_splits,
     prefill_attention,
     prefill_attention_reference,
 )
-from jaxpart.kernels.backend import KernelChoice, KernelFallbackError
-from jaxpart.memory import KV_BLOCK, cache_positions
+from jaxpart.model.kernels.backend import KernelChoice, KernelFallbackError
+from jaxpart.planning.memory import KV_BLOCK, cache_positions
 
 BOUNDS = [(jnp.float32, 1e-5), (jnp.bfloat16, 1e-2)]
 BACKENDS = ["pallas", "xla"]
@@ -133,7 +133,7 @@ def test_pallas_on_cpu_without_interpret_is_refused():
 
 
 def test_a_prompt_must_start_at_position_zero():
-    from jaxpart.layers import attention
+    from jaxpart.model.layers import attention
 
     p = {n: jnp.ones((8, 2, 4)) for n in ("wq", "wk", "wv")}
     k, v = cache(64, jnp.float32, heads=2, layers=1, batch=1, head_dim=4)

@@ -13,14 +13,14 @@ import jax
 import numpy as np
 import pytest
 
-from jaxpart import checkpoint
-from jaxpart.checkpoint import CheckpointError
 from jaxpart.cli import main
 from jaxpart.config import load_mesh, load_model
-from jaxpart.engine import load_checkpoint, make_executor
-from jaxpart.model import init_params
-from jaxpart.placement import PlanChoice
-from jaxpart.train import TrainConfig, train
+from jaxpart.io import checkpoint
+from jaxpart.io.checkpoint import CheckpointError
+from jaxpart.model.decoder import init_params
+from jaxpart.planning.placement import PlanChoice
+from jaxpart.runtime.engine import load_checkpoint, make_executor
+from jaxpart.train.loop import TrainConfig, train
 
 MODEL = load_model("dense16-tiny")
 MESH = load_mesh("cpu16")
@@ -130,9 +130,9 @@ def test_cli_wrong_checkpoint_is_one_line(capsys, params, tmp_path):
 
 KILLED_SAVER = """
 import sys, numpy as np
-from jaxpart import checkpoint
+from jaxpart.io import checkpoint
 from jaxpart.config import load_model
-from jaxpart.model import init_params
+from jaxpart.model.decoder import init_params
 cfg = load_model("dense16-tiny")
 checkpoint.save(sys.argv[1], 1, init_params(cfg, 0), cfg)
 print("saved 1", flush=True)

@@ -262,11 +262,11 @@ def test_tables_fit_the_console_by_column_groups_and_never_cut_a_number(width):
 
     from rich.console import Console
 
+    from jaxpart.cli.render import print_table, simulate_table
     from jaxpart.config import load_mesh, load_model
-    from jaxpart.perfmodel import constants_from
-    from jaxpart.placement import DEFAULT_CHOICE
-    from jaxpart.report import print_table, simulate_table
-    from jaxpart.simulate import run_simulate
+    from jaxpart.perf.predict import constants_from
+    from jaxpart.perf.simulate import run_simulate
+    from jaxpart.planning.placement import DEFAULT_CHOICE
 
     model, mesh = load_model("dense16"), load_mesh("h100x16")
     sim = run_simulate(
@@ -288,7 +288,7 @@ def test_tables_fit_the_console_by_column_groups_and_never_cut_a_number(width):
 def test_every_option_has_help_and_a_shown_default_and_model_mesh_default_by_one_rule():
     import argparse
 
-    from jaxpart.cli import PREDICT_DEFAULTS, RUN_DEFAULTS, build_parser
+    from jaxpart.cli.parser import PREDICT_DEFAULTS, RUN_DEFAULTS, build_parser
 
     parser = build_parser()
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))

@@ -93,7 +93,7 @@ def test_two_byte_compare_passes_with_its_agreement_figures(capsys, tmp_path, dt
 
 def _reverse_first_stage(monkeypatch):
     """A real fault: the first pipeline stage applies its layers in reverse order."""
-    from jaxpart.executors import pipeline
+    from jaxpart.runtime.executors import pipeline
 
     real = pipeline.stage_layout
 
@@ -125,7 +125,7 @@ def test_compare_catches_a_stage_running_its_layers_in_the_wrong_order(
 
 
 def test_nothing_compiles_while_timing(capsys, tmp_path):
-    from jaxpart.bench import compile_count
+    from jaxpart.measure.bench import compile_count
 
     path = tmp_path / "out.json"
     assert main(["compare", *SMALL[:-1], "3", "--json", str(path)]) == 0
@@ -157,7 +157,7 @@ def test_without_room_for_the_reference_the_placements_are_checked_against_each_
 
 
 def test_a_winner_is_named_only_when_every_round_agrees():
-    from jaxpart.compare import verdict
+    from jaxpart.measure.compare import verdict
 
     assert verdict([1.1, 1.3, 1.05], "A", "B") == "A faster in every round"
     assert verdict([0.7, 0.9], "A", "B") == "B faster in every round"
@@ -165,8 +165,8 @@ def test_a_winner_is_named_only_when_every_round_agrees():
 
 
 def test_reference_bytes_by_the_memory_model():
-    from jaxpart.compare import reference_bytes
     from jaxpart.config import load_model
+    from jaxpart.measure.compare import reference_bytes
 
     # dense16-l2 at batch 128: 16 layers x 10000 positions x 2 x 1024 x 2 bytes of KV per
     # sequence is 84 GB: more than an 80 GB H100 holds, so the pod run checks placements.

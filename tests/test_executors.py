@@ -10,13 +10,13 @@ import pytest
 from flax import nnx
 
 from jaxpart.config import ConfigError, load_mesh, load_model
-from jaxpart.engine import generate, random_prompts
-from jaxpart.executors import PipelineExecutor, ReferenceExecutor, RunShape
-from jaxpart.kernels.backend import KernelChoice
-from jaxpart.memory import EVERYTHING, layer_fit_bytes
-from jaxpart.model import DenseDecoder, init_params
-from jaxpart.placement import PlanChoice
-from jaxpart.plan import device_overhead, make_plan
+from jaxpart.model.decoder import DenseDecoder, init_params
+from jaxpart.model.kernels.backend import KernelChoice
+from jaxpart.planning.memory import EVERYTHING, layer_fit_bytes
+from jaxpart.planning.placement import PlanChoice
+from jaxpart.planning.plan import device_overhead, make_plan
+from jaxpart.runtime.engine import generate, random_prompts
+from jaxpart.runtime.executors import PipelineExecutor, ReferenceExecutor, RunShape
 
 MODEL = load_model("dense16-tiny")
 MESH = load_mesh("cpu16")
@@ -160,7 +160,7 @@ def test_cache_is_sharded_by_stage(params):
 
 def test_long_prompts_attend_in_query_chunks_with_the_same_result(params, monkeypatch):
     # A chunk of 5 queries does not divide the 16-token prompt: the last chunk is padded.
-    from jaxpart.kernels import attention
+    from jaxpart.model.kernels import attention
 
     prompts = random_prompts(MODEL, 4, 16, 11)
     shape = RunShape(4, 16, 4, 1)
@@ -194,7 +194,8 @@ def test_planning_and_simulate_do_not_import_jax():
     import sys
 
     code = (
-        "import sys, jaxpart, jaxpart.simulate, jaxpart.placement, jaxpart.report; "
+        "import sys, jaxpart, jaxpart.perf.simulate, jaxpart.planning.placement, "
+        "jaxpart.cli.render; "
         "print(sorted(m for m in sys.modules if m == 'jax' or m.startswith('jax.')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -7,9 +7,9 @@ import pytest
 import jaxpart
 from jaxpart.cli import main
 from jaxpart.config import ConfigError, load_mesh, load_model
-from jaxpart.engine import generate
-from jaxpart.generation import GenerationConfig
-from jaxpart.model import init_params
+from jaxpart.config.generation import GenerationConfig
+from jaxpart.model.decoder import init_params
+from jaxpart.runtime.engine import generate
 
 MODEL = load_model("dense16-tiny")  # float32
 MESH = load_mesh("cpu16")
@@ -43,10 +43,10 @@ def test_sampling_gives_the_same_tokens_in_every_placement(params):
 
 
 def test_temperature_zero_is_greedy_argmax(params):
-    from jaxpart.layers import forward_all
+    from jaxpart.model.layers import forward_all
 
     tokens, _, executor = _run("layerwise", params, GenerationConfig(temperature=0.0))
-    prompts = np.asarray(jaxpart.engine.random_prompts(MODEL, 16, 8, 0))
+    prompts = np.asarray(jaxpart.runtime.engine.random_prompts(MODEL, 16, 8, 0))
     whole = np.concatenate([prompts, tokens[:, :-1]], axis=1)
     logits = np.asarray(forward_all(params, whole))  # every position, no cache
     np.testing.assert_array_equal(tokens, logits[:, 7:].argmax(-1))
@@ -64,7 +64,7 @@ def test_top_k_1_and_a_tiny_top_p_are_greedy(params):
 def test_a_key_depends_only_on_seed_sequence_and_token():
     import jax
 
-    from jaxpart.sampling import token_keys
+    from jaxpart.runtime.sampling import token_keys
 
     a = token_keys(3, jax.numpy.array([0, 5, 9]), 4)
     b = token_keys(3, jax.numpy.array([9, 0]), 4)

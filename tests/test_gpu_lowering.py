@@ -6,9 +6,9 @@ import jax.numpy as jnp
 import pytest
 
 from jaxpart.config import load_mesh, load_model
-from jaxpart.layers import run_layers
-from jaxpart.memory import cache_positions
-from jaxpart.verify import gpu_kernels, largest_intermediate
+from jaxpart.measure.verify import gpu_kernels, largest_intermediate
+from jaxpart.model.layers import run_layers
+from jaxpart.planning.memory import cache_positions
 
 GPU = gpu_kernels(load_mesh("h100x16"))
 

@@ -11,7 +11,7 @@ import pytest
 
 from jaxpart.cli import main
 from jaxpart.config import ConfigError, load_mesh, load_model
-from jaxpart.engine import generate
+from jaxpart.runtime.engine import generate
 
 ROOT = Path(__file__).resolve().parent.parent
 spec = importlib.util.spec_from_file_location("tiny", ROOT / "tests" / "tiny_checkpoints.py")
@@ -98,8 +98,8 @@ def test_a_sharded_checkpoint_with_an_index_loads_the_same_weights(folders, tmp_
     import jax
     from safetensors.numpy import load_file, save_file
 
-    from jaxpart.model import init_params
-    from jaxpart.weights import load_hf_params
+    from jaxpart.io.weights import load_hf_params
+    from jaxpart.model.decoder import init_params
 
     def model_params(cfg, seed):
         return load_hf_params(
@@ -131,7 +131,7 @@ def test_a_sharded_checkpoint_with_an_index_loads_the_same_weights(folders, tmp_
 
 
 def test_text_round_trips_through_the_tokenizer(folders, tmp_path, capsys):
-    from jaxpart.text import decode, encode, tokenizer_for
+    from jaxpart.io.text import decode, encode, tokenizer_for
 
     cfg = load_model(str(folders["llama-tiny-untied"]))
     tokenizer = tokenizer_for(cfg)

@@ -12,10 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jaxpart.config import load_mesh, load_model, shipped
-from jaxpart.engine import generate, random_prompts
-from jaxpart.kernels import backend as backend_module
-from jaxpart.kernels.backend import KernelChoice, KernelFallbackError
-from jaxpart.kernels.mlp import (
+from jaxpart.model.decoder import init_params
+from jaxpart.model.kernels import backend as backend_module
+from jaxpart.model.kernels.backend import KernelChoice, KernelFallbackError
+from jaxpart.model.kernels.mlp import (
     DECODE_ROWS,
     BlockSizes,
     choose_block_sizes,
@@ -23,8 +23,8 @@ from jaxpart.kernels.mlp import (
     mlp_reference,
     programs,
 )
-from jaxpart.model import init_params
-from jaxpart.placement import decode_shapes
+from jaxpart.planning.placement import decode_shapes
+from jaxpart.runtime.engine import generate, random_prompts
 
 H100_SMEM = 227 * 1024
 PALLAS = KernelChoice(mlp="pallas", sram_bytes=H100_SMEM)
@@ -277,7 +277,7 @@ def test_bench_gpu_script_runs_on_cpu(tmp_path):
 def test_kernel_lowers_to_triton_for_cuda(m, d, f, dtype):
     # No GPU here, but jax lowers for CUDA on any machine: that runs Pallas's Triton lowering,
     # which enforces Triton's rules (power-of-2 blocks, 2-D dots >= 16). PTX is not built.
-    from jaxpart.kernels.mlp import _mlp_pallas
+    from jaxpart.model.kernels.mlp import _mlp_pallas
 
     bs = choose_block_sizes(m, d, f, dtype, H100_SMEM)
     # A stack of 3 layers (a padded stage need not hold a power of 2), layer 1 used.

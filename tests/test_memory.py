@@ -1,7 +1,7 @@
 """The memory model against the seed's dims, worked by hand (GB = 10^9 bytes)."""
 
 from jaxpart.config import load_model
-from jaxpart.memory import (
+from jaxpart.planning.memory import (
     EVERYTHING,
     RESIDENT,
     STATED,
@@ -58,7 +58,7 @@ def test_discrepancies_named():
 
 
 def test_grouped_kv_heads_size_the_kv_cache():
-    from jaxpart.memory import kv_heads_per_device, layer_memory, valid_splits
+    from jaxpart.planning.memory import kv_heads_per_device, layer_memory, valid_splits
 
     llama = load_model("llama3.1-70b")
     mem = layer_memory(llama)
@@ -91,7 +91,7 @@ def test_fp8_weights_and_cache_halve_their_bytes():
 
 
 def test_device_memory_by_hand():
-    from jaxpart.memory import device_memory
+    from jaxpart.planning.memory import device_memory
 
     # dense16's layer-wise stage on an H100: 1 layer, batch 128 cached, microbatches of 8
     # sequences with a 9872-token prompt, flash attention (no scores), bf16.
@@ -118,7 +118,7 @@ def test_device_memory_by_hand():
 
 def test_the_planner_reserves_the_device_overhead_once():
     from jaxpart.config import load_mesh
-    from jaxpart.plan import device_overhead, make_plan, microbatch_rows
+    from jaxpart.planning.plan import device_overhead, make_plan, microbatch_rows
 
     model, mesh = load_model("dense16"), load_mesh("h100x16")
     plan = make_plan(model, mesh)

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jaxpart.config import load_mesh, load_model
-from jaxpart.partition import (
+from jaxpart.planning.partition import (
     LayerTooLarge,
     PlanError,
     bottleneck,
@@ -15,7 +15,7 @@ from jaxpart.partition import (
     plan_greedy,
     plan_manual,
 )
-from jaxpart.plan import Plan, device_overhead, make_plan
+from jaxpart.planning.plan import Plan, device_overhead, make_plan
 
 MANY = settings(max_examples=1000, deadline=None)
 

@@ -10,10 +10,9 @@ import pytest
 
 from jaxpart.cli import main
 from jaxpart.config import ConfigError, Link, load_mesh, load_model
-from jaxpart.layers import forward
-from jaxpart.memory import layer_memory
-from jaxpart.model import empty_cache, init_params
-from jaxpart.perfmodel import (
+from jaxpart.model.decoder import empty_cache, init_params
+from jaxpart.model.layers import forward
+from jaxpart.perf.predict import (
     PUBLISHED,
     Constants,
     allreduce_s,
@@ -23,7 +22,8 @@ from jaxpart.perfmodel import (
     floor,
     predict,
 )
-from jaxpart.plan import make_plan
+from jaxpart.planning.memory import layer_memory
+from jaxpart.planning.plan import make_plan
 
 LINK = Link(
     "test",

@@ -8,10 +8,10 @@ import pytest
 
 from jaxpart.cli import main
 from jaxpart.config import ConfigError, load_mesh, load_model
-from jaxpart.memory import EVERYTHING, device_memory, layer_fit_bytes, valid_splits
-from jaxpart.perfmodel import constants_from, predict
-from jaxpart.plan import assemble_plan
-from jaxpart.search import _divisors, _fits, best_of_each, search_plans
+from jaxpart.perf.predict import constants_from, predict
+from jaxpart.perf.search import _divisors, _fits, best_of_each, search_plans
+from jaxpart.planning.memory import EVERYTHING, device_memory, layer_fit_bytes, valid_splits
+from jaxpart.planning.plan import assemble_plan
 
 
 def _compositions(n_layers, n_stages):

@@ -11,7 +11,7 @@ spec = importlib.util.spec_from_file_location("update_golden", ROOT / "scripts/u
 update_golden = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(update_golden)
 
-from jaxpart.sharding import spec_dump_text  # noqa: E402
+from jaxpart.runtime.sharding import spec_dump_text  # noqa: E402
 
 
 @pytest.mark.parametrize("name", sorted(update_golden.golden_cases()))

@@ -5,7 +5,7 @@ import math
 import tomllib
 
 from jaxpart.cli import main
-from jaxpart.validation import DATA, MESHES, check_all, ratio_band, summary
+from jaxpart.perf.validation import DATA, MESHES, check_all, ratio_band, summary
 
 REQUIRED = (
     "id source model arch gpu dtype tp pp batch input_len output_len metric kind timed value"

@@ -1,0 +1,5 @@
+import sys
+
+from jaxpart.cli.main import main
+
+sys.exit(main())

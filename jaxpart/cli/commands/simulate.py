@@ -1,0 +1,125 @@
+"""`jaxpart simulate`: both placements predicted on a GPU pod by the performance model, with the
+seed's claims, the physical floor and an optional sweep; `--validate` holds the model against
+published measurements."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict
+
+from rich.console import Console
+
+from jaxpart.cli import render
+from jaxpart.cli.args import check_tp_pp, model_and_shape, plan_choice, refuse_beside
+from jaxpart.cli.outputs import write_text_atomically
+from jaxpart.config import MeshConfig, ModelConfig, RunShape, load_mesh
+from jaxpart.perf.predict import constants_from, parse_sweep
+from jaxpart.perf.simulate import run_simulate, run_sweep
+from jaxpart.perf.validation import ratio_words
+from jaxpart.planning.placement import DEFAULT_CHOICE
+
+
+def run(args, console: Console) -> int:
+    if args.validate:
+        refuse_beside(
+            args,
+            "--validate",
+            "--validate predicts each published point at its own model, GPUs and shape",
+            ("model", "mesh", "sweep", "calibration", "batch", "prompt_len", "gen_len")
+            + ("microbatches", "dtype", "capacity", "strategy", "layers_per_stage", "tp", "pp"),
+        )
+        return _validate(args, console)
+    model, shape = model_and_shape(args)
+    mesh = load_mesh(args.mesh)
+    sweep = parse_sweep(args.sweep) if args.sweep else None
+    constants = constants_from(mesh, args.calibration)
+    choice = plan_choice(args)
+    if not sweep:  # here a baseline that cannot be split is bad input, not a prediction
+        check_tp_pp(args, model, mesh)
+    sim = run_simulate(model, mesh, constants, choice, shape)
+    if sweep:
+        sim["sweep"] = run_sweep(model, mesh, constants, choice, *sweep, shape)
+    for line in sim["calibration"]:
+        console.print(f"calibrated: {line}")
+    print_prediction(console, sim, mesh, "layerwise / baseline TPS", f"; {sim['why']}")
+    for line in render.verdict_lines(sim) + sim["notes"]:
+        console.print(f"  {line}")
+    if sweep:
+        sw = sim["sweep"]
+        for row in sw["rows"]:
+            console.print(
+                f"  {sw['key']} = {row['value']:>6}: layerwise / baseline TPS "
+                f"{ratio_words(row['ratio'])} ({row['layerwise_tps']:,.0f} vs "
+                f"{row['baseline_tps']:,.0f}); {row['why']}"
+            )
+        console.print(f"  {sw['crossover']} (predicted)")
+        for note in dict.fromkeys(sw["notes"]):
+            console.print(f"  note: {note}")
+    if args.json:
+        write_text_atomically(args.json, json.dumps(sim, indent=2))
+        console.print(f"written to {args.json}")
+    return 0
+
+
+def predicted_section(model: ModelConfig, shape: RunShape, mesh: MeshConfig, console) -> None:
+    """The answer for a GPU pod, under a measured CPU table: both placements of ``model`` on
+    ``mesh`` by the perf model, at ``shape`` (the model file's), with the model's error band."""
+    sim = run_simulate(model, mesh, constants_from(mesh), DEFAULT_CHOICE, shape)
+    print_prediction(console, sim, mesh, f"predicted layerwise / baseline TPS on {mesh.name}")
+
+
+def print_prediction(console: Console, sim: dict, mesh, label: str, why: str = "") -> None:
+    """A prediction's table, its layerwise / baseline ratio with the band, and each method that
+    could not be planned with the reason."""
+    render.print_table(console, render.simulate_table(sim, str(mesh.n_devices)), keep=2)
+    ratio = sim["ratios"]["tps_layerwise_over_baseline"]
+    if ratio is not None:
+        console.print(f"{label}: {ratio_words(ratio)}{why}")
+    for method, reason in sim["unplanned"].items():
+        console.print(f"{method}: not predicted, it cannot be planned for this run: {reason}")
+
+
+def _validate(args, console: Console) -> int:
+    """``simulate --validate``: every published point, predicted beside measured."""
+    from rich.table import Table
+
+    from jaxpart.perf.validation import check_all, summary
+
+    points, stats = check_all(), summary()
+    table = Table(
+        title="The perf model against published measurements (jaxpart/data/published.toml)"
+    )
+    for col in ("point", "gpu", "dtype", "TPxPP", "batch", "in/out", "metric", "measured"):
+        table.add_column(col, justify="left" if col in ("point", "metric") else "right")
+    table.add_column("predicted", justify="right")
+    table.add_column("pred/meas", justify="right")
+    for p in points:
+        table.add_row(
+            p.id,
+            p.gpu,
+            p.dtype,
+            f"{p.tp}x{p.pp}",
+            str(p.batch),
+            f"{p.input_len}/{p.output_len}",
+            p.metric,
+            f"{p.measured:,.1f}",
+            f"{p.predicted:,.1f}",
+            f"{p.ratio:.2f}",
+        )
+    render.print_table(console, table)
+    for kind, st in stats.items():
+        console.print(
+            f"{kind}: {st['points']} points, predicted / measured geometric mean "
+            f"{st['geomean_ratio']:.2f} (x/ {math.exp(st['log_sd']):.2f} one geometric SD), "
+            f"range {st['min_ratio']:.2f}-{st['max_ratio']:.2f}"
+        )
+    console.print(
+        "constants: the timing tables of meshes/h100x16.toml, a100x8.toml and h200x8.toml, one "
+        "set per GPU kind (fixed costs and FP8/KV efficiencies were set on these points)"
+    )
+    if args.json:
+        doc = {"points": [{**asdict(p), "ratio": p.ratio} for p in points], "summary": stats}
+        write_text_atomically(args.json, json.dumps(doc, indent=2))
+        console.print(f"written to {args.json}")
+    return 0

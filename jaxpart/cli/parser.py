@@ -1,0 +1,468 @@
+"""The `jaxpart` parser: every subcommand, its options (in argument groups), their types and
+defaults. A usage error is one line (``UsageError``), never argparse's exit."""
+
+from __future__ import annotations
+
+import argparse
+
+from jaxpart.config import ConfigError
+from jaxpart.planning.partition import STRATEGIES
+from jaxpart.train.tasks import TASKS
+
+
+class UsageError(ConfigError):
+    pass
+
+
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """--help shows every option's default (where it has one)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS):
+            return text
+        return text + " (default: %(default)s)"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit code 2; help shows the defaults."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _Help)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UsageError(message)
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: must be >= 1")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected an integer") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"{value}: must be in [0, 2^32)")
+    return value
+
+
+def finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a finite number")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{value}: must be > 0")
+    return value
+
+
+def output_file(text: str) -> str:
+    """A file the run will write at its end: checked now, before any work."""
+    from pathlib import Path
+
+    path = Path(text)
+    if not text or path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r}: is a directory, not a file")
+    parent = path.parent
+    if not parent.is_dir():
+        what = "is not a directory" if parent.exists() else "does not exist"
+        raise argparse.ArgumentTypeError(f"{text!r}: its folder {str(parent)!r} {what}")
+    import os
+
+    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise argparse.ArgumentTypeError(f"{text!r}: cannot be written (permissions)")
+    return text
+
+
+def png_file(text: str) -> str:
+    if not text.lower().endswith(".png"):
+        raise argparse.ArgumentTypeError(f"{text!r}: the plot is a PNG; give a name ending .png")
+    return output_file(text)
+
+
+def checkpoint_folder(text: str) -> str:
+    """A checkpoint folder to write (or resume): a folder, or a new name in one."""
+    from pathlib import Path
+
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r}: is a file, not a checkpoint folder")
+    parent = path.parent
+    if not path.exists() and not parent.is_dir():
+        what = "is not a directory" if parent.exists() else "does not exist"
+        raise argparse.ArgumentTypeError(f"{text!r}: its folder {str(parent)!r} {what}")
+    return text
+
+
+def existing_folder(text: str) -> str:
+    """A checkpoint folder to read."""
+    from pathlib import Path
+
+    path = Path(text)
+    if not path.is_dir():
+        what = "is a file, not a folder" if path.exists() else "does not exist"
+        raise argparse.ArgumentTypeError(f"{text!r}: {what}")
+    return text
+
+
+def int_list(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected integers separated by commas, e.g. 3,5,4,4"
+        ) from None
+
+
+# One rule for --model and --mesh on every command: where the model runs on this machine
+# (compare, generate, train) the default is the seed's model at CPU size, dense16-tiny on cpu16;
+# where it is only planned, predicted or compiled abstractly (plan, simulate, verify), the seed's
+# own dense16 on h100x16.
+RUN_DEFAULTS = ("dense16-tiny", "cpu16")
+PREDICT_DEFAULTS = ("dense16", "h100x16")
+MODEL_HELP = (
+    "a name in models/ (e.g. dense16, dense16-tiny, gqa-tiny, llama3.1-70b), a TOML path, or a "
+    "Hugging Face folder"
+)
+BATCH_HELP = "sequences in a batch (default: the model file's)"
+PROMPT_HELP = "prompt tokens per sequence (default: the model file's)"
+MESH_HELP = "a name in meshes/ (e.g. h100x16, cpu16, a100x8) or a TOML path"
+
+
+def _add_dtype_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16", "float16"),
+        default=None,
+        help="weights, activations and KV cache (default: the model file's)",
+    )
+
+
+def _add_plan_args(p: argparse.ArgumentParser, defaults: tuple[str, str]):
+    model_default, mesh_default = defaults
+    p.add_argument("--model", default=model_default, help=MODEL_HELP)
+    p.add_argument("--mesh", default=mesh_default, help=MESH_HELP)
+    p.add_argument(
+        "--capacity",
+        default=None,
+        help="smem | l2 | hbm | a size such as 14.73GB or 50MiB (default: the mesh's)",
+    )
+    p.add_argument(
+        "--strategy", choices=STRATEGIES, default="greedy", help="the layer-wise partitioner"
+    )
+    p.add_argument(
+        "--layers-per-stage",
+        type=int_list,
+        default=None,
+        help="with --strategy manual: layers in each stage, e.g. 3,5,4,4",
+    )
+
+
+def _add_shape_args(p: argparse.ArgumentParser) -> None:
+    """What one run is: batch, prompt and generation lengths, microbatches; the baseline."""
+    p.add_argument("--batch", type=positive_int, default=None, help=BATCH_HELP)
+    p.add_argument("--prompt-len", type=positive_int, default=None, help=PROMPT_HELP)
+    p.add_argument(
+        "--gen-len",
+        type=positive_int,
+        default=None,
+        help="new tokens per sequence, the prefill's first included (default: the model file's)",
+    )
+    p.add_argument(
+        "--microbatches",
+        type=positive_int,
+        default=None,
+        help="default: enough to fill the pipeline (>= stages) that divide the batch",
+    )
+    p.add_argument("--tp", type=positive_int, default=8, help="baseline tensor parallelism")
+    p.add_argument("--pp", type=positive_int, default=2, help="baseline pipeline stages")
+
+
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    _add_shape_args(p)
+    _add_dtype_arg(p)
+    p.add_argument(
+        "--seed", type=nonnegative_int, default=0, help="seeds the weights and the prompts"
+    )
+    p.add_argument(
+        "--mlp-kernel",
+        choices=("auto", "pallas", "xla"),
+        default="auto",
+        help="MLP backend: Pallas on GPU / XLA on CPU (auto), or force one",
+    )
+    p.add_argument(
+        "--attention",
+        choices=("auto", "pallas", "xla"),
+        default="auto",
+        help="attention backend: Pallas on GPU / XLA on CPU (auto), or force one",
+    )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail instead of falling back to XLA when Pallas cannot run",
+    )
+    p.add_argument(
+        "--checkpoint",
+        type=existing_folder,
+        default=None,
+        help="load trained weights from this directory",
+    )
+    multi = p.add_argument_group("multi-host (one process per host; see `jaxpart launch`)")
+    multi.add_argument("--coordinator", default=None, help="host:port of process 0")
+    multi.add_argument(
+        "--num-processes", type=positive_int, default=1, help="processes in the run, one a host"
+    )
+    multi.add_argument(
+        "--process-id", type=nonnegative_int, default=0, help="this process: 0 .. N - 1"
+    )
+    multi.add_argument(
+        "--init-timeout",
+        type=positive_int,
+        default=60,
+        help="seconds to wait for the other processes",
+    )
+    p.add_argument(
+        "--text",
+        action="append",
+        default=None,
+        help="a prompt as text (repeat for more sequences); needs a model folder with a "
+        "tokenizer.json",
+    )
+    p.add_argument(
+        "--prompts",
+        default=None,
+        help="a file of prompts, one a line: JSON lists of token ids (e.g. [5, 17, 42]), or text "
+        "(needs a tokenizer); lengths may differ",
+    )
+    p.add_argument(
+        "--task",
+        choices=TASKS,
+        default=None,
+        help="prompts from a synthetic task (copy, reverse, add); scores the answers",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="jaxpart",
+        description="Place a dense decoder on a device mesh layer-wise or as TP x PP, run both, "
+        "measure them side by side, and predict them for GPU pods. Start with `jaxpart compare`.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("plan", help="partition a model's layers onto a mesh and print the plan")
+    _add_plan_args(p, PREDICT_DEFAULTS)
+    p.add_argument(
+        "--devices",
+        type=positive_int,
+        default=None,
+        help="devices to plan for (default: the mesh's)",
+    )
+    p.add_argument(
+        "--figures",
+        choices=("derived", "stated"),
+        default="derived",
+        help="per-layer bytes from the dims, or the seed's stated figures",
+    )
+    p.add_argument("--batch", type=positive_int, default=None, help=BATCH_HELP)
+    p.add_argument("--prompt-len", type=positive_int, default=None, help=PROMPT_HELP)
+    p.add_argument(
+        "--gen-len",
+        type=positive_int,
+        default=None,
+        help="new tokens per sequence, the prefill's first included (default: the model file's)",
+    )
+    _add_dtype_arg(p)
+    p.add_argument(
+        "--auto",
+        action="store_true",
+        help="search TP x PP, layer-wise plans, replicas and microbatch counts; print the 10 "
+        "best that fit HBM by the memory model, ranked by the perf model",
+    )
+    p.add_argument(
+        "--objective",
+        choices=("throughput", "tpot", "ttft"),
+        default="throughput",
+        help="with --auto: rank by predicted TPS, or by TPOT or TTFT (lower first)",
+    )
+    p.add_argument(
+        "--json",
+        type=output_file,
+        default=None,
+        help="also write the plan (or --auto's 10) as JSON",
+    )
+
+    g = sub.add_parser("generate", help="generate (greedy or sampled) by one method on the mesh")
+    _add_plan_args(g, RUN_DEFAULTS)
+    _add_run_args(g)
+    g.add_argument(
+        "--method",
+        choices=("reference", "baseline", "layerwise"),
+        default="layerwise",
+        help="one device, TP x PP, or the layer-wise plan",
+    )
+    sampling = g.add_argument_group("sampling and stopping (jaxpart.GenerationConfig)")
+    sampling.add_argument("--temperature", type=float, default=0.0, help="0 is greedy (default: 0)")
+    sampling.add_argument(
+        "--top-k", type=nonnegative_int, default=0, help="keep the k likeliest (0: off)"
+    )
+    sampling.add_argument(
+        "--top-p",
+        type=finite_float,
+        default=1.0,
+        help="keep the smallest set with this mass (1: off)",
+    )
+    sampling.add_argument(
+        "--sampling-seed",
+        type=nonnegative_int,
+        default=0,
+        help="the key of sequence i at token t is fold_in(fold_in(key(seed), i), t) (default: 0)",
+    )
+    sampling.add_argument(
+        "--stop-tokens",
+        type=int_list,
+        default=None,
+        help="token ids that end a sequence, e.g. 2,7 (the tokenizer's EOS is added); a stopped "
+        "sequence emits --pad-token",
+    )
+    sampling.add_argument(
+        "--pad-token", type=nonnegative_int, default=0, help="emitted after a stop"
+    )
+    g.add_argument(
+        "--show",
+        type=positive_int,
+        default=None,
+        help="print the first N sequences (default: every one)",
+    )
+    g.add_argument(
+        "--prompt",
+        type=int_list,
+        default=None,
+        help="token ids for every sequence, e.g. 5,17,42 (default: random from --seed)",
+    )
+    g.add_argument(
+        "--json", type=output_file, default=None, help="write {method, tokens, plan} to this file"
+    )
+
+    c = sub.add_parser("compare", help="baseline vs layer-wise, side by side (the main job)")
+    _add_plan_args(c, RUN_DEFAULTS)
+    _add_run_args(c)
+    c.add_argument("--repeats", type=positive_int, default=5, help="timed runs; medians reported")
+    c.add_argument(
+        "--auto",
+        action="store_true",
+        help="run the best layer-wise plan and the best TP x PP plan that plan --auto finds for "
+        "this mesh and run shape, instead of --capacity/--strategy/--tp/--pp",
+    )
+    c.add_argument(
+        "--predict-for",
+        nargs=2,
+        metavar=("MODEL", "MESH"),
+        default=["dense16", "h100x16"],
+        help="after the measured table, the perf model's prediction for this model and GPU mesh "
+        "(default: the seed's pod, dense16 on h100x16)",
+    )
+    c.add_argument(
+        "--json",
+        type=output_file,
+        default=None,
+        help="write the measurements and plans to this file",
+    )
+    c.add_argument(
+        "--plot", type=png_file, default=None, help="write a PNG bar chart of TPS and TPOT"
+    )
+    s = sub.add_parser("simulate", help="predict both placements on a GPU pod (perf model)")
+    _add_plan_args(s, PREDICT_DEFAULTS)
+    _add_shape_args(s)
+    _add_dtype_arg(s)
+    s.add_argument(
+        "--calibration", default=None, help="a bench_gpu.json to replace datasheet figures"
+    )
+    s.add_argument("--sweep", default=None, help="e.g. d_model=1024,2048,4096,8192 or batch=...")
+    s.add_argument(
+        "--validate",
+        action="store_true",
+        help="print the model's predictions beside published GPU measurements, and its error",
+    )
+    s.add_argument(
+        "--json", type=output_file, default=None, help="write the predictions to this file"
+    )
+    t = sub.add_parser("train", help="train the small model on a synthetic task (optax)")
+    t.add_argument("--model", default=RUN_DEFAULTS[0], help=MODEL_HELP)
+    t.add_argument("--task", choices=TASKS, default="copy", help="the synthetic task")
+    # Defaults (None here) are TrainConfig's: steps 300, batch 64, lr 3e-3, every 100.
+    t.add_argument(
+        "--steps",
+        type=positive_int,
+        default=None,
+        help="total steps; a resumed run continues to this many (the same --steps resumes "
+        "exactly: the learning-rate schedule spans them)",
+    )
+    t.add_argument(
+        "--batch", type=positive_int, default=None, help="sequences a step (default: 64)"
+    )
+    t.add_argument(
+        "--lr", type=positive_float, default=None, help="peak learning rate (default: 3e-3)"
+    )
+    t.add_argument("--seed", type=nonnegative_int, default=0, help="seeds weights and data")
+    t.add_argument(
+        "--checkpoint",
+        type=checkpoint_folder,
+        default=None,
+        help="save here every --every steps; resume from the newest checkpoint here",
+    )
+    t.add_argument(
+        "--every", type=positive_int, default=None, help="steps between saves (default: 100)"
+    )
+
+    la = sub.add_parser("launch", help="try a multi-host run: N processes on this machine")
+    la.add_argument(
+        "--processes", type=positive_int, default=2, help="processes to start on this machine"
+    )
+    la.add_argument(
+        "--init-timeout",
+        type=positive_int,
+        default=60,
+        help="seconds each process waits for the others",
+    )
+    la.add_argument(
+        "run",
+        nargs=argparse.REMAINDER,
+        help="-- then a jaxpart run command: generate ... or compare ...",
+    )
+
+    v = sub.add_parser("verify", help="compile the full-size model abstractly; check its memory")
+    _add_plan_args(v, PREDICT_DEFAULTS)
+    v.add_argument(
+        "--method",
+        choices=("baseline", "layerwise"),
+        default="layerwise",
+        help="the placement to compile",
+    )
+    _add_shape_args(v)
+    _add_dtype_arg(v)
+    v.add_argument("--json", type=output_file, default=None, help="write the figures to this file")
+    return parser
+
+
+def defaults_of(command: str) -> dict:
+    """Each option of ``command`` and its default, as --help shows them."""
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return {a.dest: a.default for a in sub.choices[command]._actions}

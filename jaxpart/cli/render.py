@@ -1,0 +1,381 @@
+"""Tables for people: the per-layer memory table and the plan, rendered with rich."""
+
+from __future__ import annotations
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from jaxpart.config import MeshConfig, ModelConfig, RunShape, format_bytes
+from jaxpart.planning.memory import discrepancies, embedding_params, layer_memory
+from jaxpart.planning.plan import Plan
+
+
+def print_table(console: Console, table: Table, keep: int = 1) -> None:
+    """Print ``table`` whole where it fits the console; otherwise its columns in groups that fit,
+    one table after another, each repeating the first ``keep`` columns. Cells never wrap or get
+    cut, so neither does a number (a single column wider than the console is printed whole)."""
+    import io
+
+    from rich.cells import cell_len
+
+    def width(columns: list[int]) -> int:
+        part = _columns_of(table, columns)
+        part.title = part.caption = None
+        out = Console(width=10**4, file=io.StringIO(), color_system=None)
+        out.print(part)
+        return max(cell_len(line) for line in out.file.getvalue().splitlines() or [""])
+
+    everything = list(range(len(table.columns)))
+    if width(everything) <= console.width:
+        console.print(_columns_of(table, everything))
+        return
+    keep = min(keep, len(everything) - 1)
+    groups, group = [], list(range(keep))
+    for i in everything[keep:]:
+        if len(group) > keep and width([*group, i]) > console.width:
+            groups.append(group)
+            group = list(range(keep))
+        group.append(i)
+    groups.append(group)
+    for n, group in enumerate(groups):
+        needed = width(group)
+        if needed > console.width and keep:  # the kept columns leave no room: drop them
+            group = group[keep:]
+            needed = width(group)
+        part = _columns_of(table, group)
+        part.caption = table.caption if n == len(groups) - 1 else None
+        if n:
+            part.title = f"(continued, {n + 1} of {len(groups)})"
+        console.print(part, width=max(console.width, needed))
+
+
+def _columns_of(table: Table, indices: list[int]) -> Table:
+    """A copy of ``table`` with only the columns ``indices``."""
+    part = Table(
+        title=table.title,
+        caption=table.caption,
+        box=table.box,
+        pad_edge=table.pad_edge,
+        padding=table.padding,
+        show_header=table.show_header,
+    )
+    for i in indices:
+        col = table.columns[i]
+        part.add_column(col.header, justify=col.justify, no_wrap=True, overflow="fold")
+    for r in range(table.row_count):
+        part.add_row(*(table.columns[i]._cells[r] for i in indices))
+    return part
+
+
+def memory_table(model: ModelConfig, shape: RunShape, figures: str) -> Table:
+    """Per-layer memory from the dims, beside the seed's stated figures when the file has them."""
+    mem = layer_memory(model, shape)
+    st = model.stated
+    table = Table(
+        title=f"Per-layer memory: {model.name} ({model.dtype}, batch {shape.batch}, "
+        f"sequence {model.seq_len}; GB = 10^9 bytes)"
+    )
+    table.add_column("per layer", overflow="fold")
+    table.add_column("derived from the dims", justify="right", overflow="fold")
+    if st is not None:
+        table.add_column("stated by the seed", justify="right", overflow="fold")
+
+    def row(label: str, derived: str, stated: str = "-") -> None:
+        table.add_row(label, derived, *([stated] if st is not None else []))
+
+    row("params", f"{mem.params:,}", f"{st.total_params // model.n_layers:,}" if st else "-")
+    row("weights", format_bytes(mem.weight_bytes), format_bytes(st.weight_bytes) if st else "-")
+    row(
+        "activations, prefill (BxSxd)",
+        format_bytes(mem.prefill_activation_bytes),
+        format_bytes(st.activation_bytes) if st else "-",
+    )
+    row("activations, decode (Bxd)", format_bytes(mem.decode_hidden_bytes), "not stated")
+    row("decode working set", format_bytes(mem.decode_working_bytes), "not stated")
+    row("KV cache (2 x B x S x K/V width)", format_bytes(mem.kv_cache_bytes), "left out")
+    row(
+        "buffers (estimate)",
+        format_bytes(mem.buffer_bytes),
+        format_bytes(st.buffer_bytes) if st else "-",
+    )
+    row("resident set (smem/l2)", format_bytes(mem.weight_bytes + mem.decode_working_bytes), "-")
+    row("everything (hbm)", format_bytes(mem.fit_bytes("everything")), "-")
+    if st is not None:
+        total = st.weight_bytes + st.activation_bytes + st.buffer_bytes
+        row("seed's total (w+a+b)", "-", format_bytes(total))
+    table.caption = (
+        f"whole model: {mem.params * model.n_layers / 1e9:.2f}B params in {model.n_layers} layers, "
+        f"+{embedding_params(model) / 1e6:.0f}M in embedding and LM head (not in any layer); "
+        f"plan uses {figures} figures"
+    )
+    return table
+
+
+def plan_summary(plan: Plan) -> str:
+    return (
+        f"Plan: {plan.model} on {plan.mesh}, {plan.strategy}, capacity {plan.capacity} "
+        f"({format_bytes(plan.capacity_bytes)}): {plan.n_stages} stages x {plan.split} "
+        f"device(s) x {plan.data_parallel} replica(s) = {plan.n_devices} devices"
+    )
+
+
+def plan_table(plan: Plan, mesh: MeshConfig) -> Table:
+    table = Table()
+    for col, justify in (
+        ("stage", "right"),
+        ("layers", "left"),
+        ("n", "right"),
+        ("devices", "left"),
+        ("split", "right"),
+        ("bytes / device", "right"),
+        ("fits", "left"),
+    ):
+        table.add_column(col, justify=justify, overflow="fold")
+    for i, s in enumerate(plan.stages):
+        layers = f"{s.layers[0]}-{s.layers[-1]}" if len(s.layers) > 1 else str(s.layers[0])
+        devices = (
+            ",".join(map(str, s.devices))
+            if len(s.devices) <= 8
+            else (f"{s.devices[0]}..{s.devices[-1]} ({len(s.devices)})")
+        )
+        fits = (
+            s.tier
+            if s.tier == "none"
+            else (f"{s.tier} ({format_bytes(mesh.tiers[s.tier].capacity_bytes)})")
+        )
+        table.add_row(
+            str(i), layers, str(len(s.layers)), devices, str(s.split), format_bytes(s.bytes), fits
+        )
+    return table
+
+
+def print_plan(
+    console: Console, model: ModelConfig, mesh: MeshConfig, shape: RunShape, plan: Plan
+) -> None:
+    print_table(console, memory_table(model, shape, plan.figures))
+    for line in discrepancies(model, shape):
+        console.print(f"  seed discrepancy - {line}")
+    console.print()
+    console.print(plan_summary(plan))
+    print_table(console, plan_table(plan, mesh))
+    for note in plan.notes:
+        console.print(f"  note: {note}")
+
+
+SEED_CLAIM = (
+    "the seed claims, on 16 H100s: baseline 12,800 TPS and 0.078 ms, layer-wise 15,360 TPS and "
+    "0.065 ms (+20%); its 'TPOT' is the amortised ms/token column"
+)
+
+
+def results_table(comparison) -> Table:
+    """Laid out like the seed's table, with the columns it lacks beside it."""
+    table = Table(
+        title=f"Measured on {comparison.measured_on}: {comparison.model.dtype}, batch "
+        f"{comparison.batch}, prompt {comparison.prompt_len}, {comparison.gen_len} new tokens",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        padding=(0, 1, 0, 0),  # one space and the divider between columns: fits 80 columns
+    )
+    rows = []
+    agreement = {a.method: a for a in comparison.agreements}
+    for m in comparison.methods:
+        name = m.name
+        if m.name == comparison.anchor:
+            check = "anchor"
+        elif m.name in agreement:
+            check = f"{agreement[m.name].agreement:.1%}"
+        else:
+            check = "yes" if m.tokens_match_reference else "NO"
+        rows.append(
+            (
+                comparison.model.name,
+                name,
+                str(m.devices),
+                f"{m.tps:,.0f}",
+                f"{m.tpot_ms:.3f}",
+                f"{m.ttft_ms:.1f}",
+                f"{m.ms_per_token_amortized:.4f}",
+                check,
+            )
+        )
+    headers = (
+        "Model",
+        "Method",
+        "Devices",
+        "TPS",
+        "TPOT\nms",
+        "TTFT\nms",
+        "ms/token\namortised",
+        "agree-\nment" if comparison.agreements else "tokens\nmatch",
+    )
+    for i, header in enumerate(headers):  # no_wrap: a number is never split or cut
+        table.add_column(
+            header, justify="left" if i < 2 else "right", no_wrap=True, overflow="fold"
+        )
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def spread_line(comparison) -> str:
+    """Each method's TPS range over the interleaved rounds (the table shows medians)."""
+    parts = [f"{m.name} {m.tps_range[0]:,.0f}-{m.tps_range[1]:,.0f}" for m in comparison.methods]
+    return f"TPS min-max over {comparison.methods[0].repeats} rounds: " + ", ".join(parts)
+
+
+def breakdown_lines(comparison) -> list[str]:
+    lines = []
+    reference = comparison.method("reference")
+    for name, b in comparison.breakdown.items():
+        step = comparison.method(name).decode_step_ms
+        parts = [f"{name}: decode step {step:.2f} ms"]
+        if reference is not None:
+            ref = reference.decode_step_ms
+            parts[0] += f" = {step / ref:.1f}x the single device's {ref:.2f} ms"
+        parts += [
+            f"{b['ticks_per_step']} ticks a step ({b['stages']} stages, {b['microbatches']} "
+            f"microbatches, bubbles {b['bubble_fraction']:.0%}, "
+            f"padding {b['padding_fraction']:.0%})",
+            f"{b['collective_permutes_per_step']} collective-permutes + "
+            f"{b['all_reduces_per_step']} all-reduces a step",
+        ]
+        if b["collective_ms_per_step"]:
+            parts.append(
+                f"at the latencies measured here that is ~{b['collective_ms_per_step']:.1f} "
+                f"ms ({b['collective_share_of_step']:.0%} of the step)"
+            )
+        lines.append("; ".join(parts))
+    return lines
+
+
+def simulate_table(sim: dict, n_devices_label: str) -> Table:
+    """Both methods predicted, the seed's claimed rows beside them."""
+    source = sim["predicted_by"]
+    table = Table(
+        title=f"Predicted ({source}): {sim['model']} ({sim['dtype']}), batch {sim['batch']}, "
+        f"prompt {sim['prompt_len']}, {sim['gen_len']} new tokens",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        padding=(0, 1, 0, 0),
+    )
+    headers = (
+        "Model",
+        "Method",
+        "GPUs",
+        "TPS",
+        "TPOT\nms",
+        "TTFT\nms",
+        "ms/token\namortised",
+        "source",
+    )
+    for i, header in enumerate(headers):
+        table.add_column(
+            header, justify="left" if i in (0, 1, 7) else "right", no_wrap=True, overflow="fold"
+        )
+    for m in sim["methods"]:
+        table.add_row(
+            sim["model"],
+            m["name"],
+            str(m["devices"]),
+            f"{m['tps']:,.0f}",
+            f"{m['tpot_ms']:.3f}",
+            f"{m['ttft_ms']:,.0f}",
+            f"{m['ms_per_token_amortized']:.4f}",
+            "predicted",
+        )
+    for v in sim["seed_verdicts"]:
+        table.add_row(
+            sim["model"],
+            v["method"],
+            n_devices_label,
+            f"{v['claimed_tps']:,.0f}",
+            "-",
+            "-",
+            f"{v['claimed_tpot_ms']:.4f}",
+            "the seed's claim",
+        )
+    return table
+
+
+def verdict_lines(sim: dict) -> list[str]:
+    fl = sim["floor"]
+    lines = [
+        f"physical floor ({sim['predicted_by']}): every weight ({format_bytes(fl['weight_bytes'])})"
+        f" and the KV cache ({format_bytes(fl['kv_bytes'])} at a mean context of "
+        f"{fl['context']:.0f}) read once per decode step over all devices: TPOT >= "
+        f"{fl['floor_tpot_ms']:.3f} ms, TPS <= {fl['max_tps']:,.0f}, ms/token amortised >= "
+        f"{fl['floor_ms_per_token_amortized']:.4f}",
+    ]
+    for v in sim["seed_verdicts"]:
+
+        def word(ok):
+            return "possible" if ok else "IMPOSSIBLE"
+
+        lines.append(
+            f"the seed's {v['method']}: {v['claimed_tps']:,.0f} TPS {word(v['tps_possible'])}; "
+            f"TPOT {v['claimed_tpot_ms']} ms as inter-token latency "
+            f"{word(v['tpot_as_latency_possible'])}, as amortised ms/token "
+            f"{word(v['tpot_as_amortized_possible'])}"
+        )
+    return lines
+
+
+def search_table(top: list, model, mesh, shape: RunShape, objective: str, fitting: int) -> Table:
+    """``plan --auto``'s best placements (``search_terms`` says what decides each)."""
+    from jaxpart.perf.validation import band
+
+    lo, hi = band("throughput")
+    table = Table(
+        title=f"The {len(top)} best of {fitting} placements of {model.name} (batch {shape.batch}, "
+        f"prompt {shape.prompt_len}, {shape.gen_len} new tokens) that fit {mesh.name}'s HBM, "
+        f"by predicted {objective} (perf model, meshes/{mesh.name}.toml; a predicted TPS is "
+        f"{lo:.2f}-{hi:.2f}x the measured one at one geometric SD on published points)",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        padding=(0, 1, 0, 0),
+    )
+    headers = ("#", "plan", "stages\nxsplit\nxcopies", "M", "TPS", "TPOT\nms", "TTFT\nms")
+    headers += ("memory\n/device",)
+    for i, header in enumerate(headers):
+        table.add_column(
+            header, justify="left" if i == 1 else "right", no_wrap=i != 1, overflow="fold"
+        )
+    for rank, k in enumerate(top, 1):
+        p, plan = k.prediction, k.plan
+        table.add_row(
+            str(rank),
+            f"{k.method}: {k.how}",
+            f"{plan.n_stages}x{plan.split}x{plan.data_parallel}",
+            str(k.microbatches),
+            f"{p.tps:,.0f}",
+            f"{p.tpot_ms:.2f}",
+            f"{p.ttft_ms:,.0f}",
+            format_bytes(k.memory_bytes),
+        )
+    return table
+
+
+def search_terms(top: list) -> list[str]:
+    """What decides each of ``plan --auto``'s placements: a decode tick's largest parts."""
+    return [f"#{rank}: {k.deciding_terms()}" for rank, k in enumerate(top, 1)]
+
+
+def describe_generation(g, result) -> str:
+    """How a run generated (greedy or sampled, its stop tokens) and what it generated."""
+    how = (
+        "greedy"
+        if g.greedy
+        else (
+            f"sampled at temperature {g.temperature}"
+            + (f", top-k {g.top_k}" if g.top_k else "")
+            + (f", top-p {g.top_p}" if g.top_p < 1 else "")
+            + f", seed {g.seed}"
+        )
+    )
+    stops = f"; stop tokens {list(g.stop_tokens)}" if g.stop_tokens else ""
+    return (
+        f"{how}{stops}; {int(result.lengths.sum()):,} tokens generated "
+        f"({result.decode_steps} decode steps in {result.decode_calls} compiled call(s))"
+    )

@@ -1,0 +1,47 @@
+"""Configs as data, no jax: the model (architecture and maximum context), the mesh (hardware and
+timing), the run shape, generation settings, sizes and the one error type for bad input.
+
+A name such as ``dense16`` resolves to the shipped ``models/dense16.toml`` (or ``meshes/...``)
+from any working directory; a path works too."""
+
+from jaxpart.config.errors import ConfigError
+from jaxpart.config.files import resolve, shipped
+from jaxpart.config.generation import GenerationConfig
+from jaxpart.config.mesh import TIER_NAMES, Link, MeshConfig, Tier, Timing, load_mesh
+from jaxpart.config.model import (
+    MLP_KINDS,
+    ModelConfig,
+    StatedFigures,
+    default_run,
+    load_hf_model,
+    load_model,
+    load_model_file,
+)
+from jaxpart.config.shape import RunShape, serving_default
+from jaxpart.config.units import DTYPE_BYTES, RUN_DTYPES, format_bytes, parse_size
+
+__all__ = [
+    "DTYPE_BYTES",
+    "MLP_KINDS",
+    "RUN_DTYPES",
+    "TIER_NAMES",
+    "ConfigError",
+    "GenerationConfig",
+    "Link",
+    "MeshConfig",
+    "ModelConfig",
+    "RunShape",
+    "StatedFigures",
+    "Tier",
+    "Timing",
+    "default_run",
+    "format_bytes",
+    "load_hf_model",
+    "load_mesh",
+    "load_model",
+    "load_model_file",
+    "parse_size",
+    "resolve",
+    "serving_default",
+    "shipped",
+]

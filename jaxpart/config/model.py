@@ -1,0 +1,310 @@
+"""The model: its architecture and maximum context, from a TOML file or a Hugging Face folder.
+A model file may keep a [run] table, the run shape it suggests (``default_run``); the shape
+itself is a ``RunShape``, never part of the model. No jax."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jaxpart.config.errors import ConfigError
+from jaxpart.config.fields import Fields, positive_int, positive_number, read_toml
+from jaxpart.config.files import is_shipped, resolve
+from jaxpart.config.shape import RunShape, serving_default
+from jaxpart.config.units import DTYPE_BYTES, RUN_DTYPES
+
+MLP_KINDS = {"gelu": 2, "swiglu": 3}  # kind -> d_model x d_ff matrices
+
+
+@dataclass(frozen=True)
+class StatedFigures:
+    """The seed's own per-layer figures, kept apart from the dims (they disagree with them)."""
+
+    total_params: int
+    weight_bytes: int
+    activation_bytes: int
+    buffer_bytes: int
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    n_layers: int
+    d_model: int
+    n_heads: int
+    head_dim: int
+    d_ff: int
+    vocab: int
+    dtype: str
+    seq_len: int  # the maximum context: what the KV cache holds (the seed's "Sequence Length")
+    buffer_bytes: int  # configured per-layer estimate of workspace buffers
+    stated: StatedFigures | None = None
+    source: str = "<memory>"
+    n_kv_heads: int | None = None  # K/V heads (grouped-query attention); None: n_heads
+    mlp: str = "gelu"  # "gelu": w2(gelu(x w1)); "swiglu": w2(silu(x w1) * (x w3))
+    tie_embeddings: bool = False  # the LM head is the embedding, transposed
+    rope_theta: float = 10_000.0
+    norm_eps: float = 1e-6
+    attention_bias: bool = False  # biases on the q, k and v projections (Qwen2)
+    qk_norm: bool = False  # RMSNorm of each query and key head before the rotation (Qwen3)
+    weight_dtype: str | None = None  # how weights are stored; None: dtype
+    kv_dtype: str | None = None  # how the KV cache is stored; None: dtype
+
+    def __post_init__(self) -> None:
+        if self.n_kv_heads is None:
+            object.__setattr__(self, "n_kv_heads", self.n_heads)
+        for name in (
+            "n_layers",
+            "d_model",
+            "n_heads",
+            "n_kv_heads",
+            "head_dim",
+            "d_ff",
+            "vocab",
+        ):
+            positive_int(self.source, name, getattr(self, name))
+        if self.n_heads % self.n_kv_heads:
+            raise ConfigError(
+                f"{self.source}: field 'n_kv_heads' = {self.n_kv_heads}: must divide "
+                f"n_heads = {self.n_heads}"
+            )
+        if self.mlp not in MLP_KINDS:
+            raise ConfigError(
+                f"{self.source}: field 'mlp' = {self.mlp!r}: use one of {list(MLP_KINDS)}"
+            )
+        for name in ("tie_embeddings", "attention_bias", "qk_norm"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(
+                    f"{self.source}: field '{name}' = {getattr(self, name)!r}: use true or false"
+                )
+        for name in ("rope_theta", "norm_eps"):
+            positive_number(self.source, name, getattr(self, name))
+        positive_int(self.source, "seq_len", self.seq_len)
+        if self.buffer_bytes < 0:
+            raise ConfigError(
+                f"{self.source}: field 'buffer_bytes' = {self.buffer_bytes!r}: must be >= 0"
+            )
+        if self.dtype not in RUN_DTYPES:
+            raise ConfigError(
+                f"{self.source}: field 'dtype' = {self.dtype!r}: use one of {list(RUN_DTYPES)} "
+                "(the activations' dtype; weight_dtype and kv_dtype may be float8_e4m3fn)"
+            )
+        for name in ("weight_dtype", "kv_dtype"):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, self.dtype)
+            if getattr(self, name) not in DTYPE_BYTES:
+                raise ConfigError(
+                    f"{self.source}: field '{name}' = {getattr(self, name)!r}: use one of "
+                    f"{sorted(DTYPE_BYTES)}"
+                )
+
+    @property
+    def dtype_bytes(self) -> int:
+        """Bytes of an activation."""
+        return DTYPE_BYTES[self.dtype]
+
+    @property
+    def weight_bytes_each(self) -> int:
+        return DTYPE_BYTES[self.weight_dtype]
+
+    @property
+    def kv_bytes_each(self) -> int:
+        return DTYPE_BYTES[self.kv_dtype]
+
+    def with_dtype(self, dtype: str) -> ModelConfig:
+        """The model computed, stored and cached in ``dtype``."""
+        return self.replace(dtype=dtype, weight_dtype=dtype, kv_dtype=dtype)
+
+    @property
+    def hf_folder(self) -> Path | None:
+        """The Hugging Face folder the model was read from (None: a TOML file)."""
+        source = Path(self.source)
+        return source.parent if source.name == "config.json" else None
+
+    @property
+    def q_width(self) -> int:
+        """Width of the queries (and of the attention output): n_heads x head_dim."""
+        return self.n_heads * self.head_dim
+
+    @property
+    def kv_width(self) -> int:
+        """Width of the keys (and of the values): n_kv_heads x head_dim."""
+        return self.n_kv_heads * self.head_dim
+
+    @property
+    def mlp_matrices(self) -> int:
+        """d_model x d_ff matrices in one MLP: 2 for GELU, 3 for SwiGLU (gate, up, down)."""
+        return MLP_KINDS[self.mlp]
+
+    def replace(self, **changes: Any) -> ModelConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def load_model(name_or_path: str) -> ModelConfig:
+    """A shipped model's name, a TOML file, or a Hugging Face folder (with a config.json)."""
+    return load_model_file(name_or_path)[0]
+
+
+def default_run(name_or_path: str) -> RunShape:
+    """The run shape a model file suggests: its [run] table, else ``serving_default``."""
+    return load_model_file(name_or_path)[1]
+
+
+def load_model_file(name_or_path: str) -> tuple[ModelConfig, RunShape]:
+    """The model (architecture and maximum context) and its file's default run shape."""
+    if Path(name_or_path).is_dir():
+        model = load_hf_model(Path(name_or_path))
+        return model, serving_default(model.seq_len)
+    path = resolve(name_or_path, "models")
+    data = read_toml(path)
+    src = str(path.name if is_shipped(path) else path)
+    top = Fields(src, data, "")
+    m = Fields(src, top.take("model"), "model.")
+    stated_table = top.take("stated", None)
+    run_table = top.take("run", None)
+    top.done()
+    for moved in ("batch", "prompt_len", "gen_len"):
+        if moved in m.table:
+            raise ConfigError(
+                f"{src}: field 'model.{moved}' = {m.table[moved]!r}: the run shape lives in a "
+                f"[run] table (run.{moved}), not in [model]"
+            )
+    stated = None
+    if stated_table is not None:
+        s = Fields(src, stated_table, "stated.")
+        total = s.take("total_params")
+        positive_number(src, "stated.total_params", total)
+        stated = StatedFigures(
+            total_params=int(total),
+            weight_bytes=s.size("weight_bytes"),
+            activation_bytes=s.size("activation_bytes"),
+            buffer_bytes=s.size("buffer_bytes"),
+        )
+        s.done()
+    model = ModelConfig(
+        name=m.take("name", path.name.removesuffix(".toml")),
+        n_layers=m.take("n_layers"),
+        d_model=m.take("d_model"),
+        n_heads=m.take("n_heads"),
+        head_dim=m.take("head_dim"),
+        d_ff=m.take("d_ff"),
+        vocab=m.take("vocab"),
+        dtype=m.take("dtype"),
+        seq_len=m.take("seq_len"),
+        buffer_bytes=m.size("buffer_bytes", 0),
+        stated=stated,
+        source=src,
+        n_kv_heads=m.take("n_kv_heads", None),
+        mlp=m.take("mlp", "gelu"),
+        tie_embeddings=m.take("tie_embeddings", False),
+        rope_theta=m.take("rope_theta", 10_000.0),
+        norm_eps=m.take("norm_eps", 1e-6),
+        attention_bias=m.take("attention_bias", False),
+        qk_norm=m.take("qk_norm", False),
+        weight_dtype=m.take("weight_dtype", None),
+        kv_dtype=m.take("kv_dtype", None),
+    )
+    m.done()
+    if run_table is None:
+        return model, serving_default(model.seq_len)
+    r = Fields(src, run_table, "run.")
+    values = {name: r.take(name) for name in ("batch", "prompt_len", "gen_len")}
+    values["microbatches"] = r.take("microbatches", None)
+    r.done()
+    for name, value in values.items():
+        if value is not None:
+            positive_int(src, f"run.{name}", value)
+    shape = RunShape(**values)
+    if shape.context > model.seq_len:
+        raise ConfigError(
+            f"{src}: field 'run.gen_len' = {shape.gen_len}: run.prompt_len + run.gen_len = "
+            f"{shape.context} exceeds model.seq_len = {model.seq_len}"
+        )
+    return model, shape
+
+
+HF_ARCHITECTURES = {
+    "llama": {},
+    "mistral": {},
+    "qwen2": {"attention_bias": True},
+    "qwen3": {"qk_norm": True},
+}
+
+
+def load_hf_model(folder: Path) -> ModelConfig:
+    """A Hugging Face folder's config.json (Llama, Mistral, Qwen2, Qwen3; dense) as a model.
+
+    What jaxpart does not implement (rope scaling, a sliding window, MLP biases, experts,
+    partial rotary, another activation) is a one-line error naming the field and its value.
+    The context is capped at 4096 positions; the default run shape is ``serving_default``.
+    """
+    path = folder / "config.json"
+    if not path.is_file():
+        raise ConfigError(f"--model = '{folder}': a folder, but without config.json")
+    try:
+        hf = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not valid JSON: {e}") from None
+    src = str(path)
+
+    def unsupported(field: str, why: str):
+        raise ConfigError(f"{src}: field '{field}' = {hf.get(field)!r}: {why}")
+
+    kind = hf.get("model_type")
+    if kind not in HF_ARCHITECTURES:
+        unsupported("model_type", f"jaxpart runs {sorted(HF_ARCHITECTURES)} (dense decoders)")
+    for field in ("num_experts", "num_local_experts", "n_routed_experts"):
+        if hf.get(field):
+            unsupported(field, "mixture-of-experts models are not supported")
+    if hf.get("quantization_config") is not None:
+        method = hf["quantization_config"].get("quant_method", "?")
+        raise ConfigError(
+            f"{src}: field 'quantization_config' = {method!r}: quantized checkpoints are not "
+            "supported (a model file's weight_dtype = 'float8_e4m3fn' plans and simulates FP8)"
+        )
+    if hf.get("rope_scaling") is not None:
+        unsupported("rope_scaling", "rope scaling is not implemented")
+    if hf.get("hidden_act", "silu") != "silu":
+        unsupported("hidden_act", "only SwiGLU (silu) MLPs are implemented for these models")
+    if hf.get("mlp_bias"):
+        unsupported("mlp_bias", "MLP biases are not implemented")
+    if kind != "qwen2" and hf.get("attention_bias"):
+        unsupported("attention_bias", f"attention biases are implemented for qwen2, not {kind}")
+    if hf.get("use_sliding_window") or (kind == "mistral" and hf.get("sliding_window")):
+        field = "use_sliding_window" if hf.get("use_sliding_window") else "sliding_window"
+        unsupported(field, "sliding-window attention is not implemented")
+    if hf.get("partial_rotary_factor", 1.0) != 1.0:
+        unsupported("partial_rotary_factor", "only full rotary embeddings are implemented")
+    if hf.get("torch_dtype", "bfloat16") not in RUN_DTYPES:
+        unsupported("torch_dtype", f"use one of {list(RUN_DTYPES)}")
+    try:
+        heads, d_model = int(hf["num_attention_heads"]), int(hf["hidden_size"])
+        context = min(int(hf.get("max_position_embeddings", 4096)), 4096)
+        return ModelConfig(
+            name=folder.name,
+            n_layers=int(hf["num_hidden_layers"]),
+            d_model=d_model,
+            n_heads=heads,
+            n_kv_heads=int(hf.get("num_key_value_heads") or heads),
+            head_dim=int(hf.get("head_dim") or d_model // heads),
+            d_ff=int(hf["intermediate_size"]),
+            vocab=int(hf["vocab_size"]),
+            dtype=hf.get("torch_dtype", "bfloat16"),
+            seq_len=context,
+            buffer_bytes=0,
+            source=src,
+            mlp="swiglu",
+            tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
+            rope_theta=float(hf.get("rope_theta", 10_000.0)),
+            norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
+            **HF_ARCHITECTURES[kind],
+        )
+    except ConfigError:
+        raise
+    except KeyError as e:
+        raise ConfigError(f"{src}: missing field {e.args[0]!r}") from None
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{src}: {e}") from None

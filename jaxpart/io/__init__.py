@@ -1,0 +1,1 @@
+"""Reading and writing what lives on disk: Hugging Face safetensors, orbax checkpoints, text."""

@@ -1,0 +1,2 @@
+"""Measuring: timed runs, the side-by-side comparison, agreement between placements, `verify`
+and the comparison plot."""

@@ -1,0 +1,1 @@
+"""The dense decoder in JAX: its layers, parameters and kernels (Pallas, with XLA fallbacks)."""

@@ -1,0 +1,136 @@
+"""The dense decoder (Flax NNX): embedding, N blocks (RMSNorm, causal attention with rotary
+positions and optionally grouped K/V heads, a GELU or SwiGLU MLP), final norm, LM head (or the
+embedding, tied), and a KV cache.
+
+Parameters are stored per layer in the canonical ``[L, ...]`` layout and carry *logical* axis names
+only (``LOGICAL_AXES``); ``jaxpart.runtime.sharding`` maps them to mesh axes. The maths is in
+``jaxpart.model.layers``, as plain functions of arrays that the executors call inside ``shard_map``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxpart.config import ModelConfig
+from jaxpart.model import layers as decoder_ops
+from jaxpart.model.layers import arch_of, forward, jnp_dtype
+
+# Logical axes of every parameter and cache leaf; the rules table in sharding.py maps them.
+LOGICAL_AXES = {
+    "embed": ("vocab", "embed"),
+    "final_norm": ("embed",),
+    "head": ("embed", "vocab"),
+    "layers": {
+        "ln1": ("layers", "embed"),
+        "wq": ("layers", "embed", "heads", "head_dim"),
+        "wk": ("layers", "embed", "kv_heads", "head_dim"),
+        "wv": ("layers", "embed", "kv_heads", "head_dim"),
+        "wo": ("layers", "heads", "head_dim", "embed"),
+        "ln2": ("layers", "embed"),
+        "bq": ("layers", "heads", "head_dim"),  # attention_bias only
+        "bk": ("layers", "kv_heads", "head_dim"),
+        "bv": ("layers", "kv_heads", "head_dim"),
+        "q_norm": ("layers", "head_dim"),  # qk_norm only
+        "k_norm": ("layers", "head_dim"),
+        "w1": ("layers", "embed", "mlp"),  # GELU: up; SwiGLU: gate
+        "w3": ("layers", "embed", "mlp"),  # SwiGLU only: up
+        "w2": ("layers", "mlp", "embed"),
+    },
+}
+CACHE_AXES = ("kv_heads", "layers", "batch", "seq", "head_dim")
+
+
+def _param(rngs: nnx.Rngs, shape, axes, dtype, std: float | None) -> nnx.Param:
+    init = nnx.initializers.ones if std is None else nnx.initializers.normal(std)
+    # eager_sharding=False: the model names logical axes only; placement happens in sharding.py.
+    return nnx.Param(
+        nnx.with_partitioning(init, axes, eager_sharding=False)(rngs.params(), shape, dtype)
+    )
+
+
+class LayerStack(nnx.Module):
+    """All N decoder blocks' weights, stacked on a leading ``layers`` axis."""
+
+    def __init__(self, cfg: ModelConfig, dtype, rngs: nnx.Rngs):
+        L, d, h, k, f = cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.head_dim, cfg.d_ff
+        hkv = cfg.n_kv_heads
+        ax = LOGICAL_AXES["layers"]
+        self.ln1 = _param(rngs, (L, d), ax["ln1"], dtype, None)
+        self.wq = _param(rngs, (L, d, h, k), ax["wq"], dtype, d**-0.5)
+        self.wk = _param(rngs, (L, d, hkv, k), ax["wk"], dtype, d**-0.5)
+        self.wv = _param(rngs, (L, d, hkv, k), ax["wv"], dtype, d**-0.5)
+        self.wo = _param(rngs, (L, h, k, d), ax["wo"], dtype, (h * k) ** -0.5)
+        if cfg.attention_bias:
+            self.bq = _param(rngs, (L, h, k), ax["bq"], dtype, 0.1)
+            self.bk = _param(rngs, (L, hkv, k), ax["bk"], dtype, 0.1)
+            self.bv = _param(rngs, (L, hkv, k), ax["bv"], dtype, 0.1)
+        if cfg.qk_norm:
+            self.q_norm = _param(rngs, (L, k), ax["q_norm"], dtype, None)
+            self.k_norm = _param(rngs, (L, k), ax["k_norm"], dtype, None)
+        self.ln2 = _param(rngs, (L, d), ax["ln2"], dtype, None)
+        self.w1 = _param(rngs, (L, d, f), ax["w1"], dtype, d**-0.5)
+        if cfg.mlp == "swiglu":
+            self.w3 = _param(rngs, (L, d, f), ax["w3"], dtype, d**-0.5)
+        self.w2 = _param(rngs, (L, f, d), ax["w2"], dtype, f**-0.5)
+
+
+class DenseDecoder(nnx.Module):
+    """The reference model on one device: ``prefill(tokens)`` then ``decode_step(token)``."""
+
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs, dtype: str | None = None):
+        self.cfg = cfg
+        dt = jnp_dtype(dtype or cfg.dtype)
+        self.embed = _param(rngs, (cfg.vocab, cfg.d_model), LOGICAL_AXES["embed"], dt, 1.0)
+        self.layers = LayerStack(cfg, dt, rngs)
+        self.final_norm = _param(rngs, (cfg.d_model,), LOGICAL_AXES["final_norm"], dt, None)
+        if not cfg.tie_embeddings:
+            self.head = _param(
+                rngs, (cfg.d_model, cfg.vocab), LOGICAL_AXES["head"], dt, cfg.d_model**-0.5
+            )
+        # Empty until prefill sizes it for the batch: a full cache for dense16 would be GBs.
+        self.cache_k = nnx.Cache(jnp.zeros((0,), dt))
+        self.cache_v = nnx.Cache(jnp.zeros((0,), dt))
+        self.pos = nnx.Cache(jnp.zeros((), jnp.int32))
+
+    def init_cache(self, batch: int) -> None:
+        k, v = empty_cache(self.cfg, batch, self.embed[...].dtype)
+        self.cache_k, self.cache_v = nnx.Cache(k), nnx.Cache(v)
+        self.pos = nnx.Cache(jnp.zeros((), jnp.int32))
+
+    def prefill(self, tokens: jax.Array) -> jax.Array:
+        """Run the prompt ``tokens [B, T]``, fill the cache; return the last position's logits."""
+        self.init_cache(tokens.shape[0])
+        return self._step(tokens, 0)
+
+    def decode_step(self, token: jax.Array) -> jax.Array:
+        """One new token per sequence, ``token [B]``; returns logits ``[B, vocab]``."""
+        return self._step(token[:, None], self.pos[...])
+
+    def _step(self, tokens: jax.Array, pos) -> jax.Array:
+        params = nnx.to_pure_dict(nnx.state(self, nnx.Param))
+        k, v = self.cache_k[...], self.cache_v[...]
+        logits, k, v = forward(params, tokens, k, v, pos, arch=arch_of(self.cfg))
+        self.cache_k[...], self.cache_v[...] = k, v
+        self.pos[...] = self.pos[...] + tokens.shape[1]
+        return logits
+
+
+def init_params(cfg: ModelConfig, seed: int, dtype: str | None = None) -> dict:
+    """Random weights from ``seed`` as a plain dict in the canonical layout."""
+    model = DenseDecoder(cfg, rngs=nnx.Rngs(seed), dtype=dtype)
+    return nnx.to_pure_dict(nnx.state(model, nnx.Param))
+
+
+def logical_specs(cfg: ModelConfig) -> dict:
+    """Each parameter's logical PartitionSpec, read back from the NNX metadata (no weights made)."""
+    abstract = nnx.eval_shape(lambda: DenseDecoder(cfg, rngs=nnx.Rngs(0)))
+    specs = nnx.get_partition_spec(nnx.state(abstract, nnx.Param))
+    return nnx.to_pure_dict(specs)
+
+
+def empty_cache(cfg: ModelConfig, batch: int, dtype) -> tuple[jax.Array, jax.Array]:
+    return decoder_ops.empty_cache(
+        cfg.n_layers, batch, cfg.seq_len, cfg.n_kv_heads, cfg.head_dim, dtype
+    )

@@ -1,0 +1,279 @@
+"""The decoder's maths as functions of arrays: RMSNorm, rotary causal attention with a KV cache,
+the MLP (through ``jaxpart.model.kernels``), a decoder layer, a stack of layers, and the whole
+forward.
+
+No Flax here: the executors call these inside ``shard_map`` and ``scripts/bench_gpu.py`` imports
+them where only jax and numpy are installed. ``tensor_axis`` names the mesh axis a stage's heads
+and MLP are split over (one psum after attention, one after the MLP).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+
+from jaxpart.model.kernels.attention import decode_attention, prefill_attention
+from jaxpart.model.kernels.backend import AUTO, XLA, KernelChoice, cpu_barrier
+from jaxpart.model.kernels.mlp import mlp as mlp_kernel
+from jaxpart.planning.memory import ROW_CHUNK, cache_positions
+
+ROPE_THETA = 10_000.0  # defaults; a model file's rope_theta and norm_eps replace them
+NORM_EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class Arch:
+    """What a layer needs beyond its weights: hashable, so that jit takes it as static."""
+
+    rope_theta: float = ROPE_THETA
+    norm_eps: float = NORM_EPS
+
+
+DEFAULT_ARCH = Arch()
+
+
+def arch_of(cfg) -> Arch:
+    """A model config's architecture constants."""
+    return Arch(rope_theta=float(cfg.rope_theta), norm_eps=float(cfg.norm_eps))
+
+
+def jnp_dtype(name: str):
+    return {
+        "float32": jnp.float32,
+        "bfloat16": jnp.bfloat16,
+        "float16": jnp.float16,
+        "float8_e4m3fn": jnp.float8_e4m3fn,
+    }[name]
+
+
+def widen(w: jax.Array, like: jax.Array) -> jax.Array:
+    """8-bit float weights or cache entries widened to ``like``'s dtype for arithmetic (JAX does
+    not promote them implicitly); others as they are."""
+    return w.astype(like.dtype) if jnp.dtype(w.dtype).itemsize == 1 else w
+
+
+def empty_cache(n_layers, batch, seq_len, n_heads, head_dim, dtype):
+    """K and V caches ``[heads, layers, batch, positions, head_dim]``: heads first, so that the
+    decode kernel can read the whole cache as its page pool (see kernels/attention.py)."""
+    shape = (n_heads, n_layers, batch, cache_positions(seq_len), head_dim)
+    return jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)
+
+
+def _dot(spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
+    """Matmul with f32 accumulation whatever the storage dtype."""
+    return jnp.einsum(spec, a, widen(b, a), preferred_element_type=jnp.float32)
+
+
+def rms_norm(x: jax.Array, scale: jax.Array, eps: float = NORM_EPS) -> jax.Array:
+    x32 = x.astype(jnp.float32)
+    y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
+    return (y * scale.astype(jnp.float32)).astype(x.dtype)
+
+
+def rope(
+    x: jax.Array, positions: jax.Array, seq_axis: int = 1, theta: float = ROPE_THETA
+) -> jax.Array:
+    """Rotary positions on ``x [..., K]`` whose axis ``seq_axis`` holds ``positions [T]``, or
+    ``[b, T]`` per row with the rows on the axis before it (rotate-half form)."""
+    half = x.shape[-1] // 2
+    freq = theta ** (-jnp.arange(half, dtype=jnp.float32) / half)
+    angle = positions.astype(jnp.float32)[..., None] * freq  # [T, half] or [b, T, half]
+    shape = [1] * x.ndim
+    shape[seq_axis], shape[-1] = angle.shape[-2:]
+    if angle.ndim == 3:
+        shape[seq_axis - 1] = angle.shape[0]
+    cos, sin = jnp.cos(angle).reshape(shape), jnp.sin(angle).reshape(shape)
+    x1, x2 = x[..., :half].astype(jnp.float32), x[..., half:].astype(jnp.float32)
+    return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
+
+
+def _reduce(x: jax.Array, tensor_axis: str | None) -> jax.Array:
+    return x if tensor_axis is None else jax.lax.psum(x, tensor_axis)
+
+
+def attention(
+    p, x, k_cache, v_cache, pos, tensor_axis=None, layer=0, row=0, kernel=AUTO, arch=DEFAULT_ARCH
+):
+    """Causal attention of ``x [b, T, d]`` at positions pos..pos+T.
+
+    The caches are the whole stack ``[H, n, B, S, K]``; x is layer ``layer``'s input for cache
+    rows row..row+b. Only the new keys and values are written, in place. A prompt (T > 1) must
+    start at position 0 and attends to its own keys (a shorter prompt, padded on the right, is
+    untouched by its padding: attention is causal); a decode step (T = 1) is at position ``pos``,
+    one for all rows or ``[b]``, one per row, and reads the cache up to it only. Returns
+    (out, k_cache, v_cache).
+    """
+    dtype = x.dtype
+    b, t = x.shape[:2]
+    if t > 1 and not (isinstance(pos, int) and pos == 0):
+        raise ValueError(f"a prompt of {t} tokens must start at position 0, not {pos}")
+    positions = jnp.asarray(pos)[..., None] + jnp.arange(t)  # [T], or [b, T] per row
+    q = _dot("btd,dhk->bthk", x, p["wq"])
+    # New keys and values are made in the cache's layout, [H, b, T, K].
+    k = _dot("btd,dhk->hbtk", x, p["wk"])
+    v = _dot("btd,dhk->hbtk", x, p["wv"])
+    if "bq" in p:  # attention biases (Qwen2)
+        q = q + p["bq"].astype(jnp.float32)
+        k = k + p["bk"].astype(jnp.float32)[:, None, None, :]
+        v = v + p["bv"].astype(jnp.float32)[:, None, None, :]
+    q, k, v = (a.astype(dtype) for a in (q, k, v))
+    if "q_norm" in p:  # each head normalised before the rotation (Qwen3)
+        q, k = rms_norm(q, p["q_norm"], arch.norm_eps), rms_norm(k, p["k_norm"], arch.norm_eps)
+    q = rope(q, positions, theta=arch.rope_theta)
+    k = rope(k, positions, 2, arch.rope_theta)
+    if t == 1:
+        o, k_cache, v_cache = decode_attention(
+            q[:, 0], k[:, :, 0], v[:, :, 0], k_cache, v_cache, layer, row, pos, kernel=kernel
+        )
+        o = o[:, None]
+    else:
+        at = (0, layer, row, 0, 0)
+        k_cache = jax.lax.dynamic_update_slice(k_cache, k[:, None].astype(k_cache.dtype), at)
+        v_cache = jax.lax.dynamic_update_slice(v_cache, v[:, None].astype(v_cache.dtype), at)
+        o = prefill_attention(q, k.transpose(1, 2, 0, 3), v.transpose(1, 2, 0, 3), kernel)
+    out = _reduce(_dot("bthk,hkd->btd", o, p["wo"]), tensor_axis)
+    return out.astype(dtype), k_cache, v_cache
+
+
+def mlp(p, x, tensor_axis=None, kernel: KernelChoice = AUTO, layer=None):
+    """gelu(x @ w1) @ w2, or with w3 (SwiGLU) (silu(x @ w1) * (x @ w3)) @ w2, through
+    ``kernel``; column- then row-split under ``tensor_axis``, whose partial sums are added in
+    f32. With ``layer``, p's weights are the whole stack ``[n, ...]`` and that layer is used
+    (the kernels read it in place).
+
+    A long prompt runs ROW_CHUNK rows at a time, each chunk reduced and rounded on its own: its
+    hidden activation (rows x d_ff) and its f32 output would otherwise be 4x and 2x the layer's
+    input (2.6 GB and 1.3 GB a microbatch for dense16's prefill).
+    """
+    rows = x.reshape(-1, x.shape[-1])
+    n = rows.shape[0]
+
+    def run(r):
+        out = mlp_kernel(
+            r, p["w1"], p["w2"], w3=p.get("w3"), layer=layer, kernel=kernel, out_dtype=jnp.float32
+        )
+        return _reduce(out, tensor_axis).astype(x.dtype)
+
+    if n <= ROW_CHUNK:
+        return run(rows).reshape(x.shape)
+    chunks = -(-n // ROW_CHUNK)
+    padded = jnp.pad(rows, ((0, chunks * ROW_CHUNK - n), (0, 0)))
+    out = jax.lax.map(run, padded.reshape(chunks, ROW_CHUNK, -1))
+    return out.reshape(-1, x.shape[-1])[:n].reshape(x.shape)
+
+
+def decoder_layer(
+    p,
+    x,
+    k_cache,
+    v_cache,
+    pos,
+    tensor_axis=None,
+    kernel: KernelChoice = AUTO,
+    layer=0,
+    row=0,
+    mlp_stack=None,
+    arch: Arch = DEFAULT_ARCH,
+):
+    """One block; the caches are the whole stack, this block's slot is ``layer`` (see attention).
+    ``mlp_stack`` holds the MLP weights of the whole stack, read at ``layer``."""
+    eps = arch.norm_eps
+    a, k_cache, v_cache = attention(
+        p, rms_norm(x, p["ln1"], eps), k_cache, v_cache, pos, tensor_axis, layer, row, kernel, arch
+    )
+    h = x + a
+    out = mlp(mlp_stack, rms_norm(h, p["ln2"], eps), tensor_axis, kernel, layer)
+    return h + out, k_cache, v_cache
+
+
+def run_layers(
+    layers,
+    x,
+    k_cache,
+    v_cache,
+    pos,
+    tensor_axis=None,
+    n_valid=None,
+    kernel: KernelChoice = AUTO,
+    row=0,
+    unroll: bool = False,
+    arch: Arch = DEFAULT_ARCH,
+):
+    """Apply a stack of layers ``[n, ...]`` in order; caches are ``[H, n, B, S, K]`` and x holds
+    cache rows row..row+b. ``unroll`` lays the layers out flat (XLA's cost analysis counts a
+    loop body once, so FLOP counting needs it).
+
+    With ``n_valid`` only the first ``n_valid`` layers run (the rest are padding of a shorter
+    pipeline stage and are skipped, not computed and masked).
+    """
+
+    # The MLP kernels read their layer from the whole stack (no per-layer copy of its weights).
+    mlp_stack = {k: layers[k] for k in ("w1", "w2", "w3") if k in layers}
+    rest = {k: v for k, v in layers.items() if k not in mlp_stack}
+
+    def body(carry, j):
+        def apply(x, kc, vc):
+            # This layer's attention weights and norms, sliced here rather than by scan, so that
+            # on CPU the barrier keeps XLA from widening whole stacks to f32 (see cpu_barrier).
+            p = cpu_barrier({k: v[j] for k, v in rest.items()}, kernel)
+            return decoder_layer(p, x, kc, vc, pos, tensor_axis, kernel, j, row, mlp_stack, arch)
+
+        if n_valid is None:
+            return apply(*carry), None
+        return jax.lax.cond(j < n_valid, apply, lambda *c: c, *carry), None
+
+    n = k_cache.shape[1]
+    (x, k_cache, v_cache), _ = jax.lax.scan(
+        body, (x, k_cache, v_cache), jnp.arange(n), unroll=unroll
+    )
+    return x, k_cache, v_cache
+
+
+def embed_tokens(params, tokens: jax.Array, dtype=None) -> jax.Array:
+    """Token embeddings, in ``dtype`` (the activations') when the table is stored otherwise."""
+    x = jnp.take(params["embed"], tokens, axis=0)
+    return x if dtype is None else x.astype(dtype)
+
+
+def lm_logits(params, x_last: jax.Array, arch: Arch = DEFAULT_ARCH) -> jax.Array:
+    """Logits (f32) from hidden states ``[..., d]`` (the last position's, when generating),
+    through the LM head, or the embedding transposed when there is none (tied)."""
+    x = rms_norm(x_last, params["final_norm"], arch.norm_eps)
+    if "head" in params:
+        return _dot("...d,dv->...v", x, params["head"])
+    return _dot("...d,vd->...v", x, params["embed"])
+
+
+def forward(
+    params,
+    tokens,
+    k_cache,
+    v_cache,
+    pos,
+    kernel: KernelChoice = AUTO,
+    unroll=False,
+    arch: Arch = DEFAULT_ARCH,
+    last=None,
+):
+    """All layers on one device: tokens ``[B, T]`` at pos.. -> (logits, k_cache, v_cache), the
+    logits at the last position, or at ``last [B]`` per row (a prompt padded on the right)."""
+    x = embed_tokens(params, tokens)
+    x, k_cache, v_cache = run_layers(
+        params["layers"], x, k_cache, v_cache, pos, kernel=kernel, unroll=unroll, arch=arch
+    )
+    x_last = x[:, -1] if last is None else x[jnp.arange(x.shape[0]), last]
+    return lm_logits(params, x_last, arch), k_cache, v_cache
+
+
+def forward_all(params, tokens, arch: Arch = DEFAULT_ARCH):
+    """Logits at every position of ``tokens [B, T]`` (training): the same layers, a fresh cache,
+    through XLA (Pallas calls have no gradients)."""
+    cfg_shape = params["layers"]["wk"].shape  # [L, d, H_kv, K]
+    b, t = tokens.shape
+    k, v = empty_cache(cfg_shape[0], b, t, cfg_shape[2], cfg_shape[3], params["embed"].dtype)
+    x, _, _ = run_layers(
+        params["layers"], embed_tokens(params, tokens), k, v, 0, kernel=XLA, arch=arch
+    )
+    return lm_logits(params, x, arch)

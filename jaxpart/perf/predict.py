@@ -1,0 +1,529 @@
+"""A performance model for GPU pods: predicts TTFT, TPS, TPOT and amortised ms/token of a Plan.
+
+It times the kernels a stage runs, one microbatch at a time (a *tick*):
+    kernel time = max(HBM bytes / (HBM bandwidth x hbm_efficiency),
+                      FLOPs / (peak x compute_efficiency, or attention_efficiency)) + launch
+for each layer's norms, Q/K/V projection, attention, output projection and MLP, and the LM head
+on the last stage. Added to the kernels, with nothing overlapped (each collective's output feeds
+the next kernel, so XLA's latency-hiding scheduler has nothing to hide it behind):
+- TP all-reduces (split t > 1), two per layer, of the bytes the executor really sends (f32 in
+  jaxpart): latency + size * 2(t-1)/t / bus bandwidth, over NVLink inside a host, InfiniBand
+  across;
+- pipeline hops: latency + size / link bandwidth;
+- per decode step, a fixed cost outside the kernels (sampling, host work).
+L2: a layer-wise stage's MLP weights are re-read from L2 by microbatches 2..M only where the
+kernels keep them there (jaxpart's Pallas MLP loads weights evict_last) and the stage's weights
+fit the mesh's *effective* L2. Schedule: decode runs (D - 1) * P + M + S - 1 ticks for D tokens
+(P = max(M, S)); prefill runs M + S - 1 ticks (GPipe).
+
+Every constant (peaks, achieved efficiencies, launch and step costs, links) comes from the mesh
+file, with its sources, or from a bench_gpu.py calibration; none live in code. The same model,
+with the same constants per GPU type, is checked against published measurements
+(``jaxpart.perf.validation``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from jaxpart.config import ConfigError, Link, MeshConfig, ModelConfig, RunShape
+from jaxpart.planning.memory import (
+    kv_bytes,
+    kv_heads_per_device,
+    layer_memory,
+    layer_params,
+    layer_weight_bytes,
+)
+from jaxpart.planning.plan import Plan
+
+# The seed's results table, verbatim: (method, TPS, "TPOT" ms).
+SEED_ROWS = (("baseline", 12_800.0, 0.078), ("layerwise", 15_360.0, 0.065))
+
+
+@dataclass(frozen=True)
+class Constants:
+    hbm_bytes_per_s: float
+    l2_bytes_per_s: float
+    l2_capacity: int  # effective: what stays at L2 speed across kernels
+    peak_flops: float
+    intra_host: Link
+    inter_host: Link
+    devices_per_host: int
+    fp8_peak_flops: float = 0.0  # 0: as peak_flops
+    hbm_efficiency: float = 1.0
+    compute_efficiency: float = 1.0
+    attention_efficiency: float = 1.0
+    kv_efficiency: float = 1.0
+    fp8_compute_efficiency: float = 1.0
+    launch_s: float = 0.0
+    step_s: float = 0.0
+    request_s: float = 0.0
+    source: str = ""
+    replaced: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Engine:
+    """What the software running a plan does, where engines differ: the bytes per element of
+    its tensor-parallel all-reduce, whether its LM head is split over the tensor ranks, whether
+    FP8 weights run FP8 GEMMs, and whether its MLP keeps weights in L2 (eviction hints)."""
+
+    name: str
+    allreduce_bytes: int
+    head_split: bool
+    fp8_gemm: bool
+    l2_hints: bool
+
+
+# jaxpart's executors: f32 all-reduces, every device holds the whole head, FP8 weights are
+# widened to the activations' dtype, Pallas MLP weights load evict_last.
+JAXPART = Engine("jaxpart", allreduce_bytes=4, head_split=False, fp8_gemm=False, l2_hints=True)
+# The engines behind the published figures (TensorRT-LLM, vLLM, gpt-fast, LMDeploy): all-reduces
+# in the activations' dtype, a vocabulary-parallel head, FP8 GEMMs, no L2 residency across
+# microbatches.
+PUBLISHED = Engine("published", allreduce_bytes=0, head_split=True, fp8_gemm=True, l2_hints=False)
+
+
+def constants_from(mesh: MeshConfig, calibration: str | None = None) -> Constants:
+    t = mesh.timing
+    c = Constants(
+        hbm_bytes_per_s=mesh.tiers["hbm"].bandwidth_bytes_per_s,
+        l2_bytes_per_s=mesh.tiers["l2"].bandwidth_bytes_per_s,
+        l2_capacity=t.effective_l2_bytes or mesh.tiers["l2"].capacity_bytes,
+        peak_flops=mesh.peak_flops,
+        fp8_peak_flops=t.fp8_peak_flops or mesh.peak_flops,
+        intra_host=mesh.intra_host,
+        inter_host=mesh.inter_host,
+        devices_per_host=mesh.devices_per_host,
+        hbm_efficiency=t.hbm_efficiency,
+        compute_efficiency=t.compute_efficiency,
+        attention_efficiency=t.attention_efficiency,
+        kv_efficiency=t.kv_efficiency,
+        fp8_compute_efficiency=t.fp8_compute_efficiency,
+        launch_s=t.launch_s,
+        step_s=t.step_s,
+        request_s=t.request_s,
+        source=f"meshes/{mesh.name}.toml",
+    )
+    return c if calibration is None else calibrate(c, calibration, mesh)
+
+
+def calibrate(c: Constants, path: str, mesh: MeshConfig) -> Constants:
+    """Replace the mesh file's figures with those scripts/bench_gpu.py measured on the mesh's
+    kind of device (a file from another platform or device kind is refused): the streaming
+    efficiency from its fastest MLP kernel (or its device copy), the GEMM efficiency from its
+    matmul, L2 bandwidth, and the launch cost."""
+    try:
+        doc = json.loads(Path(path).read_text())
+        platform, device = doc["platform"], doc["device"]
+        copy = float(doc["ceilings"]["copy_bytes_per_s"])
+        flops = float(doc["ceilings"]["matmul_flops_per_s"])
+        l2 = float(doc["l2"]["fits_l2"]["effective_bytes_per_s"])
+        kernel = [r["pallas"]["bytes_per_s"] for r in doc["mlp"] if "pallas" in r]
+        launch = doc.get("launch", {}).get("per_launch_s")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"--calibration = {path!r}: no such file (scripts/bench_gpu.py writes it on a GPU)"
+        ) from None
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
+        raise ConfigError(
+            f"--calibration = {path!r}: not a bench_gpu.py result ({type(e).__name__}: {e})"
+        ) from None
+    if (platform, device) != (mesh.platform, mesh.device_kind):
+        raise ConfigError(
+            f"--calibration = {path!r}: measured on {device!r} ({platform}), but --mesh = "
+            f"{mesh.name!r} is {mesh.device_kind!r} ({mesh.platform}); calibrate on that device"
+        )
+    hbm_eff = min(1.0, max([copy, *kernel]) / c.hbm_bytes_per_s)
+    compute_eff = min(1.0, flops / c.peak_flops)
+    launch_s = float(launch) if launch is not None else c.launch_s
+    replaced = (
+        f"hbm efficiency {c.hbm_efficiency:.2f} -> {hbm_eff:.2f}",
+        f"compute efficiency {c.compute_efficiency:.2f} -> {compute_eff:.2f}",
+        f"l2 bandwidth {c.l2_bytes_per_s / 1e12:.2f} -> {l2 / 1e12:.2f} TB/s",
+        f"launch {c.launch_s * 1e6:.1f} -> {launch_s * 1e6:.1f} us",
+    )
+    return replace(
+        c,
+        hbm_efficiency=hbm_eff,
+        compute_efficiency=compute_eff,
+        l2_bytes_per_s=l2,
+        launch_s=launch_s,
+        source=f"{c.source} calibrated by {Path(path).name} ({device})",
+        replaced=replaced,
+    )
+
+
+def allreduce_s(size: float, n: int, link: Link) -> float:
+    """Ring all-reduce of ``size`` bytes over n devices: latency + size * 2(n-1)/n / busbw."""
+    if n <= 1:
+        return 0.0
+    return link.allreduce_latency_s + size * 2 * (n - 1) / n / link.allreduce_busbw_bytes_per_s
+
+
+def hop_s(size: float, link: Link) -> float:
+    return link.latency_s + size / link.bandwidth_bytes_per_s
+
+
+def layer_flops(cfg: ModelConfig, rows: int, tokens: int, attended: float, split: int = 1) -> float:
+    """One layer on one device: the matmuls (2 x rows x tokens x params / t), plus QK and PV
+    (2 x 2 x rows x tokens x attended positions x attention width / t)."""
+    width = cfg.n_heads * cfg.head_dim // split
+    return 2 * rows * tokens * layer_params(cfg) / split + 4 * rows * tokens * attended * width
+
+
+def decode_step_flops(cfg: ModelConfig, batch: int, attended: float) -> float:
+    """A whole decode step on one device: every layer, and the LM head."""
+    return cfg.n_layers * layer_flops(cfg, batch, 1, attended) + 2 * batch * cfg.d_model * cfg.vocab
+
+
+@dataclass(frozen=True)
+class Kernel:
+    name: str  # norms | projections | attention | mlp | head
+    hbm_bytes: float
+    flops: float
+    l2_bytes: float = 0.0  # re-read from L2 instead of HBM (microbatches after the first)
+    attention: bool = False
+    kv_stream: bool = False  # a decode attention reading the KV cache (at kv_efficiency)
+
+
+def kernel_s(k: Kernel, c: Constants, fp8: bool) -> float:
+    """max(memory time, compute time) + launch, at the mesh's achieved efficiencies."""
+    share = c.kv_efficiency if k.kv_stream else c.hbm_efficiency
+    memory = k.hbm_bytes / (c.hbm_bytes_per_s * share) + k.l2_bytes / c.l2_bytes_per_s
+    if k.attention:
+        peak = c.peak_flops * c.attention_efficiency
+    elif fp8:
+        peak = c.fp8_peak_flops * c.fp8_compute_efficiency
+    else:
+        peak = c.peak_flops * c.compute_efficiency
+    return max(memory, k.flops / peak) + c.launch_s
+
+
+def stage_kernels(
+    cfg: ModelConfig,
+    n_layers: int,
+    split: int,
+    rows: int,
+    tokens: int,
+    context: float,
+    prefill: bool,
+    last: bool,
+    engine: Engine,
+) -> list[Kernel]:
+    """The kernels of one tick of a stage of ``n_layers`` layers: per layer two norms, the
+    Q/K/V and output projections, attention and the MLP (SwiGLU's gate and up as one kernel);
+    on the last stage the LM head over the last position of each row."""
+    t, d, nb = split, cfg.d_model, cfg.dtype_bytes
+    wb = cfg.weight_bytes_each
+    q = cfg.q_width // t
+    kv = kv_heads_per_device(cfg, t) * cfg.head_dim
+    f = cfg.d_ff // t
+    n_tok = rows * tokens
+    act = n_tok * d * nb
+    per_layer = [
+        Kernel("norms", 2 * act, 0.0),
+        Kernel("norms", 2 * act, 0.0),
+        Kernel(
+            "projections",
+            d * (q + 2 * kv) * wb + act + n_tok * (q + 2 * kv) * nb,
+            2 * n_tok * d * (q + 2 * kv),
+        ),
+        Kernel("projections", q * d * wb + n_tok * q * nb + act, 2 * n_tok * q * d),
+    ]
+    if prefill:  # causal: each query attends to half the prompt on average
+        attn_bytes = n_tok * (2 * q + 2 * kv) * nb + kv_bytes(cfg, rows, tokens, t)
+        attn_flops = 4 * n_tok * (tokens / 2) * q
+    else:  # read the context's keys and values, write the new ones
+        attn_bytes = kv_bytes(cfg, rows, context, t) + n_tok * (2 * q + 2 * kv) * nb
+        attn_flops = 4 * n_tok * context * q
+    per_layer.append(
+        Kernel("attention", attn_bytes, attn_flops, attention=True, kv_stream=not prefill)
+    )
+    up = (cfg.mlp_matrices - 1) * d * f
+    per_layer.append(Kernel("mlp", up * wb + act + n_tok * f * nb, 2 * n_tok * up))
+    per_layer.append(Kernel("mlp", f * d * wb + n_tok * f * nb + act, 2 * n_tok * f * d))
+    kernels = per_layer * n_layers
+    if last:
+        vocab = cfg.vocab // t if engine.head_split else cfg.vocab
+        kernels.append(Kernel("head", d * vocab * wb + rows * vocab * 4, 2 * rows * d * vocab))
+    return kernels
+
+
+@dataclass(frozen=True)
+class Tick:
+    """One microbatch through the slowest stage: its time, in seconds, by part."""
+
+    parts: dict  # kernel kind -> seconds, launches included (first microbatch of a round)
+    l2_saving_s: float  # what microbatches 2..M save by re-reading the MLP weights from L2
+    allreduce_s: float
+    hop_s: float
+    resident_in_l2: bool
+
+    @property
+    def kernels_s(self) -> float:
+        return sum(self.parts.values())
+
+    def seconds(self, microbatches: int) -> float:
+        """Mean time of a tick over a round of ``microbatches``."""
+        again = (microbatches - 1) / microbatches
+        return self.kernels_s - again * self.l2_saving_s + self.allreduce_s + self.hop_s
+
+
+def _hop_link(plan: Plan, c: Constants) -> Link:
+    hosts = [s.devices[0] // c.devices_per_host for s in plan.stages]
+    crosses = any(a != b for a, b in zip(hosts, hosts[1:], strict=False))
+    return c.inter_host if crosses else c.intra_host
+
+
+def tick(
+    cfg: ModelConfig,
+    plan: Plan,
+    c: Constants,
+    rows: int,
+    tokens: int,
+    context: float,
+    prefill: bool,
+    engine: Engine = JAXPART,
+) -> Tick:
+    """Cost of ``rows`` sequences x ``tokens`` positions through the plan's slowest stage (the
+    one with the most layers, or the last, which also runs the LM head)."""
+    t = plan.split
+    fp8 = engine.fp8_gemm and cfg.weight_bytes_each == 1
+    candidates, most = [], max(len(s.layers) for s in plan.stages)
+    for i, stage in enumerate(plan.stages):
+        last = i == plan.n_stages - 1
+        if not last and len(stage.layers) < most:
+            continue
+        n = len(stage.layers)
+        kernels = stage_kernels(cfg, n, t, rows, tokens, context, prefill, last, engine)
+        parts: dict[str, float] = {}
+        for k in kernels:
+            parts[k.name] = parts.get(k.name, 0.0) + kernel_s(k, c, fp8)
+        # L2: the stage's MLP weights, read by every microbatch, stay in L2 only with eviction
+        # hints and when the stage's weights fit the effective L2 beside the streaming KV.
+        mlp_weights = n * cfg.mlp_matrices * cfg.d_model * (cfg.d_ff // t) * cfg.weight_bytes_each
+        weights = n * layer_weight_bytes(cfg, t)
+        resident = engine.l2_hints and not prefill and weights <= c.l2_capacity
+        saving = 0.0
+        if resident:
+            hbm_bw = c.hbm_bytes_per_s * c.hbm_efficiency
+            saving = max(0.0, mlp_weights / hbm_bw - mlp_weights / c.l2_bytes_per_s)
+        candidates.append((sum(parts.values()) - saving, parts, saving, resident, n))
+    _, parts, saving, resident, n = max(candidates, key=lambda x: x[0])
+    element = engine.allreduce_bytes or cfg.dtype_bytes
+    reduced = rows * tokens * cfg.d_model * element
+    tensor_link = c.intra_host if t <= c.devices_per_host else c.inter_host
+    activation = rows * tokens * cfg.d_model * cfg.dtype_bytes
+    return Tick(
+        parts=parts,
+        l2_saving_s=saving,
+        allreduce_s=2 * n * allreduce_s(reduced, t, tensor_link),
+        hop_s=hop_s(activation, _hop_link(plan, c)) if plan.n_stages > 1 else 0.0,
+        resident_in_l2=resident,
+    )
+
+
+@dataclass(frozen=True)
+class Prediction:
+    name: str
+    devices: int
+    ttft_ms: float
+    tps: float  # decode: tokens of the decode steps / their time
+    tpot_ms: float
+    ms_per_token_amortized: float
+    microbatches: int
+    e2e_ms: float = 0.0  # the whole batch: prefill and every decode step
+    decode_tick: dict = field(default_factory=dict)
+    source: str = "predicted"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _tick_us(tk: Tick, microbatches: int) -> dict:
+    out = {f"{k}_us": 1e6 * v for k, v in tk.parts.items()}
+    out |= {
+        "l2_saving_us": 1e6 * tk.l2_saving_s,
+        "allreduce_us": 1e6 * tk.allreduce_s,
+        "hop_us": 1e6 * tk.hop_s,
+        "tick_us": 1e6 * tk.seconds(microbatches),
+        "resident_in_l2": tk.resident_in_l2,
+    }
+    return out
+
+
+def prefill_s(
+    cfg: ModelConfig,
+    plan: Plan,
+    c: Constants,
+    *,
+    rows: int,
+    prompt_len: int,
+    microbatches: int,
+    engine: Engine = JAXPART,
+) -> float:
+    """Time to the first token: the batch's fixed cost and M + S - 1 prefill ticks (GPipe)."""
+    pre = tick(cfg, plan, c, rows, prompt_len, prompt_len, prefill=True, engine=engine)
+    return c.request_s + (microbatches + plan.n_stages - 1) * pre.seconds(microbatches)
+
+
+def predict(
+    name: str,
+    cfg: ModelConfig,
+    plan: Plan,
+    c: Constants,
+    shape: RunShape,
+    *,
+    engine: Engine = JAXPART,
+) -> Prediction:
+    """TTFT, TPS, TPOT and amortised ms/token of ``plan`` for one batch of ``shape`` (its
+    microbatches settled), by the model above."""
+    batch, prompt_len, gen_len, microbatches = (
+        shape.batch,
+        shape.prompt_len,
+        shape.gen_len,
+        shape.microbatches,
+    )
+    if microbatches is None:
+        raise ValueError("predict needs the shape's microbatches settled (placement.resolved)")
+    if gen_len < 2:
+        raise ConfigError(f"--gen-len = {gen_len}: the model predicts decoding, needs >= 2")
+    per_replica = batch // plan.data_parallel
+    if per_replica % microbatches or per_replica < microbatches:
+        raise ConfigError(
+            f"--microbatches = {microbatches}: must divide the {per_replica} sequences of "
+            f"each of {plan.data_parallel} replica(s)"
+        )
+    rows, S, M = per_replica // microbatches, plan.n_stages, microbatches
+    steps = gen_len - 1
+    context = prompt_len + steps / 2  # the mean context a decode step attends over
+    dec = tick(cfg, plan, c, rows, 1, context, prefill=False, engine=engine)
+    period = max(M, S)
+    decode_s = ((steps - 1) * period + M + S - 1) * dec.seconds(M) + steps * c.step_s
+    ttft_s = prefill_s(
+        cfg, plan, c, rows=rows, prompt_len=prompt_len, microbatches=M, engine=engine
+    )
+    tps = batch * steps / decode_s
+    return Prediction(
+        name=name,
+        devices=plan.n_devices,
+        ttft_ms=1e3 * ttft_s,
+        tps=tps,
+        tpot_ms=1e3 * decode_s / steps,
+        ms_per_token_amortized=1e3 / tps,
+        microbatches=M,
+        e2e_ms=1e3 * (ttft_s + decode_s),
+        decode_tick=_tick_us(dec, M),
+    )
+
+
+def floor(cfg: ModelConfig, c: Constants, n_devices: int, shape: RunShape) -> dict:
+    """The least time a decode step can take: every weight and the whole KV cache read once,
+    spread perfectly over every device's HBM (or every FLOP at peak, if that is longer)."""
+    mem = layer_memory(cfg, shape)
+    batch = shape.batch
+    context = shape.prompt_len + (shape.gen_len - 1) / 2
+    weights = cfg.n_layers * mem.weight_bytes
+    kv = cfg.n_layers * kv_bytes(cfg, batch, context)
+    flops = 2 * batch * cfg.n_layers * mem.params
+    step_s = max(
+        (weights + kv) / (n_devices * c.hbm_bytes_per_s), flops / (n_devices * c.peak_flops)
+    )
+    return {
+        "floor_tpot_ms": 1e3 * step_s,
+        "max_tps": batch / step_s,
+        "floor_ms_per_token_amortized": 1e3 * step_s / batch,
+        "weight_bytes": weights,
+        "kv_bytes": kv,
+        "context": context,
+    }
+
+
+def verdicts(fl: dict) -> list[dict]:
+    """Is each of the seed's figures possible on this mesh? TPOT read both ways."""
+    out = []
+    for method, tps, tpot in SEED_ROWS:
+        out.append(
+            {
+                "method": method,
+                "claimed_tps": tps,
+                "claimed_tpot_ms": tpot,
+                "tps_possible": tps <= fl["max_tps"],
+                "tpot_as_latency_possible": tpot >= fl["floor_tpot_ms"],
+                "tpot_as_amortized_possible": tpot >= fl["floor_ms_per_token_amortized"],
+            }
+        )
+    return out
+
+
+def why(layerwise: Prediction, baseline: Prediction) -> str:
+    """The terms that decide, per decode tick: the slowest stage's kernels (and whether its
+    weights are re-read from L2) against the baseline's kernels and all-reduces."""
+    lw, base = layerwise.decode_tick, baseline.decode_tick
+
+    def kernels(t: dict) -> float:
+        skip = ("l2_saving_us", "allreduce_us", "hop_us", "tick_us")
+        return sum(v for k, v in t.items() if k.endswith("_us") and k not in skip)
+
+    return (
+        f"a layer-wise tick runs {layerwise.microbatches} microbatches through "
+        f"{kernels(lw):.0f} us of kernels (attention {lw.get('attention_us', 0):.0f}, MLP "
+        f"{lw.get('mlp_us', 0):.0f}"
+        + (f"; L2 saves {lw['l2_saving_us']:.0f} us a re-read" if lw["resident_in_l2"] else "")
+        + f"); a baseline tick is {kernels(base):.0f} us of kernels and "
+        f"{base['allreduce_us']:.0f} us of all-reduces"
+    )
+
+
+def scaled_model(cfg: ModelConfig, key: str, value: int) -> ModelConfig:
+    """The model with one setting changed; d_model keeps head_dim and the MLP ratio."""
+    if key == "d_model":
+        heads, rem = divmod(value, cfg.head_dim)
+        if rem or heads < 1:
+            raise ConfigError(
+                f"--sweep d_model={value}: must be a multiple of head_dim = {cfg.head_dim}"
+            )
+        group = cfg.n_heads // cfg.n_kv_heads  # query heads per K/V head, kept
+        if heads % group:
+            raise ConfigError(
+                f"--sweep d_model={value}: its {heads} heads must be a multiple of the "
+                f"{group} query heads a K/V head serves"
+            )
+        return cfg.replace(
+            name=f"{cfg.name}@d{value}",
+            d_model=value,
+            n_heads=heads,
+            n_kv_heads=heads // group,
+            d_ff=value * cfg.d_ff // cfg.d_model,
+        )
+    raise ConfigError(f"--sweep {key}=...: sweeps d_model or batch")
+
+
+def parse_sweep(text: str) -> tuple[str, list[int]]:
+    key, sep, values = text.partition("=")
+    try:
+        numbers = [int(v) for v in values.split(",")] if sep else []
+    except ValueError:
+        numbers = []
+    if not numbers or any(n <= 0 for n in numbers):
+        raise ConfigError(f"--sweep = {text!r}: expected NAME=V1,V2,... e.g. d_model=1024,2048")
+    return key.strip(), numbers
+
+
+def crossover(rows: list[dict], key: str) -> str:
+    """Where the layer-wise / baseline TPS ratio crosses 1, in words."""
+    if not rows:
+        return f"no value of {key} could be planned both ways"
+    for a, b in zip(rows, rows[1:], strict=False):
+        if (a["ratio"] >= 1) != (b["ratio"] >= 1):
+            winner_low = "layer-wise" if a["ratio"] >= 1 else "the baseline"
+            return (
+                f"crossover between {key} = {a['value']} and {b['value']}: {winner_low} "
+                f"wins at {key} <= {a['value']}"
+            )
+    if all(r["ratio"] >= 1 for r in rows):
+        return f"layer-wise wins over the whole range of {key}"
+    return f"layer-wise never overtakes the baseline for {key} in this range"

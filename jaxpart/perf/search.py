@@ -1,0 +1,226 @@
+"""`jaxpart plan --auto`: every placement worth trying, kept if it fits HBM by the memory model,
+ranked by the performance model. No jax.
+
+It enumerates TP x PP (every tensor split and pipeline depth that divide the model and the mesh,
+replicated over the rest), layer-wise plans (greedy at every capacity tier; balanced over every
+stage count that uses the whole mesh with data-parallel replicas, one device a stage unless a
+layer needs a tensor split, by bytes and by time with the LM head on the last stage), and
+every microbatch count that divides a replica's batch. A plan both enumerations make (equal
+stages at one split) is listed under both, each naming the other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from jaxpart.config import TIER_NAMES, ConfigError, MeshConfig, ModelConfig, RunShape
+from jaxpart.perf.predict import Constants, Prediction, constants_from, predict
+from jaxpart.planning.baseline import baseline_plan
+from jaxpart.planning.memory import (
+    EVERYTHING,
+    check_pod,
+    device_memory,
+    layer_fit_bytes,
+    layer_weight_bytes,
+    valid_splits,
+)
+from jaxpart.planning.partition import plan_balanced
+from jaxpart.planning.plan import Plan, assemble_plan, device_overhead, make_plan, microbatch_rows
+
+OBJECTIVES = ("throughput", "tpot", "ttft")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    method: str  # baseline | layerwise
+    how: str  # how the plan was made, in words
+    plan: Plan
+    microbatches: int
+    prediction: Prediction
+    memory_bytes: int  # per device, the fullest stage's, by memory.device_memory
+
+    def cost(self, objective: str) -> float:
+        """Smaller is better."""
+        if objective == "throughput":
+            return -self.prediction.tps
+        if objective == "tpot":
+            return self.prediction.tpot_ms
+        return self.prediction.ttft_ms
+
+    def deciding_terms(self) -> str:
+        """The two largest parts of a decode tick, in microseconds."""
+        tick = self.prediction.decode_tick
+        parts = {
+            k[:-3]: v
+            for k, v in tick.items()
+            if k.endswith("_us") and k not in ("tick_us", "l2_saving_us")
+        }
+        top = sorted(parts.items(), key=lambda kv: -kv[1])[:2]
+        return ", ".join(f"{k} {v:.0f}" for k, v in top) + f" of {tick['tick_us']:.0f} us"
+
+    def to_dict(self) -> dict:
+        p = self.plan
+        return {
+            "method": self.method,
+            "how": self.how,
+            "stages": p.n_stages,
+            "split": p.split,
+            "replicas": p.data_parallel,
+            "layers_per_stage": p.layers_per_stage,
+            "microbatches": self.microbatches,
+            "memory_bytes_per_device": self.memory_bytes,
+            "deciding_terms": self.deciding_terms(),
+            "prediction": self.prediction.to_dict(),
+            "plan": p.to_dict(),
+        }
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def _baseline_plans(cfg: ModelConfig, mesh: MeshConfig, shape: RunShape):
+    n = mesh.n_devices
+    for tp in valid_splits(cfg):
+        for pp in _divisors(cfg.n_layers):
+            if tp * pp <= n and n % (tp * pp) == 0:
+                yield f"TP{tp}xPP{pp}", baseline_plan(cfg, mesh, shape, tp, pp)
+
+
+def _time_weights(cfg: ModelConfig, shape: RunShape, split: int) -> list[int]:
+    """Per-layer bytes a decode step reads, and the LM head's as one more item at the end, so
+    that a balanced partition gives the last stage fewer layers to make up for its head."""
+    head = cfg.d_model * cfg.vocab * cfg.weight_bytes_each
+    return [layer_fit_bytes(cfg, shape, EVERYTHING, split)] * cfg.n_layers + [head]
+
+
+def _layerwise_plans(cfg: ModelConfig, mesh: MeshConfig, shape: RunShape):
+    for tier in TIER_NAMES:
+        try:
+            yield f"greedy at {tier}", make_plan(cfg, mesh, shape, capacity=tier)
+        except ConfigError:
+            continue
+    n, L, hbm = mesh.n_devices, cfg.n_layers, mesh.tiers["hbm"].capacity_bytes
+    # Layer-wise: one device a stage, or the smallest tensor split that lets a layer fit (as
+    # make_plan); wider splits of equal stages are TP x PP, enumerated there.
+    fitting = [
+        t
+        for t in valid_splits(cfg)
+        if layer_fit_bytes(cfg, shape, EVERYTHING, t) + device_overhead(cfg, mesh, shape, t, 1)
+        <= hbm
+    ]
+    for split in fitting[:1]:
+        layer_bytes = [layer_fit_bytes(cfg, shape, EVERYTHING, split)] * L
+        for stages in range(1, min(L, n // split) + 1):
+            if n % (stages * split):
+                continue
+            replicas = n // (stages * split)
+            rows = microbatch_rows(shape, replicas, stages)
+            by_bytes = plan_balanced(layer_bytes, stages)
+            by_time = plan_balanced(_time_weights(cfg, shape, split), stages)
+            by_time[-1] = [i for i in by_time[-1] if i < L]
+            for name, partition in (("balanced", by_bytes), ("balanced with the head", by_time)):
+                if not all(partition):
+                    continue
+                yield (
+                    f"{name}, {stages} stage(s)",
+                    assemble_plan(
+                        cfg,
+                        mesh,
+                        shape,
+                        partition,
+                        split,
+                        replicas,
+                        "balanced",
+                        "derived",
+                        EVERYTHING,
+                        "hbm",
+                        hbm,
+                        layer_bytes,
+                        [f"found by plan --auto: {name} over {stages} stage(s)"],
+                        overhead=device_overhead(cfg, mesh, shape, split, rows),
+                    ),
+                )
+
+
+def _fits(cfg, mesh, plan: Plan, rows: int, cache_rows: int, prompt_len: int) -> int | None:
+    """The fullest stage's bytes per device, or None if it exceeds HBM."""
+    mem = device_memory(
+        cfg,
+        max(len(s.layers) for s in plan.stages),
+        plan.split,
+        cache_rows=cache_rows,
+        rows=rows,
+        prompt_len=prompt_len,
+        attention="pallas" if mesh.platform == "gpu" else "xla",
+        platform=mesh.platform,
+    )
+    return mem.total if mem.total <= mesh.tiers["hbm"].capacity_bytes else None
+
+
+def candidates(
+    cfg: ModelConfig,
+    mesh: MeshConfig,
+    c: Constants,
+    shape: RunShape,
+    *,
+    methods: tuple[str, ...] = ("baseline", "layerwise"),
+):
+    """Every distinct (plan, microbatches) that fits HBM, predicted; every microbatch count
+    that divides a replica's batch, or only ``shape.microbatches`` when it is given."""
+    batch, prompt_len = shape.batch, shape.prompt_len
+    seen: dict[tuple, str] = {}  # plan structure -> how the first method made it
+    sources = {"baseline": _baseline_plans, "layerwise": _layerwise_plans}
+    for method in methods:
+        for how, plan in sources[method](cfg, mesh, shape):
+            layout = (tuple(s.layers for s in plan.stages), plan.split, plan.data_parallel)
+            if (method, layout) in seen or batch % plan.data_parallel:
+                continue
+            seen[(method, layout)] = how
+            same = [h for (m, sh), h in seen.items() if sh == layout and m != method]
+            if same:  # equal stages at the same split: both methods make this plan
+                how = f"{how} (= {same[0]})"
+            per_replica = batch // plan.data_parallel
+            counts = [shape.microbatches] if shape.microbatches else _divisors(per_replica)
+            for m in counts:
+                if per_replica % m:
+                    continue
+                size = _fits(cfg, mesh, plan, per_replica // m, per_replica, prompt_len)
+                if size is None:
+                    continue
+                pred = predict(method, cfg, plan, c, shape.replace(microbatches=m))
+                yield Candidate(method, how, plan, m, pred, size)
+
+
+def search_plans(
+    cfg: ModelConfig,
+    mesh: MeshConfig,
+    shape: RunShape,
+    *,
+    objective: str = "throughput",
+    constants: Constants | None = None,
+    methods: tuple[str, ...] = ("baseline", "layerwise"),
+) -> list[Candidate]:
+    """Every placement of ``cfg`` on ``mesh`` that fits HBM, best first by ``objective``
+    (predicted TPS, or TPOT or TTFT for latency) for a run of ``shape``."""
+    if objective not in OBJECTIVES:
+        raise ConfigError(f"--objective = {objective!r}: use one of {list(OBJECTIVES)}")
+    shape.check(cfg)
+    check_pod(cfg, mesh, shape)
+    c = constants or constants_from(mesh)
+    found = list(candidates(cfg, mesh, c, shape, methods=methods))
+    if not found:
+        per_layer = layer_weight_bytes(cfg)
+        raise ConfigError(
+            f"--auto: no placement of {cfg.name} (batch {shape.batch}) fits {mesh.name}'s HBM "
+            f"by the memory model (one layer's weights alone: {per_layer:,} bytes)"
+        )
+    return sorted(found, key=lambda k: k.cost(objective))
+
+
+def best_of_each(ranked: list[Candidate]) -> dict[str, Candidate]:
+    """The best-ranked candidate of each method."""
+    out: dict[str, Candidate] = {}
+    for k in ranked:
+        out.setdefault(k.method, k)
+    return out

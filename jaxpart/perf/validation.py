@@ -1,0 +1,184 @@
+"""The performance model held against published measurements (``jaxpart/data/published.toml``).
+
+Each point names a model, a GPU kind, a precision, TP x PP, a batch, input and output lengths
+and what its benchmark timed. The point is planned as TP x PP on its GPU kind's mesh file (the
+same constants for every point of one kind: nothing is fitted per point) and predicted with the
+PUBLISHED engine profile (``jaxpart.perf.predict``). The spread of predicted / measured over the
+points is the model's uncertainty, which ``simulate`` and ``compare`` quote beside their
+predictions. No jax.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass
+from functools import lru_cache
+
+from jaxpart.config import ConfigError, ModelConfig, RunShape, load_mesh
+from jaxpart.config.files import data_root
+from jaxpart.perf.predict import PUBLISHED, constants_from, predict, prefill_s
+from jaxpart.planning.baseline import baseline_plan
+
+DATA = data_root() / "published.toml"
+MESHES = {"h100": "h100x16", "a100": "a100x8", "h200": "h200x8"}
+METRICS = ("output_tps", "output_tps_per_gpu", "ttft_ms", "e2e_ms", "tpot_ms")
+
+
+@dataclass(frozen=True)
+class Checked:
+    id: str
+    source: str
+    model: str
+    gpu: str
+    dtype: str
+    tp: int
+    pp: int
+    batch: int
+    input_len: int
+    output_len: int
+    metric: str
+    kind: str  # throughput | latency
+    measured: float
+    predicted: float
+
+    @property
+    def ratio(self) -> float:
+        return self.predicted / self.measured
+
+
+def _model(arch: str, dims: dict, dtype: str, context: int) -> ModelConfig:
+    fp8 = dtype == "fp8"
+    return ModelConfig(
+        name=arch,
+        n_layers=dims["n_layers"],
+        d_model=dims["d_model"],
+        n_heads=dims["n_heads"],
+        n_kv_heads=dims["n_kv_heads"],
+        head_dim=dims["d_model"] // dims["n_heads"],
+        d_ff=dims["d_ff"],
+        vocab=dims["vocab"],
+        mlp="swiglu",
+        dtype="float16" if fp8 else dtype,
+        weight_dtype="float8_e4m3fn" if fp8 else None,
+        kv_dtype="float8_e4m3fn" if fp8 else None,
+        seq_len=context,
+        buffer_bytes=0,
+    )
+
+
+def predicted_value(point: dict, dims: dict) -> float:
+    """The point's metric, by the performance model."""
+    mesh = load_mesh(MESHES[point["gpu"]])
+    tp, pp, batch = point["tp"], point["pp"], point["batch"]
+    prompt, out = max(point["input_len"], 1), point["output_len"]
+    shape = RunShape(batch, prompt, max(out, 2), microbatches=1)
+    cfg = _model(point["arch"], dims, point["dtype"], shape.context)
+    mesh = mesh.sized(tp * pp)
+    plan = baseline_plan(cfg, mesh, shape, tp, pp)
+    c = constants_from(mesh)
+    metric = point["metric"]
+    if metric == "ttft_ms" or out < 2:
+        return 1e3 * prefill_s(
+            cfg, plan, c, rows=batch, prompt_len=prompt, microbatches=1, engine=PUBLISHED
+        )
+    p = predict(point["id"], cfg, plan, c, shape, engine=PUBLISHED)
+    if metric == "output_tps":
+        return batch * out / (p.e2e_ms / 1e3)
+    if metric == "output_tps_per_gpu":
+        return batch * out / (p.e2e_ms / 1e3) / (tp * pp)
+    if metric == "e2e_ms":
+        return p.e2e_ms
+    return p.tpot_ms  # tpot_ms
+
+
+@lru_cache(maxsize=1)
+def check_all() -> tuple[Checked, ...]:
+    """Every published point, measured beside predicted."""
+    try:
+        doc = tomllib.loads(DATA.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{DATA.name}: not found (it ships with jaxpart's sources)") from None
+    out = []
+    for p in doc["point"]:
+        if p["metric"] not in METRICS or p["gpu"] not in MESHES:
+            raise ConfigError(f"{DATA.name}: point {p['id']!r}: unknown metric or gpu")
+        out.append(
+            Checked(
+                id=p["id"],
+                source=p["source"],
+                model=p["model"],
+                gpu=p["gpu"],
+                dtype=p["dtype"],
+                tp=p["tp"],
+                pp=p["pp"],
+                batch=p["batch"],
+                input_len=p["input_len"],
+                output_len=p["output_len"],
+                metric=p["metric"],
+                kind=p["kind"],
+                measured=float(p["value"]),
+                predicted=predicted_value(p, doc["arch"][p["arch"]]),
+            )
+        )
+    return tuple(out)
+
+
+def geomean(values) -> float:
+    values = list(values)
+    return math.exp(sum(math.log(v) for v in values) / len(values))
+
+
+def summary(points: tuple[Checked, ...] | None = None) -> dict:
+    """Geometric mean and spread of predicted / measured (each metric as published), for
+    throughput and latency points apart: a throughput ratio above 1, or a latency ratio below
+    1, means the model is optimistic."""
+    points = points or check_all()
+    out = {}
+    for kind in ("throughput", "latency"):
+        ratios = [p.ratio for p in points if p.kind == kind]
+        logs = [math.log(r) for r in ratios]
+        mean = sum(logs) / len(logs)
+        sd = math.sqrt(sum((x - mean) ** 2 for x in logs) / max(len(logs) - 1, 1))
+        out[kind] = {
+            "points": len(ratios),
+            "geomean_ratio": math.exp(mean),
+            "log_sd": sd,
+            "min_ratio": min(ratios),
+            "max_ratio": max(ratios),
+        }
+    return out
+
+
+def band(kind: str = "throughput") -> tuple[float, float]:
+    """The factor range a prediction's true value lies in, from the published points: a
+    prediction P of a throughput means a measurement in [P / hi, P / lo], where lo and hi are
+    the geometric mean of predicted / measured divided and multiplied by one geometric standard
+    deviation."""
+    s = summary()[kind]
+    spread = math.exp(s["log_sd"])
+    return s["geomean_ratio"] / spread, s["geomean_ratio"] * spread
+
+
+def ratio_band() -> tuple[float, float]:
+    """The band of a ratio of two throughput predictions by this model (layer-wise / baseline):
+    their errors are taken as independent, so the log spread grows by sqrt(2); the shared bias
+    cancels."""
+    sd = summary()["throughput"]["log_sd"] * math.sqrt(2)
+    return math.exp(-sd), math.exp(sd)
+
+
+def ratio_words(ratio: float) -> str:
+    """A predicted layer-wise / baseline ratio with its band, and what it lets one say."""
+    lo, hi = ratio_band()
+    low, high = ratio * lo, ratio * hi
+    if low > 1:
+        verdict = "layer-wise faster beyond the model's error"
+    elif high < 1:
+        verdict = "baseline faster beyond the model's error"
+    else:
+        verdict = "within the model's error: no winner can be named"
+    return (
+        f"{ratio:.2f}x (predicted; {low:.2f}-{high:.2f}x at one geometric SD of the model's error "
+        f"on {summary()['throughput']['points']} published throughput points): {verdict}"
+    )

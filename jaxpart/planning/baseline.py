@@ -1,0 +1,74 @@
+"""The TP x PP baseline: Megatron-style tensor parallelism inside each stage (heads and MLP width
+split over ``tensor``, column then row split, one psum after attention and one after the MLP),
+uniform pipeline stages over ``stage``. It is a Plan like any other, so the same pipeline executor
+runs it with the same schedule as the layer-wise plans.
+"""
+
+from __future__ import annotations
+
+from jaxpart.config import ConfigError, MeshConfig, ModelConfig, RunShape
+from jaxpart.planning.memory import EVERYTHING, layer_fit_bytes
+from jaxpart.planning.plan import Plan, assemble_plan, device_overhead, microbatch_rows
+
+DEFAULT_TP, DEFAULT_PP = 8, 2  # the seed's baseline: TP=8 x PP=2
+
+
+def baseline_plan(
+    model: ModelConfig,
+    mesh: MeshConfig,
+    shape: RunShape,
+    tp: int = DEFAULT_TP,
+    pp: int = DEFAULT_PP,
+    devices: int | None = None,
+) -> Plan:
+    """TP=tp x PP=pp, replicated for data parallelism over the rest of the devices."""
+    n_devices = mesh.n_devices if devices is None else devices
+    check_shape(model, tp, pp, n_devices)
+    per_stage = model.n_layers // pp
+    stages = [list(range(i * per_stage, (i + 1) * per_stage)) for i in range(pp)]
+    replicas = n_devices // (tp * pp)
+    rows = microbatch_rows(shape, replicas, pp)
+    notes = [
+        f"baseline TP={tp} x PP={pp}: heads and MLP split {tp} ways, {per_stage} layers a stage"
+    ]
+    if replicas > 1:
+        notes.append(f"TP x PP uses {tp * pp} of {n_devices} devices: replicated {replicas}x")
+    return assemble_plan(
+        model,
+        mesh,
+        shape,
+        stages,
+        split=tp,
+        data_parallel=replicas,
+        strategy="baseline",
+        figures="derived",
+        definition=EVERYTHING,
+        label="hbm",
+        cap=mesh.tiers["hbm"].capacity_bytes,
+        layer_bytes=[layer_fit_bytes(model, shape, EVERYTHING, tp)] * model.n_layers,
+        notes=notes,
+        overhead=device_overhead(model, mesh, shape, tp, rows),
+    )
+
+
+def check_shape(model: ModelConfig, tp: int, pp: int, n_devices: int) -> None:
+    """TP x PP must split the model's heads, MLP and layers evenly and divide the devices: a
+    one-line error naming the flag otherwise."""
+    for flag, value in (("--tp", tp), ("--pp", pp)):
+        if value < 1:
+            raise ConfigError(f"{flag} = {value}: must be >= 1")
+    if model.n_heads % tp:
+        raise ConfigError(f"--tp = {tp}: must divide the model's {model.n_heads} attention heads")
+    if model.d_ff % tp:
+        raise ConfigError(f"--tp = {tp}: must divide the model's MLP width d_ff = {model.d_ff}")
+    if model.n_kv_heads % tp and tp % model.n_kv_heads:
+        raise ConfigError(
+            f"--tp = {tp}: must divide the model's {model.n_kv_heads} K/V heads or be a "
+            "multiple of them"
+        )
+    if model.n_layers % pp:
+        raise ConfigError(f"--pp = {pp}: must divide the model's {model.n_layers} layers")
+    if n_devices % (tp * pp):
+        raise ConfigError(
+            f"--tp x --pp = {tp} x {pp} = {tp * pp}: must divide the {n_devices} devices"
+        )

@@ -1,0 +1,1 @@
+"""Training the small models on synthetic tasks (optax)."""
