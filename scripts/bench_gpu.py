@@ -57,7 +57,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from jax.experimental import pallas as pl  # noqa: E402
 
-from jaxpart.config import load_mesh, load_model, shipped  # noqa: E402
+from jaxpart.config import default_run, load_mesh, load_model, shipped  # noqa: E402
 from jaxpart.model.kernels.attention import decode_attention, decode_attention_reference  # noqa: E402
 from jaxpart.model.kernels.backend import KernelChoice  # noqa: E402
 from jaxpart.model.kernels.mlp import _mlp_pallas, choose_block_sizes, mlp, mlp_reference  # noqa: E402
@@ -390,7 +390,7 @@ def main():
     print(f"device: {device.device_kind} ({device.platform}), jax {jax.__version__}")
     result["ceilings"] = ceilings(small, repeats)
     result["launch"] = launch_cost(4 if small else 1000, repeats, interpret)
-    models = [load_model(str(p)) for p in shipped("models")]
+    models = [(load_model(str(p)), default_run(str(p))) for p in shipped("models")]
     shapes = decode_shapes(models, load_mesh("h100x16"))
     if small:  # the CPU model only: one layer a stage, and two row counts for the MLP
         shapes = [dict(s, layers_per_stage=1) for s in shapes if s["model"] == "dense16-tiny"]

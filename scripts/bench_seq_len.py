@@ -24,7 +24,7 @@ from jaxpart.runtime.sharding import ensure_cpu_devices  # noqa: E402
 
 ensure_cpu_devices(16)
 
-from jaxpart.config import load_mesh, load_model  # noqa: E402
+from jaxpart.config import RunShape, load_mesh, load_model, resolve  # noqa: E402
 from jaxpart.measure.bench import measure_interleaved, measured_on, rates  # noqa: E402
 from jaxpart.model.decoder import init_params  # noqa: E402
 from jaxpart.runtime.engine import make_executor, random_prompts  # noqa: E402
@@ -37,7 +37,7 @@ def main() -> None:
     p.add_argument("--factor", type=int, default=16)
     p.add_argument("--repeats", type=int, default=7)
     args = p.parse_args()
-    shipped = ROOT / "models" / "dense16-tiny.toml"
+    shipped = resolve("dense16-tiny", "models")
     text = shipped.read_text()
     base = load_model(str(shipped))
     with tempfile.TemporaryDirectory() as tmp:
@@ -47,12 +47,13 @@ def main() -> None:
         configs = {"default": base, "long": load_model(str(long_path))}
     assert configs["long"].seq_len == long_seq, "the TOML copy did not take the new seq_len"
     mesh = load_mesh("cpu16")
-    prompts = random_prompts(base, 16, 16, 0)
+    shape = RunShape(batch=16, prompt_len=16, gen_len=16)
+    prompts = random_prompts(base, shape, 0)
     params = init_params(base, 0)  # seq_len shapes no weight: the same weights serve both
     runners = {}
     for label, cfg in configs.items():
         for method in METHODS:
-            ex = make_executor(method, cfg, mesh, batch=16, prompt_len=16, gen_len=16)
+            ex = make_executor(method, cfg, mesh, shape)
             placed = ex.place(params)
             runners[label, method] = lambda ex=ex, placed=placed: ex.timed_generate(placed, prompts)
     timed, _, compiles = measure_interleaved(runners, args.repeats)

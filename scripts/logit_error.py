@@ -23,7 +23,7 @@ ensure_cpu_devices(16)
 
 import numpy as np  # noqa: E402
 
-from jaxpart.config import load_mesh, load_model  # noqa: E402
+from jaxpart.config import RunShape, load_mesh, load_model  # noqa: E402
 from jaxpart.model.decoder import init_params  # noqa: E402
 from jaxpart.runtime.engine import make_executor, random_prompts  # noqa: E402
 
@@ -37,9 +37,9 @@ def main() -> None:
     args = p.parse_args()
     cfg, mesh = load_model("dense16-tiny"), load_mesh("cpu16")
     params = init_params(cfg, 0)
-    prompts = random_prompts(cfg, args.sequences, 16, 1)
-    shape = dict(batch=args.sequences, prompt_len=16, gen_len=args.steps)
-    ref = make_executor("reference", cfg, mesh, **shape)
+    shape = RunShape(batch=args.sequences, prompt_len=16, gen_len=args.steps)
+    prompts = random_prompts(cfg, shape, 1)
+    ref = make_executor("reference", cfg, mesh, shape)
     placed = ref.place(params)
     tokens, _ = ref.generate(placed, prompts)
     exact = ref.teacher_forced(placed, prompts, tokens)
@@ -47,7 +47,7 @@ def main() -> None:
         low = cfg.with_dtype(dtype)
         runs = {}
         for method in METHODS:
-            executor = make_executor(method, low, mesh, **shape)
+            executor = make_executor(method, low, mesh, shape)
             runs[method] = executor.teacher_forced(executor.place(params), prompts, tokens)
         for method, run in runs.items():
             vs_f32 = np.abs(run.given_logit - exact.given_logit).max()

@@ -7,7 +7,7 @@ Review the diff before committing it: the test exists to catch unintended change
 
 from pathlib import Path
 
-from jaxpart.config import load_mesh, load_model
+from jaxpart.config import default_run, load_mesh, load_model
 from jaxpart.planning.baseline import baseline_plan
 from jaxpart.planning.plan import make_plan
 from jaxpart.runtime.sharding import spec_dump_text
@@ -20,9 +20,9 @@ def golden_cases():
     mesh = load_mesh("cpu16")
     cases = {}
     for name in ("dense16-tiny", "gqa-tiny"):
-        model = load_model(name)
-        cases[f"sharding_{name}_layerwise.json"] = (model, make_plan(model, mesh))
-        cases[f"sharding_{name}_tp8pp2.json"] = (model, baseline_plan(model, mesh, 8, 2))
+        model, run = load_model(name), default_run(name)
+        cases[f"sharding_{name}_layerwise.json"] = (model, make_plan(model, mesh, run))
+        cases[f"sharding_{name}_tp8pp2.json"] = (model, baseline_plan(model, mesh, run, 8, 2))
     return cases
 
 

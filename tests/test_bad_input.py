@@ -201,9 +201,9 @@ def places(tmp_path):
     bad_toml = tmp_path / "bad.toml"
     bad_toml.write_text("this is = = not toml\n")
     bad_model = tmp_path / "badmodel.toml"
-    from pathlib import Path
+    from jaxpart.config import resolve
 
-    shipped = Path(__file__).resolve().parent.parent / "models" / "dense16-tiny.toml"
+    shipped = resolve("dense16-tiny", "models")
     bad_model.write_text(shipped.read_text().replace("n_layers = 16", "n_layers = -4"))
     ids = tmp_path / "ids.jsonl"
     ids.write_text("[1, 2, 3]\n[4, 999999]\n")

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from jaxpart.cli import main
-from jaxpart.config import load_mesh, load_model
+from jaxpart.config import RunShape, load_mesh, load_model
 from jaxpart.io import checkpoint
 from jaxpart.io.checkpoint import CheckpointError
 from jaxpart.model.decoder import init_params
@@ -24,7 +24,7 @@ from jaxpart.train.loop import TrainConfig, train
 
 MODEL = load_model("dense16-tiny")
 MESH = load_mesh("cpu16")
-RUN = dict(batch=16, prompt_len=16, gen_len=4)
+RUN = RunShape(batch=16, prompt_len=16, gen_len=4)
 
 
 def leaves_equal(a, b):
@@ -38,10 +38,10 @@ def params(cpu16):
 
 
 def test_baseline_checkpoint_restores_into_layerwise_bitwise(params, tmp_path):
-    base = make_executor("baseline", MODEL, MESH, **RUN)
+    base = make_executor("baseline", MODEL, MESH, RUN)
     checkpoint.save(str(tmp_path / "ck"), 1, base.canonical(base.place(params)), MODEL)
     for choice in (PlanChoice(), PlanChoice("hbm", "manual", (3, 5, 4, 4))):
-        layerwise = make_executor("layerwise", MODEL, MESH, choice=choice, **RUN)
+        layerwise = make_executor("layerwise", MODEL, MESH, RUN, choice=choice)
         restored = load_checkpoint(layerwise, str(tmp_path / "ck"))
         expected = layerwise.place(params)
         assert leaves_equal(restored, expected)
@@ -51,9 +51,9 @@ def test_baseline_checkpoint_restores_into_layerwise_bitwise(params, tmp_path):
 
 
 def test_and_back_from_layerwise_into_baseline(params, tmp_path):
-    layerwise = make_executor("layerwise", MODEL, MESH, **RUN)
+    layerwise = make_executor("layerwise", MODEL, MESH, RUN)
     checkpoint.save(str(tmp_path / "ck"), 1, layerwise.canonical(layerwise.place(params)), MODEL)
-    base = make_executor("baseline", MODEL, MESH, **RUN)
+    base = make_executor("baseline", MODEL, MESH, RUN)
     assert leaves_equal(base.canonical(load_checkpoint(base, str(tmp_path / "ck"))), params)
 
 

@@ -263,15 +263,13 @@ def test_tables_fit_the_console_by_column_groups_and_never_cut_a_number(width):
     from rich.console import Console
 
     from jaxpart.cli.render import print_table, simulate_table
-    from jaxpart.config import load_mesh, load_model
+    from jaxpart.config import RunShape, load_mesh, load_model
     from jaxpart.perf.predict import constants_from
     from jaxpart.perf.simulate import run_simulate
     from jaxpart.planning.placement import DEFAULT_CHOICE
 
     model, mesh = load_model("dense16"), load_mesh("h100x16")
-    sim = run_simulate(
-        model, mesh, constants_from(mesh), DEFAULT_CHOICE, batch=128, prompt_len=9872, gen_len=128
-    )
+    sim = run_simulate(model, mesh, constants_from(mesh), DEFAULT_CHOICE, RunShape(128, 9872, 128))
     table = simulate_table(sim, "16")
     cells = [c for col in table.columns for c in col._cells]
     out = io.StringIO()

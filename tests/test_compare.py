@@ -142,9 +142,9 @@ def test_nothing_compiles_while_timing(capsys, tmp_path):
 def test_without_room_for_the_reference_the_placements_are_checked_against_each_other(
     capsys, tmp_path, monkeypatch
 ):
-    from jaxpart import compare
+    from jaxpart.measure import compare
 
-    monkeypatch.setattr(compare, "reference_bytes", lambda cfg, batch, prompt_len: 10**15)
+    monkeypatch.setattr(compare, "reference_bytes", lambda cfg, shape: 10**15)
     path = tmp_path / "out.json"
     code = main(["compare", *SMALL, "--json", str(path)])
     out, err = capsys.readouterr()

@@ -4,10 +4,13 @@ import pytest
 
 from jaxpart.config import (
     ConfigError,
+    RunShape,
+    default_run,
     load_mesh,
     load_model,
     parse_size,
     resolve,
+    serving_default,
     shipped,
 )
 
@@ -61,10 +64,48 @@ def test_names_resolve_to_shipped_files():
     assert load_model("dense16").stated.weight_bytes == 3_750_000_000
 
 
+def test_a_model_without_a_run_table_gets_the_serving_default(tmp_path):
+    text = GOOD_MODEL[: GOOD_MODEL.index("[run]")]
+    path = write_model(tmp_path, text)
+    assert default_run(path) == serving_default(16) == RunShape(16, 8, 8)
+    assert load_model(path).seq_len == 16
+
+
+def test_names_resolve_from_any_directory_and_paths_still_work(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert load_model("dense16").d_model == 4096 and load_mesh("cpu16").n_devices == 16
+    (tmp_path / "mine.toml").write_text(GOOD_MODEL)
+    assert load_model("mine.toml").name == "mine"
+    assert load_model(str(tmp_path / "mine.toml")).d_model == 64
+
+
+@pytest.mark.parametrize(
+    "shape, fragment",
+    [
+        (dict(batch=0, prompt_len=4, gen_len=4), "--batch = 0"),
+        (dict(batch=2, prompt_len=-1, gen_len=4), "--prompt-len = -1"),
+        (dict(batch=2, prompt_len=4, gen_len=4, microbatches=0), "--microbatches = 0"),
+    ],
+)
+def test_run_shape_validates_itself(shape, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        RunShape(**shape)
+
+
+def test_run_shape_context_check_names_the_flag():
+    model = load_model("dense16-tiny")
+    assert RunShape(16, 32, 32).check(model).context == 64
+    with pytest.raises(ConfigError, match="--gen-len = 40: prompt 32 \\+ generation 40"):
+        RunShape(16, 32, 40).check(model)
+    with pytest.raises(ConfigError, match="--prompt-len = 64"):
+        RunShape(16, 64, 4).check(model)
+
+
 def test_seed_model_dims():
     m = load_model("dense16")
     assert (m.n_layers, m.d_model, m.n_heads, m.head_dim, m.d_ff) == (16, 4096, 32, 128, 16384)
-    assert (m.dtype, m.batch, m.seq_len) == ("bfloat16", 128, 10000)
+    assert (m.dtype, m.seq_len) == ("bfloat16", 10000)
+    assert default_run("dense16") == RunShape(batch=128, prompt_len=9872, gen_len=128)
     st = m.stated
     assert st.total_params == 30_000_000_000
     assert (st.weight_bytes, st.activation_bytes, st.buffer_bytes) == (
@@ -126,8 +167,10 @@ head_dim = 16
 d_ff = 128
 vocab = 32
 dtype = "float32"
-batch = 2
 seq_len = 16
+
+[run]
+batch = 2
 prompt_len = 4
 gen_len = 4
 """
@@ -155,7 +198,7 @@ def test_a_model_file_by_path(tmp_path):
         (("d_model = 64\n", ""), "missing field 'model.d_model'"),
         (("d_ff = 128", "d_ff = -128"), "field 'd_ff' = -128"),
         (("n_layers = 4", "n_layers = 0"), "field 'n_layers' = 0"),
-        (("batch = 2", 'batch = "two"'), "field 'batch' = 'two'"),
+        (("batch = 2", 'batch = "two"'), "field 'run.batch' = 'two'"),
         (('dtype = "float32"', 'dtype = "int4"'), "field 'dtype' = 'int4'"),
         (("n_heads = 4", "n_heads = 4\nn_kv_heads = 3"), "field 'n_kv_heads' = 3: must divide"),
         (("n_heads = 4", "n_heads = 4\nn_kv_heads = 0"), "field 'n_kv_heads' = 0"),
@@ -168,7 +211,9 @@ def test_a_model_file_by_path(tmp_path):
             ('dtype = "float32"', 'dtype = "float32"\nkv_dtype = "int8"'),
             "field 'kv_dtype' = 'int8'",
         ),
-        (("gen_len = 4", "gen_len = 40"), "field 'gen_len' = 40"),
+        (("gen_len = 4", "gen_len = 40"), "field 'run.gen_len' = 40"),
+        (("seq_len = 16", "seq_len = 16\nbatch = 2"), "field 'model.batch' = 2: the run shape"),
+        (("gen_len = 4", "gen_len = 4\nmicrobatches = 0"), "field 'run.microbatches' = 0"),
         (("vocab = 32", "vocab = 32\nvocabb = 3"), "unknown field 'model.vocabb'"),
         (("[model]", "[model"), "not valid TOML"),
     ],
@@ -181,7 +226,7 @@ def test_bad_model_files_name_the_field(tmp_path, edit, fragment):
 
 
 def test_missing_files():
-    with pytest.raises(ConfigError, match="'nope': not found in models/"):
+    with pytest.raises(ConfigError, match="'nope': not a shipped name"):
         load_model("nope")
     with pytest.raises(ConfigError, match="no such file"):
         load_mesh("/nonexistent/mesh.toml")

@@ -9,17 +9,18 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxpart.config import ConfigError, load_mesh, load_model
+from jaxpart.config import ConfigError, RunShape, load_mesh, load_model
 from jaxpart.model.decoder import DenseDecoder, init_params
 from jaxpart.model.kernels.backend import KernelChoice
 from jaxpart.planning.memory import EVERYTHING, layer_fit_bytes
 from jaxpart.planning.placement import PlanChoice
 from jaxpart.planning.plan import device_overhead, make_plan
 from jaxpart.runtime.engine import generate, random_prompts
-from jaxpart.runtime.executors import PipelineExecutor, ReferenceExecutor, RunShape
+from jaxpart.runtime.executors import PipelineExecutor, ReferenceExecutor
 
 MODEL = load_model("dense16-tiny")
 MESH = load_mesh("cpu16")
+RUN = RunShape(16, 16, 16)  # dense16-tiny's [run] table
 
 
 @pytest.fixture(scope="module")
@@ -30,18 +31,11 @@ def params(cpu16):
 def run_all(params, batch, microbatches, seed=0, dtype=None):
     cfg = MODEL if dtype is None else MODEL.with_dtype(dtype)
     p = params if dtype is None else init_params(cfg, seed=0)
-    prompts = random_prompts(cfg, batch, 16, seed)
+    shape = RunShape(batch, 16, 16, microbatches)
+    prompts = random_prompts(cfg, shape, seed)
     out = {}
     for method in ("reference", "baseline", "layerwise"):
-        out[method] = generate(
-            method,
-            cfg,
-            MESH,
-            prompts=prompts,
-            gen_len=16,
-            microbatches=microbatches,
-            params=p,
-        )
+        out[method] = generate(method, cfg, MESH, shape, prompts=prompts, params=p)
     return out
 
 
@@ -72,7 +66,7 @@ def test_bfloat16_first_step_logits_agree(params):
 
 
 def plan_3544(capacity):
-    return make_plan(MODEL, MESH, capacity, "manual", layers_per_stage=[3, 5, 4, 4])
+    return make_plan(MODEL, MESH, RUN, capacity, "manual", layers_per_stage=[3, 5, 4, 4])
 
 
 @pytest.mark.parametrize(
@@ -81,14 +75,20 @@ def plan_3544(capacity):
         ("hbm", 1),
         # Five layers fit only when split two ways: a stage then spans 2 devices, with the
         # device's own part (embedding, head, a microbatch of 2 rows' activations) beside them.
-        (str(5 * layer_fit_bytes(MODEL, EVERYTHING, 2) + device_overhead(MODEL, MESH, 2, 2)), 2),
+        (
+            str(
+                5 * layer_fit_bytes(MODEL, RUN, EVERYTHING, 2)
+                + device_overhead(MODEL, MESH, RUN, 2, 2)
+            ),
+            2,
+        ),
     ],
 )
 def test_non_uniform_and_split_plans(params, capacity, split):
     plan = plan_3544(capacity)
     assert plan.layers_per_stage == [3, 5, 4, 4] and plan.split == split
-    prompts = random_prompts(MODEL, 32, 16, 3)
     shape = RunShape(32, 16, 8, 4)
+    prompts = random_prompts(MODEL, shape, 3)
     ref = ReferenceExecutor(MODEL, shape)
     expected, _ = ref.generate(ref.place(params), prompts)
     executor = PipelineExecutor(MODEL, plan, shape)
@@ -102,7 +102,7 @@ def collectives(hlo: str, op: str) -> list[str]:
 
 
 def test_hlo_layerwise_permutes_and_never_all_reduces(params):
-    _, _, executor = generate("layerwise", MODEL, MESH, gen_len=4, params=params)
+    _, _, executor = generate("layerwise", MODEL, MESH, RunShape(16, 16, 4), params=params)
     hlo = executor.lowered_decode_text()
     permutes = collectives(hlo, "collective-permute")
     assert permutes and "{15,0}" in "".join(permutes), "the ring from the last stage to stage 0"
@@ -110,7 +110,7 @@ def test_hlo_layerwise_permutes_and_never_all_reduces(params):
 
 
 def test_hlo_baseline_all_reduces_over_tensor(params):
-    _, _, executor = generate("baseline", MODEL, MESH, gen_len=4, params=params)
+    _, _, executor = generate("baseline", MODEL, MESH, RunShape(16, 16, 4), params=params)
     hlo = executor.lowered_decode_text()
     reduces = collectives(hlo, "all-reduce")
     assert len(reduces) == 2, "one psum after attention, one after the MLP"
@@ -120,7 +120,7 @@ def test_hlo_baseline_all_reduces_over_tensor(params):
 
 def test_nnx_model_prefill_and_decode_step_match_the_reference(params):
     model = DenseDecoder(MODEL, rngs=nnx.Rngs(0))
-    prompts = random_prompts(MODEL, 4, 16, 5)
+    prompts = random_prompts(MODEL, RunShape(4, 16, 4), 5)
     tokens = [jnp.argmax(model.prefill(jnp.asarray(prompts)), -1)]
     for _ in range(3):
         tokens.append(jnp.argmax(model.decode_step(tokens[-1]), -1))
@@ -132,8 +132,8 @@ def test_nnx_model_prefill_and_decode_step_match_the_reference(params):
 @pytest.mark.parametrize(
     "kwargs, fragment",
     [
-        (dict(batch=16, microbatches=3), "--batch = 16: must be divisible"),
-        (dict(gen_len=60), "exceeds the model's seq_len = 64"),
+        (dict(shape=RunShape(16, 16, 4, 3)), "--batch = 16: must be divisible"),
+        (dict(shape=RunShape(16, 16, 60)), "exceeds the model's seq_len = 64"),
         (dict(prompts=np.array([1, 2, 300])), "prompt token 300"),
         (dict(choice=PlanChoice(tp=3)), "--tp = 3: must divide the model's 8 attention heads"),
         (dict(choice=PlanChoice(pp=3)), "--pp = 3: must divide the model's 16 layers"),
@@ -142,17 +142,17 @@ def test_nnx_model_prefill_and_decode_step_match_the_reference(params):
 )
 def test_bad_runs_are_config_errors(params, kwargs, fragment):
     with pytest.raises(ConfigError, match=re.escape(fragment)):
-        generate("baseline", MODEL, MESH, params=params, **kwargs)
+        generate("baseline", MODEL, MESH, **{"shape": RUN, "params": params, **kwargs})
 
 
 def test_cache_is_sharded_by_stage(params):
-    plan = make_plan(MODEL, MESH)
+    plan = make_plan(MODEL, MESH, RUN)
     executor = PipelineExecutor(MODEL, plan, RunShape(16, 16, 2, 16))
     placed = executor.place(params)
     assert placed["layers"]["w1"].addressable_shards[0].data.shape == (1, 128, 512)
     assert jax.devices()[0] in placed["layers"]["w1"].sharding.device_set
     # The prefill program makes the caches, [heads, layers, batch, positions, head_dim].
-    _, _, (k, _) = executor.prefill(placed, random_prompts(MODEL, 16, 16, 0))
+    _, _, (k, _) = executor.prefill(placed, random_prompts(MODEL, RUN, 0))
     assert k.shape == executor.cache_shape() == (8, 16, 16, 64, 16)
     assert len(k.sharding.device_set) == 16
     assert k.addressable_shards[0].data.shape == (8, 1, 16, 64, 16), "one layer per device"
@@ -162,8 +162,8 @@ def test_long_prompts_attend_in_query_chunks_with_the_same_result(params, monkey
     # A chunk of 5 queries does not divide the 16-token prompt: the last chunk is padded.
     from jaxpart.model.kernels import attention
 
-    prompts = random_prompts(MODEL, 4, 16, 11)
     shape = RunShape(4, 16, 4, 1)
+    prompts = random_prompts(MODEL, shape, 11)
     whole = ReferenceExecutor(MODEL, shape)
     tokens, logits = whole.generate(whole.place(params), prompts)
     monkeypatch.setattr(attention, "QUERY_CHUNK", 5)
@@ -177,7 +177,7 @@ def test_long_prompts_attend_in_query_chunks_with_the_same_result(params, monkey
 def test_a_mesh_file_of_another_gpu_is_refused(monkeypatch):
     from types import SimpleNamespace
 
-    from jaxpart import engine
+    from jaxpart.runtime import engine
 
     a100 = [SimpleNamespace(platform="gpu", device_kind="NVIDIA A100-SXM4-80GB")] * 16
     monkeypatch.setattr(engine.jax, "devices", lambda: a100)
@@ -211,11 +211,10 @@ def test_grouped_kv_swiglu_tied_model_gives_the_same_tokens_in_every_placement(b
     assert "head" not in params and params["layers"]["wk"].shape == (16, 128, 2, 16)
     assert params["layers"]["w3"].shape == (16, 128, 256)
     kernel = KernelChoice(mlp=backend, attention=backend, strict=True)
-    prompts = random_prompts(cfg, 16, 16, 4)
+    shape = RunShape(16, 16, 6)
+    prompts = random_prompts(cfg, shape, 4)
     runs = {
-        method: generate(
-            method, cfg, MESH, prompts=prompts, gen_len=6, params=params, kernel=kernel
-        )
+        method: generate(method, cfg, MESH, shape, prompts=prompts, params=params, kernel=kernel)
         for method in ("reference", "baseline", "layerwise")
     }
     for method in ("baseline", "layerwise"):
@@ -230,9 +229,10 @@ def test_grouped_kv_swiglu_tied_model_gives_the_same_tokens_in_every_placement(b
 def test_rope_theta_and_norm_eps_reach_the_maths():
     cfg = load_model("gqa-tiny")
     params = init_params(cfg, 0)
-    prompts = random_prompts(cfg, 4, 16, 1)
-    _, base, _ = generate("reference", cfg, MESH, prompts=prompts, gen_len=2, params=params)
+    shape = RunShape(4, 16, 2)
+    prompts = random_prompts(cfg, shape, 1)
+    _, base, _ = generate("reference", cfg, MESH, shape, prompts=prompts, params=params)
     for change in (dict(rope_theta=10_000.0), dict(norm_eps=1e-2)):
         other = cfg.replace(**change)
-        _, logits, _ = generate("reference", other, MESH, prompts=prompts, gen_len=2, params=params)
+        _, logits, _ = generate("reference", other, MESH, shape, prompts=prompts, params=params)
         assert np.abs(logits - base).max() > 1e-4, change

@@ -6,7 +6,7 @@ import pytest
 
 import jaxpart
 from jaxpart.cli import main
-from jaxpart.config import ConfigError, load_mesh, load_model
+from jaxpart.config import ConfigError, RunShape, load_mesh, load_model
 from jaxpart.config.generation import GenerationConfig
 from jaxpart.model.decoder import init_params
 from jaxpart.runtime.engine import generate
@@ -24,11 +24,9 @@ def params(cpu16):
 GREEDY = GenerationConfig()
 
 
-def _run(method, params, generation=GREEDY, **kw):
-    kw.setdefault("batch", 16)
-    kw.setdefault("prompt_len", 8)
-    kw.setdefault("gen_len", 12)
-    return generate(method, MODEL, MESH, params=params, generation=generation, **kw)
+def _run(method, params, generation=GREEDY, gen_len=12, microbatches=None, **kw):
+    shape = RunShape(batch=16, prompt_len=8, gen_len=gen_len, microbatches=microbatches)
+    return generate(method, MODEL, MESH, shape, params=params, generation=generation, **kw)
 
 
 def test_sampling_gives_the_same_tokens_in_every_placement(params):
@@ -46,7 +44,7 @@ def test_temperature_zero_is_greedy_argmax(params):
     from jaxpart.model.layers import forward_all
 
     tokens, _, executor = _run("layerwise", params, GenerationConfig(temperature=0.0))
-    prompts = np.asarray(jaxpart.runtime.engine.random_prompts(MODEL, 16, 8, 0))
+    prompts = np.asarray(jaxpart.runtime.engine.random_prompts(MODEL, RunShape(16, 8, 12), 0))
     whole = np.concatenate([prompts, tokens[:, :-1]], axis=1)
     logits = np.asarray(forward_all(params, whole))  # every position, no cache
     np.testing.assert_array_equal(tokens, logits[:, 7:].argmax(-1))

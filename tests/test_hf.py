@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from jaxpart.cli import main
-from jaxpart.config import ConfigError, load_mesh, load_model
+from jaxpart.config import ConfigError, RunShape, load_mesh, load_model
 from jaxpart.runtime.engine import generate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,13 +51,9 @@ def test_config_json_becomes_a_model(folders):
 def test_logits_and_tokens_equal_transformers(folders, variant, method):
     cfg = load_model(str(folders[variant]))
     golden = GOLDEN["variants"][variant]
-    tokens, logits, _ = generate(
-        method,
-        cfg,
-        load_mesh("cpu16"),
-        prompts=np.array(GOLDEN["prompts"]),
-        gen_len=GOLDEN["gen_len"],
-    )
+    prompts = np.array(GOLDEN["prompts"])
+    shape = RunShape(len(prompts), prompts.shape[1], GOLDEN["gen_len"])
+    tokens, logits, _ = generate(method, cfg, load_mesh("cpu16"), shape, prompts=prompts)
     np.testing.assert_allclose(logits, np.array(golden["first_logits"]), rtol=0, atol=1e-4)
     np.testing.assert_array_equal(tokens, np.array(golden["tokens"]))
 

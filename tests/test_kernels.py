@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jaxpart.config import load_mesh, load_model, shipped
+from jaxpart.config import RunShape, default_run, load_mesh, load_model, shipped
 from jaxpart.model.decoder import init_params
 from jaxpart.model.kernels import backend as backend_module
 from jaxpart.model.kernels.backend import KernelChoice, KernelFallbackError
@@ -113,7 +113,9 @@ def test_choose_block_sizes_fits_sram(m, d, f, dtype, sram, stages):
 
 DECODE_SHAPES = [
     (s["model"], s["method"], s["rows"], s["d_model"], s["d_ff"])
-    for s in decode_shapes([load_model(str(p)) for p in shipped("models")], load_mesh("h100x16"))
+    for s in decode_shapes(
+        [(load_model(str(p)), default_run(str(p))) for p in shipped("models")], load_mesh("h100x16")
+    )
 ]
 
 
@@ -215,7 +217,8 @@ def test_generations_through_the_kernels_equal_xla_in_every_placement(cpu16):
     # layer-wise: identical float32 tokens, all six runs.
     cfg, mesh = load_model("dense16-tiny"), load_mesh("cpu16")
     params = init_params(cfg, 0)
-    prompts = random_prompts(cfg, 16, 16, 7)
+    shape = RunShape(16, 16, 6)
+    prompts = random_prompts(cfg, shape, 7)
     runs = {}
     for method in ("reference", "baseline", "layerwise"):
         for backend in ("xla", "pallas"):
@@ -226,7 +229,7 @@ def test_generations_through_the_kernels_equal_xla_in_every_placement(cpu16):
                 strict=True,
             )
             runs[method, backend], _, _ = generate(
-                method, cfg, mesh, prompts=prompts, gen_len=6, params=params, kernel=kernel
+                method, cfg, mesh, shape, prompts=prompts, params=params, kernel=kernel
             )
     for key, tokens in runs.items():
         np.testing.assert_array_equal(tokens, runs["reference", "xla"], err_msg=str(key))

@@ -1,6 +1,6 @@
 """The memory model against the seed's dims, worked by hand (GB = 10^9 bytes)."""
 
-from jaxpart.config import load_model
+from jaxpart.config import default_run, load_model
 from jaxpart.planning.memory import (
     EVERYTHING,
     RESIDENT,
@@ -13,7 +13,7 @@ from jaxpart.planning.memory import (
 
 
 def test_dense16_derived_figures():
-    mem = layer_memory(load_model("dense16"))
+    mem = layer_memory(load_model("dense16"), default_run("dense16"))
     assert mem.params == 4 * 4096**2 + 2 * 4096 * 16384 == 201_326_592
     assert mem.weight_bytes == 402_653_184  # 0.40 GB
     assert mem.prefill_activation_bytes == 128 * 10000 * 4096 * 2 == 10_485_760_000  # 10.49 GB
@@ -24,20 +24,20 @@ def test_dense16_derived_figures():
 
 
 def test_dense16_stated_total_is_the_seeds():
-    assert layer_fit_bytes(load_model("dense16"), STATED) == 14_730_000_000
+    assert layer_fit_bytes(load_model("dense16"), default_run("dense16"), STATED) == 14_730_000_000
 
 
 def test_fit_definitions():
-    model = load_model("dense16")
-    mem = layer_memory(model)
-    assert layer_fit_bytes(model, RESIDENT) == mem.weight_bytes + mem.decode_working_bytes
+    model, run = load_model("dense16"), default_run("dense16")
+    mem = layer_memory(model, run)
+    assert layer_fit_bytes(model, run, RESIDENT) == mem.weight_bytes + mem.decode_working_bytes
     # Activations, embedding, head and buffers are paid once per device, not per layer.
-    assert layer_fit_bytes(model, EVERYTHING) == mem.weight_bytes + mem.kv_cache_bytes
+    assert layer_fit_bytes(model, run, EVERYTHING) == mem.weight_bytes + mem.kv_cache_bytes
 
 
 def test_split_divides_weights_and_kv_but_not_the_hidden_state():
-    model = load_model("dense16")
-    one, eight = layer_memory(model, 1), layer_memory(model, 8)
+    model, run = load_model("dense16"), default_run("dense16")
+    one, eight = layer_memory(model, run, 1), layer_memory(model, run, 8)
     assert eight.weight_bytes * 8 == one.weight_bytes
     assert eight.kv_cache_bytes * 8 == one.kv_cache_bytes
     assert eight.prefill_activation_bytes == one.prefill_activation_bytes
@@ -45,33 +45,34 @@ def test_split_divides_weights_and_kv_but_not_the_hidden_state():
 
 
 def test_l2_model_layer_is_about_25_mb():
-    mem = layer_memory(load_model("dense16-l2"))
+    mem = layer_memory(load_model("dense16-l2"), default_run("dense16-l2"))
     assert mem.weight_bytes == 25_165_824
 
 
 def test_discrepancies_named():
-    lines = discrepancies(load_model("dense16"))
+    lines = discrepancies(load_model("dense16"), default_run("dense16"))
     text = " ".join(lines)
     assert "201,326,592" in text and "30B" in text and "3.22B" in text
     assert "KV cache: 21.47 GB" in text and "leaves out" in text
-    assert discrepancies(load_model("dense16-tiny")) == []
+    assert discrepancies(load_model("dense16-tiny"), default_run("dense16-tiny")) == []
 
 
 def test_grouped_kv_heads_size_the_kv_cache():
     from jaxpart.planning.memory import kv_heads_per_device, layer_memory, valid_splits
 
-    llama = load_model("llama3.1-70b")
-    mem = layer_memory(llama)
+    llama, run = load_model("llama3.1-70b"), default_run("llama3.1-70b")
+    mem = layer_memory(llama, run)
     # 2 x B x S x 8 K/V heads x 128 x 2 bytes, not 64 heads' worth
     assert mem.kv_cache_bytes == 2 * 64 * 4096 * 8 * 128 * 2
     # q and o: 8192 x 8192 each; k and v: 8192 x 1024 each; gate, up and down: 8192 x 28672
     assert mem.params == 2 * 8192 * 8192 + 2 * 8192 * 1024 + 3 * 8192 * 28672
     # TP8 splits the 8 K/V heads; TP16 copies each to the 2 ranks that share it.
     assert kv_heads_per_device(llama, 8) == 1 and kv_heads_per_device(llama, 16) == 1
-    assert layer_memory(llama, 16).kv_cache_bytes == mem.kv_cache_bytes // 8
+    assert layer_memory(llama, run, 16).kv_cache_bytes == mem.kv_cache_bytes // 8
     assert 16 in valid_splits(llama) and 3 not in valid_splits(llama)
-    tiny = load_model("gqa-tiny")
-    assert layer_memory(tiny, 8).kv_cache_bytes == layer_memory(tiny).kv_cache_bytes // 2
+    tiny, tiny_run = load_model("gqa-tiny"), default_run("gqa-tiny")
+    eight = layer_memory(tiny, tiny_run, 8).kv_cache_bytes
+    assert eight == layer_memory(tiny, tiny_run).kv_cache_bytes // 2
 
 
 def test_plan_prints_the_grouped_kv_bytes(capsys):
@@ -85,7 +86,9 @@ def test_plan_prints_the_grouped_kv_bytes(capsys):
 def test_fp8_weights_and_cache_halve_their_bytes():
     bf16, fp8 = load_model("llama3.1-70b"), load_model("llama3.1-70b-fp8")
     assert (fp8.dtype, fp8.weight_dtype, fp8.kv_dtype) == ("bfloat16",) + ("float8_e4m3fn",) * 2
-    a, b = layer_memory(bf16), layer_memory(fp8)
+    run = default_run("llama3.1-70b")
+    assert default_run("llama3.1-70b-fp8") == run
+    a, b = layer_memory(bf16, run), layer_memory(fp8, run)
     assert b.weight_bytes * 2 == a.weight_bytes and b.kv_cache_bytes * 2 == a.kv_cache_bytes
     assert b.prefill_activation_bytes == a.prefill_activation_bytes  # activations stay bf16
 
@@ -120,12 +123,25 @@ def test_the_planner_reserves_the_device_overhead_once():
     from jaxpart.config import load_mesh
     from jaxpart.planning.plan import device_overhead, make_plan, microbatch_rows
 
-    model, mesh = load_model("dense16"), load_mesh("h100x16")
-    plan = make_plan(model, mesh)
-    rows = microbatch_rows(model.batch, plan.data_parallel, plan.n_stages)
-    per_layer = layer_fit_bytes(model, EVERYTHING)
+    model, mesh, run = load_model("dense16"), load_mesh("h100x16"), default_run("dense16")
+    plan = make_plan(model, mesh, run)
+    rows = microbatch_rows(run, plan.data_parallel, plan.n_stages)
+    per_layer = layer_fit_bytes(model, run, EVERYTHING)
     hbm = mesh.tiers["hbm"].capacity_bytes
     for stage in plan.stages:
         # what the stage holds fits, with its own microbatch's activations
-        held = len(stage.layers) * per_layer + device_overhead(model, mesh, 1, rows)
+        held = len(stage.layers) * per_layer + device_overhead(model, mesh, run, 1, rows)
         assert held <= stage.bytes_by_tier["hbm"] <= hbm
+
+
+def test_a_batch_too_large_for_the_pod_is_refused_by_the_kv_floor():
+    import pytest
+
+    from jaxpart.config import ConfigError, RunShape, load_mesh
+    from jaxpart.planning.memory import check_pod
+
+    model, mesh = load_model("dense16"), load_mesh("h100x16")
+    # 16 layers x 2 x 10240 positions x 4096 x 2 bytes = 2.68 GB a sequence; 1.28 TB of HBM
+    check_pod(model, mesh, RunShape(474, 9872, 128))
+    with pytest.raises(ConfigError, match="--batch = 475: .* at most 474 sequences fit"):
+        check_pod(model, mesh, RunShape(475, 9872, 128))

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jaxpart.config import load_mesh, load_model
+from jaxpart.config import default_run, load_mesh, load_model
 from jaxpart.planning.partition import (
     LayerTooLarge,
     PlanError,
@@ -155,28 +155,44 @@ def test_manual_validation():
 
 
 def test_seed_stated_one_layer_per_stage():
-    plan = make_plan(load_model("dense16"), load_mesh("h100x16"), "14.73GB", figures="stated")
+    plan = make_plan(
+        load_model("dense16"),
+        load_mesh("h100x16"),
+        default_run("dense16"),
+        "14.73GB",
+        figures="stated",
+    )
     assert plan.layers_per_stage == [1] * 16
     assert plan.n_devices == 16 and plan.data_parallel == 1
     assert all(s.bytes == 14_730_000_000 for s in plan.stages)
 
 
 def test_seed_stated_two_layers_per_stage():
-    plan = make_plan(load_model("dense16"), load_mesh("h100x16"), "29.46GB", figures="stated")
+    plan = make_plan(
+        load_model("dense16"),
+        load_mesh("h100x16"),
+        default_run("dense16"),
+        "29.46GB",
+        figures="stated",
+    )
     assert plan.layers_per_stage == [2] * 8
     assert plan.data_parallel == 2 and plan.n_devices == 16
 
 
 def test_dense16_l2_fits_one_layer_per_stage_in_l2():
-    plan = make_plan(load_model("dense16-l2"), load_mesh("h100x16"), "l2")
+    plan = make_plan(
+        load_model("dense16-l2"), load_mesh("h100x16"), default_run("dense16-l2"), "l2"
+    )
     assert plan.layers_per_stage == [1] * 16 and plan.split == 1
     assert {s.tier for s in plan.stages} == {"l2"}
 
 
 def test_dense16_in_l2_needs_a_split_and_too_many_devices():
     with pytest.raises(PlanError, match=r"16 stages x 8 devices = 128 devices.*mesh has 16"):
-        make_plan(load_model("dense16"), load_mesh("h100x16"), "l2")
-    plan = make_plan(load_model("dense16"), load_mesh("h100x16"), "l2", devices=128)
+        make_plan(load_model("dense16"), load_mesh("h100x16"), default_run("dense16"), "l2")
+    plan = make_plan(
+        load_model("dense16"), load_mesh("h100x16"), default_run("dense16"), "l2", devices=128
+    )
     assert plan.split == 8 and plan.n_stages == 16
     assert plan.stages[3].devices == tuple(range(24, 32))
 
@@ -184,33 +200,35 @@ def test_dense16_in_l2_needs_a_split_and_too_many_devices():
 def test_fewer_stages_than_devices_falls_back_to_balanced():
     # dense16-tiny at hbm fits in one stage; 16 devices over 1 stage replicate 16x, but
     # 12 devices with 5 stages would not divide: greedy at 4 layers per stage -> fallback.
-    model, mesh = load_model("dense16-tiny"), load_mesh("cpu16")
-    plan = make_plan(model, mesh, "hbm")
+    model, mesh, run = load_model("dense16-tiny"), load_mesh("cpu16"), default_run("dense16-tiny")
+    plan = make_plan(model, mesh, run, "hbm")
     assert plan.n_stages == 1 and plan.data_parallel == 16
     layer = plan.layer_bytes[0]
     # Room for 3 layers beside the device's own part at the plan's microbatch (16 / 8 = 2 rows)
-    room = 3 * layer + device_overhead(model, mesh, 1, 2) + 1
-    plan = make_plan(model, mesh, str(room), devices=7)
+    room = 3 * layer + device_overhead(model, mesh, run, 1, 2) + 1
+    plan = make_plan(model, mesh, run, str(room), devices=7)
     assert plan.n_stages == 7 and plan.strategy == "greedy"
     assert any("fell back to balanced over 7 stages" in n for n in plan.notes)
     assert max(plan.layers_per_stage) == 3
 
 
 def test_cpu_default_plan_uses_every_device():
-    plan = make_plan(load_model("dense16-tiny"), load_mesh("cpu16"))
+    plan = make_plan(load_model("dense16-tiny"), load_mesh("cpu16"), default_run("dense16-tiny"))
     assert plan.n_devices == 16 and plan.layers_per_stage == [1] * 16
 
 
 def test_manual_and_balanced_plans():
-    model, mesh = load_model("dense16-tiny"), load_mesh("cpu16")
-    plan = make_plan(model, mesh, "hbm", strategy="manual", layers_per_stage=[3, 5, 4, 4])
+    model, mesh, run = load_model("dense16-tiny"), load_mesh("cpu16"), default_run("dense16-tiny")
+    plan = make_plan(model, mesh, run, "hbm", strategy="manual", layers_per_stage=[3, 5, 4, 4])
     assert plan.layers_per_stage == [3, 5, 4, 4] and plan.data_parallel == 4
-    plan = make_plan(model, mesh, "hbm", strategy="balanced", devices=5)
+    plan = make_plan(model, mesh, run, "hbm", strategy="balanced", devices=5)
     assert sorted(plan.layers_per_stage) == [3, 3, 3, 3, 4]
 
 
 def test_plan_json_round_trip():
-    plan = make_plan(load_model("dense16"), load_mesh("h100x16"), "l2", devices=128)
+    plan = make_plan(
+        load_model("dense16"), load_mesh("h100x16"), default_run("dense16"), "l2", devices=128
+    )
     again = Plan.from_json(plan.to_json())
     assert again == plan
     d = plan.to_dict()

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import pytest
 
 from jaxpart.cli import main
-from jaxpart.config import ConfigError, Link, load_mesh, load_model
+from jaxpart.config import ConfigError, Link, RunShape, default_run, load_mesh, load_model
 from jaxpart.model.decoder import empty_cache, init_params
 from jaxpart.model.layers import forward
 from jaxpart.perf.predict import (
@@ -22,7 +22,7 @@ from jaxpart.perf.predict import (
     floor,
     predict,
 )
-from jaxpart.planning.memory import layer_memory
+from jaxpart.planning.memory import layer_memory, layer_weight_bytes
 from jaxpart.planning.plan import make_plan
 
 LINK = Link(
@@ -52,14 +52,13 @@ def test_pure_bandwidth_bound_stage():
     # nothing resident in L2: a decode step reads every weight, the KV cache of the mean context
     # and the LM head once from HBM, plus activations (a few KB here).
     cfg = load_model("dense16-tiny")
-    plan = make_plan(cfg, load_mesh("cpu16"), "hbm", devices=1)
+    batch, prompt, gen = 16, 16, 9
+    shape = RunShape(batch, prompt, gen, microbatches=1)
+    plan = make_plan(cfg, load_mesh("cpu16"), shape, "hbm", devices=1)
     assert plan.n_stages == 1 and plan.split == 1
     c = constants()
-    batch, prompt, gen = 16, 16, 9
-    p = predict(
-        "layerwise", cfg, plan, c, batch=batch, prompt_len=prompt, gen_len=gen, microbatches=1
-    )
-    mem = layer_memory(cfg)
+    p = predict("layerwise", cfg, plan, c, shape)
+    mem = layer_memory(cfg, shape)
     context = prompt + (gen - 1) / 2
     kv = 16 * 2 * batch * context * cfg.d_model * 4
     head = cfg.d_model * cfg.vocab * 4 + batch * cfg.vocab * 4  # weights and f32 logits
@@ -73,35 +72,16 @@ def test_pure_bandwidth_bound_stage():
     assert p.tps == pytest.approx(batch / (p.tpot_ms / 1e3), rel=1e-12)
     assert p.ms_per_token_amortized == pytest.approx(1e3 / p.tps)
     # A launch cost per kernel adds exactly (7 kernels x 16 layers + the head) launches.
-    q = predict(
-        "layerwise",
-        cfg,
-        plan,
-        constants(launch_s=1e-6),
-        batch=batch,
-        prompt_len=prompt,
-        gen_len=gen,
-        microbatches=1,
-    )
+    q = predict("layerwise", cfg, plan, constants(launch_s=1e-6), shape)
     assert q.tpot_ms - p.tpot_ms == pytest.approx(1e-3 * (7 * 16 + 1), rel=1e-9)
 
 
 def test_l2_resident_weights_are_reread_at_l2_bandwidth():
     cfg = load_model("dense16-tiny")
-    plan = make_plan(cfg, load_mesh("cpu16"), "hbm", devices=1)
-    p1 = predict(
-        "x", cfg, plan, constants(l2_capacity=0), batch=16, prompt_len=16, gen_len=5, microbatches=4
-    )
-    p2 = predict(
-        "x",
-        cfg,
-        plan,
-        constants(l2_capacity=10**9),
-        batch=16,
-        prompt_len=16,
-        gen_len=5,
-        microbatches=4,
-    )
+    shape = RunShape(16, 16, 5, microbatches=4)
+    plan = make_plan(cfg, load_mesh("cpu16"), shape, "hbm", devices=1)
+    p1 = predict("x", cfg, plan, constants(l2_capacity=0), shape)
+    p2 = predict("x", cfg, plan, constants(l2_capacity=10**9), shape)
     assert not p1.decode_tick["resident_in_l2"] and p2.decode_tick["resident_in_l2"]
     mlp = 16 * 2 * cfg.d_model * cfg.d_ff * 4  # gelu: w1 and w2, f32
     saving = 1e6 * (mlp / 1e12 - mlp / 4e12)
@@ -109,17 +89,7 @@ def test_l2_resident_weights_are_reread_at_l2_bandwidth():
     assert p1.decode_tick["l2_saving_us"] == 0.0
     assert p2.tpot_ms < p1.tpot_ms
     # Engines without eviction hints get no L2 residency, whatever fits.
-    p3 = predict(
-        "x",
-        cfg,
-        plan,
-        constants(l2_capacity=10**9),
-        batch=16,
-        prompt_len=16,
-        gen_len=5,
-        microbatches=4,
-        engine=PUBLISHED,
-    )
+    p3 = predict("x", cfg, plan, constants(l2_capacity=10**9), shape, engine=PUBLISHED)
     assert not p3.decode_tick["resident_in_l2"]
 
 
@@ -144,14 +114,14 @@ def test_predicted_flops_match_xla_within_10_percent():
     assert abs(cost["flops"] / predicted - 1) < 0.10
     # Bytes: XLA counts every operand of every op (intermediates, cache update copies), so its
     # figure is several times the minimum the model uses (weights + KV read once).
-    minimum = 16 * layer_memory(cfg).weight_bytes + 16 * 2 * batch * cfg.seq_len * 128 * 4
+    minimum = 16 * layer_weight_bytes(cfg) + 16 * 2 * batch * cfg.seq_len * 128 * 4
     assert cost["bytes accessed"] > minimum
 
 
 def test_floor_by_hand():
     cfg = load_model("dense16")
     c = constants_from(load_mesh("h100x16"))
-    fl = floor(cfg, c, 16, batch=128, prompt_len=9872, gen_len=128)
+    fl = floor(cfg, c, 16, RunShape(128, 9872, 128))
     kv = 16 * 2 * 128 * (9872 + 127 / 2) * 4096 * 2
     assert fl["floor_tpot_ms"] == pytest.approx(1e3 * (16 * 402_653_184 + kv) / (16 * 3.35e12))
     assert fl["max_tps"] == pytest.approx(128 / (fl["floor_tpot_ms"] / 1e3))
@@ -279,9 +249,10 @@ def test_verify_dense16_layerwise_matches_the_memory_model(capsys, tmp_path):
 
 
 def _fp8_copy(tmp_path, name="gqa-tiny"):
-    from pathlib import Path
 
-    text = (Path(__file__).resolve().parent.parent / "models" / f"{name}.toml").read_text()
+    from jaxpart.config import resolve
+
+    text = resolve(name, "models").read_text()
     fp8 = 'dtype = "float32"\nweight_dtype = "float8_e4m3fn"\nkv_dtype = "float8_e4m3fn"'
     path = tmp_path / "fp8.toml"
     path.write_text(text.replace('dtype = "float32"', fp8))
@@ -313,7 +284,7 @@ def test_the_readme_figures_for_dense16_are_what_the_tools_compute(tmp_path):
     from jaxpart.config import format_bytes
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    mem = layer_memory(load_model("dense16"))
+    mem = layer_memory(load_model("dense16"), default_run("dense16"))
     assert (mem.params, format_bytes(mem.weight_bytes)) == (201_326_592, "402.65 MB")
     assert format_bytes(mem.kv_cache_bytes) == "21.47 GB"
     assert "0.40 GB weights and 21.47 GB KV cache per layer" in readme
@@ -349,7 +320,11 @@ def test_verify_runs_on_llama_70b(tmp_path):
 @pytest.mark.parametrize(
     "args, missing, fragment",
     [
-        (["--model", "llama3.1-70b", "--batch", "1"], "layerwise", "--microbatches = 1"),
+        (
+            ["--model", "llama3.1-70b", "--batch", "1"],
+            "layerwise",
+            "--batch = 1: must be divisible",
+        ),
         (["--model", "llama3.1-70b", "--tp", "1", "--pp", "1"], "baseline", "more than its"),
     ],
 )

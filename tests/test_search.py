@@ -7,7 +7,7 @@ import json
 import pytest
 
 from jaxpart.cli import main
-from jaxpart.config import ConfigError, load_mesh, load_model
+from jaxpart.config import ConfigError, RunShape, default_run, load_mesh, load_model
 from jaxpart.perf.predict import constants_from, predict
 from jaxpart.perf.search import _divisors, _fits, best_of_each, search_plans
 from jaxpart.planning.memory import EVERYTHING, device_memory, layer_fit_bytes, valid_splits
@@ -20,7 +20,7 @@ def _compositions(n_layers, n_stages):
         yield [list(range(ends[i], ends[i + 1])) for i in range(n_stages)]
 
 
-def _exhaustive(cfg, mesh, objective):
+def _exhaustive(cfg, run, mesh, objective):
     """Every contiguous partition at every split and replica count that uses the mesh, at every
     microbatch count: the best cost by the same models."""
     c, n, L = constants_from(mesh), mesh.n_devices, cfg.n_layers
@@ -28,28 +28,20 @@ def _exhaustive(cfg, mesh, objective):
     best = None
     for t in valid_splits(cfg):
         for S in range(1, L + 1):
-            if n % (t * S) or cfg.batch % (n // (t * S)):
+            if n % (t * S) or run.batch % (n // (t * S)):
                 continue
             r = n // (t * S)
-            layer_bytes = [layer_fit_bytes(cfg, EVERYTHING, t)] * L
+            layer_bytes = [layer_fit_bytes(cfg, run, EVERYTHING, t)] * L
             for stages in _compositions(L, S):
                 plan = assemble_plan(
-                    cfg, mesh, stages, t, r, "x", "derived", EVERYTHING, "hbm", hbm, layer_bytes, []
-                )
-                per = cfg.batch // r
+                    cfg, mesh, run, stages, t, r, "x", "derived", EVERYTHING, "hbm", hbm,
+                    layer_bytes, [],
+                )  # fmt: skip
+                per = run.batch // r
                 for m in _divisors(per):
-                    if _fits(cfg, mesh, plan, per // m, per, cfg.prompt_len) is None:
+                    if _fits(cfg, mesh, plan, per // m, per, run.prompt_len) is None:
                         continue
-                    p = predict(
-                        "x",
-                        cfg,
-                        plan,
-                        c,
-                        batch=cfg.batch,
-                        prompt_len=cfg.prompt_len,
-                        gen_len=cfg.gen_len,
-                        microbatches=m,
-                    )
+                    p = predict("x", cfg, plan, c, run.replace(microbatches=m))
                     cost = {"throughput": -p.tps, "tpot": p.tpot_ms, "ttft": p.ttft_ms}[objective]
                     best = cost if best is None else min(best, cost)
     return best
@@ -74,15 +66,16 @@ def _small_hbm(mesh, capacity):
 )
 @pytest.mark.parametrize("objective", ["throughput", "tpot", "ttft"])
 def test_the_best_plan_found_is_the_best_of_all(model, layers, devices, hbm_share, objective):
-    cfg = load_model(model).replace(n_layers=layers)
+    cfg, run = load_model(model).replace(n_layers=layers), default_run(model)
     mesh = load_mesh("h100x16").sized(devices)
     if hbm_share:
         whole = device_memory(
-            cfg, layers, 1, cache_rows=cfg.batch, rows=cfg.batch, prompt_len=cfg.prompt_len
+            cfg, layers, 1, cache_rows=run.batch, rows=run.batch, prompt_len=run.prompt_len
         ).total
         mesh = _small_hbm(mesh, int(whole * hbm_share))
-    ranked = search_plans(cfg, mesh, objective=objective)
-    assert ranked[0].cost(objective) == pytest.approx(_exhaustive(cfg, mesh, objective), rel=1e-12)
+    ranked = search_plans(cfg, mesh, run, objective=objective)
+    best = _exhaustive(cfg, run, mesh, objective)
+    assert ranked[0].cost(objective) == pytest.approx(best, rel=1e-12)
     costs = [k.cost(objective) for k in ranked]
     assert costs == sorted(costs)
     hbm = mesh.tiers["hbm"].capacity_bytes
@@ -104,13 +97,16 @@ def test_plan_auto_prints_and_writes_the_ten_best(capsys, tmp_path):
 
 
 def test_search_names_both_methods_and_refuses_what_cannot_fit():
-    cfg, mesh = load_model("dense16-l2"), load_mesh("h100x16")
-    best = best_of_each(search_plans(cfg, mesh))
+    cfg, mesh, run = load_model("dense16-l2"), load_mesh("h100x16"), default_run("dense16-l2")
+    best = best_of_each(search_plans(cfg, mesh, run))
     assert set(best) == {"baseline", "layerwise"}
     with pytest.raises(ConfigError, match="--objective"):
-        search_plans(cfg, mesh, objective="speed")
-    with pytest.raises(ConfigError, match="fits"):
-        search_plans(load_model("llama3.1-405b"), _small_hbm(mesh, 10**9))
+        search_plans(cfg, mesh, run, objective="speed")
+    big = load_model("llama3.1-405b")
+    with pytest.raises(ConfigError, match="sequences fit"):  # the pod's floor, before any plan
+        search_plans(big, _small_hbm(mesh, 10**9), default_run("llama3.1-405b"))
+    with pytest.raises(ConfigError, match="no placement of llama3.1-405b .* fits"):
+        search_plans(big, _small_hbm(mesh, 55 * 10**9), RunShape(1, 8, 8))
 
 
 def test_compare_auto_runs_the_best_plan_of_each_method(capsys):

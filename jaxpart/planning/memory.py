@@ -30,9 +30,9 @@ TIER_DEFINITION = {"smem": RESIDENT, "l2": RESIDENT, "hbm": EVERYTHING}
 # time by the decode kernels; see jaxpart.model.kernels.attention.
 PAGE = 16
 KV_BLOCK = 128
-# Working-set bounds the executors keep (jaxpart.model.layers, jaxpart.model.kernels.attention): a
-# long prompt's MLP runs ROW_CHUNK rows at a time; the XLA prefill attention QUERY_CHUNK queries at a
-# time (its f32 scores are rows x heads x QUERY_CHUNK x prompt).
+# Working-set bounds the executors keep (jaxpart.model.layers, jaxpart.model.kernels.attention):
+# a long prompt's MLP runs ROW_CHUNK rows at a time; the XLA prefill attention QUERY_CHUNK
+# queries at a time (its f32 scores are rows x heads x QUERY_CHUNK x prompt).
 ROW_CHUNK = 4096
 QUERY_CHUNK = 512
 # Hidden-state-sized f32 buffers a prefill layer holds at once (rows x prompt x d_model x 4 bytes
