@@ -27,9 +27,8 @@ ensure_cpu_devices(16)
 from jaxpart.config import RunShape, load_mesh, load_model, resolve  # noqa: E402
 from jaxpart.measure.bench import measure_interleaved, measured_on, rates  # noqa: E402
 from jaxpart.model.decoder import init_params  # noqa: E402
+from jaxpart.planning.placement import METHODS  # noqa: E402
 from jaxpart.runtime.engine import make_executor, random_prompts  # noqa: E402
-
-METHODS = ("reference", "baseline", "layerwise")
 
 
 def main() -> None:

@@ -25,9 +25,8 @@ import numpy as np  # noqa: E402
 
 from jaxpart.config import RunShape, load_mesh, load_model  # noqa: E402
 from jaxpart.model.decoder import init_params  # noqa: E402
+from jaxpart.planning.placement import METHODS  # noqa: E402
 from jaxpart.runtime.engine import make_executor, random_prompts  # noqa: E402
-
-METHODS = ("reference", "baseline", "layerwise")
 
 
 def main() -> None:

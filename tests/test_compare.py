@@ -44,7 +44,7 @@ def test_compare_end_to_end_json_and_plot(capsys, tmp_path):
     [
         (["--microbatches", "3", "--batch", "16"], "--batch = 16: must be divisible"),
         (["--tp", "3"], "--tp = 3: must divide"),
-        (["--mesh", "nowhere"], "--mesh = 'nowhere': not found"),
+        (["--mesh", "nowhere"], "--mesh = 'nowhere': not a shipped name"),
         (["--mesh", "h100x16"], "describes 16 NVIDIA H100 80GB HBM3 (gpu) but jax sees"),
         (["--attention", "flash"], "--attention"),
         (["--gen-len", "1"], "--gen-len = 1"),
@@ -165,10 +165,15 @@ def test_a_winner_is_named_only_when_every_round_agrees():
 
 
 def test_reference_bytes_by_the_memory_model():
-    from jaxpart.config import load_model
+    from jaxpart.config.model import load_model_file
     from jaxpart.measure.compare import reference_bytes
 
-    # dense16-l2 at batch 128: 16 layers x 10000 positions x 2 x 1024 x 2 bytes of KV per
-    # sequence is 84 GB: more than an 80 GB H100 holds, so the pod run checks placements.
-    assert 80e9 < reference_bytes(load_model("dense16-l2"), 128)
-    assert reference_bytes(load_model("dense16-tiny"), 16) < 1.61e9
+    # dense16-l2's run (its [run] table: batch 128, 9872 + 128 = 10000 positions): 16 layers x
+    # 10000 positions x 2 x 1024 x 2 bytes of KV per sequence is 84 GB at batch 128, more than
+    # an 80 GB H100 holds, so the pod run checks placements.
+    l2, l2_run = load_model_file("dense16-l2")
+    assert l2_run.batch == 128 and l2_run.context == 10_000
+    assert 80e9 < reference_bytes(l2, l2_run)
+    tiny, tiny_run = load_model_file("dense16-tiny")
+    assert tiny_run.batch == 16
+    assert reference_bytes(tiny, tiny_run) < 1.61e9

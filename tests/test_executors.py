@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxpart.config import ConfigError, RunShape, load_mesh, load_model
+from jaxpart.config import ConfigError, FitDefinition, RunShape, load_mesh, load_model
 from jaxpart.model.decoder import DenseDecoder, init_params
 from jaxpart.model.kernels.backend import KernelChoice
-from jaxpart.planning.memory import EVERYTHING, layer_fit_bytes
+from jaxpart.planning.memory import layer_fit_bytes
 from jaxpart.planning.placement import PlanChoice
 from jaxpart.planning.plan import device_overhead, make_plan
-from jaxpart.runtime.engine import generate, random_prompts
+from jaxpart.runtime.engine import generate, make_executor, random_prompts
 from jaxpart.runtime.executors import PipelineExecutor, ReferenceExecutor
 
 MODEL = load_model("dense16-tiny")
@@ -77,7 +77,7 @@ def plan_3544(capacity):
         # device's own part (embedding, head, a microbatch of 2 rows' activations) beside them.
         (
             str(
-                5 * layer_fit_bytes(MODEL, RUN, EVERYTHING, 2)
+                5 * layer_fit_bytes(MODEL, RUN, FitDefinition.EVERYTHING, 2)
                 + device_overhead(MODEL, MESH, RUN, 2, 2)
             ),
             2,
@@ -152,10 +152,30 @@ def test_cache_is_sharded_by_stage(params):
     assert placed["layers"]["w1"].addressable_shards[0].data.shape == (1, 128, 512)
     assert jax.devices()[0] in placed["layers"]["w1"].sharding.device_set
     # The prefill program makes the caches, [heads, layers, batch, positions, head_dim].
-    _, _, (k, _) = executor.prefill(placed, random_prompts(MODEL, RUN, 0))
+    state = executor.prefill(placed, random_prompts(MODEL, RUN, 0))
+    k, _ = state.caches
+    assert state.generated == 1 and state.first_tokens.shape == (16,)
     assert k.shape == executor.cache_shape() == (8, 16, 16, 64, 16)
     assert len(k.sharding.device_set) == 16
     assert k.addressable_shards[0].data.shape == (8, 1, 16, 64, 16), "one layer per device"
+
+
+@pytest.mark.parametrize("method", ["reference", "layerwise"])
+def test_prefill_and_decode_by_hand_give_generates_tokens(params, method):
+    shape = RunShape(16, 16, 5)
+    executor = make_executor(method, MODEL, MESH, shape)
+    placed = executor.place(params)
+    prompts = random_prompts(MODEL, shape, 2)
+    tokens, logits = executor.generate(placed, prompts)  # one decode call of 4 steps
+    state = executor.prefill(placed, prompts)
+    state, a = executor.decode(state, 2)
+    state, b = executor.decode(state, 2)  # the same program, from token index 3
+    made = np.concatenate([state.first_tokens[:, None], a, b], axis=1)
+    np.testing.assert_array_equal(made, tokens)
+    np.testing.assert_array_equal(np.asarray(state.first_logits), logits)
+    assert state.generated == 5 and not state.ragged
+    with pytest.raises(ValueError, match="decode n=1: 5 of gen_len = 5 tokens"):
+        executor.decode(state, 1)
 
 
 def test_long_prompts_attend_in_query_chunks_with_the_same_result(params, monkeypatch):

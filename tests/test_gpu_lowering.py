@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from jaxpart.config import load_mesh, load_model
+from jaxpart.config import default_run, load_mesh, load_model
 from jaxpart.measure.verify import gpu_kernels, largest_intermediate
 from jaxpart.model.layers import run_layers
 from jaxpart.planning.memory import cache_positions
@@ -40,10 +40,10 @@ def lowered_layer_text(rows, prompt, d, heads, head_dim, d_ff, seq_len, dtype=jn
     [("layer-wise microbatch", 8, 1), ("TP8 shard of the baseline's microbatch", 64, 8)],
 )
 def test_dense16_prefill_makes_no_buffer_over_twice_the_activation(placement, rows, split):
-    cfg = load_model("dense16")
+    cfg, prompt_len = load_model("dense16"), default_run("dense16").prompt_len
     text = lowered_layer_text(
         rows,
-        cfg.prompt_len,
+        prompt_len,
         cfg.d_model,
         cfg.n_heads // split,
         cfg.head_dim,
@@ -51,7 +51,7 @@ def test_dense16_prefill_makes_no_buffer_over_twice_the_activation(placement, ro
         cfg.seq_len,
     )
     assert "__gpu$xla.gpu.triton" in text, "the Pallas flash attention runs the prompt"
-    activation = rows * cfg.prompt_len * cfg.d_model * 2
+    activation = rows * prompt_len * cfg.d_model * 2
     size, kind = largest_intermediate(text)
     assert size <= 2 * activation, f"{placement}: {kind} is {size / activation:.2f}x the input"
 

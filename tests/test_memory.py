@@ -1,10 +1,7 @@
 """The memory model against the seed's dims, worked by hand (GB = 10^9 bytes)."""
 
-from jaxpart.config import default_run, load_model
+from jaxpart.config import FitDefinition, default_run, load_model
 from jaxpart.planning.memory import (
-    EVERYTHING,
-    RESIDENT,
-    STATED,
     discrepancies,
     layer_fit_bytes,
     layer_memory,
@@ -24,15 +21,20 @@ def test_dense16_derived_figures():
 
 
 def test_dense16_stated_total_is_the_seeds():
-    assert layer_fit_bytes(load_model("dense16"), default_run("dense16"), STATED) == 14_730_000_000
+    assert (
+        layer_fit_bytes(load_model("dense16"), default_run("dense16"), FitDefinition.STATED)
+        == 14_730_000_000
+    )
 
 
 def test_fit_definitions():
     model, run = load_model("dense16"), default_run("dense16")
     mem = layer_memory(model, run)
-    assert layer_fit_bytes(model, run, RESIDENT) == mem.weight_bytes + mem.decode_working_bytes
+    resident = layer_fit_bytes(model, run, FitDefinition.RESIDENT)
+    assert resident == mem.weight_bytes + mem.decode_working_bytes
     # Activations, embedding, head and buffers are paid once per device, not per layer.
-    assert layer_fit_bytes(model, run, EVERYTHING) == mem.weight_bytes + mem.kv_cache_bytes
+    everything = layer_fit_bytes(model, run, FitDefinition.EVERYTHING)
+    assert everything == mem.weight_bytes + mem.kv_cache_bytes
 
 
 def test_split_divides_weights_and_kv_but_not_the_hidden_state():
@@ -126,7 +128,7 @@ def test_the_planner_reserves_the_device_overhead_once():
     model, mesh, run = load_model("dense16"), load_mesh("h100x16"), default_run("dense16")
     plan = make_plan(model, mesh, run)
     rows = microbatch_rows(run, plan.data_parallel, plan.n_stages)
-    per_layer = layer_fit_bytes(model, run, EVERYTHING)
+    per_layer = layer_fit_bytes(model, run, FitDefinition.EVERYTHING)
     hbm = mesh.tiers["hbm"].capacity_bytes
     for stage in plan.stages:
         # what the stage holds fits, with its own microbatch's activations

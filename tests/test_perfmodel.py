@@ -82,15 +82,15 @@ def test_l2_resident_weights_are_reread_at_l2_bandwidth():
     plan = make_plan(cfg, load_mesh("cpu16"), shape, "hbm", devices=1)
     p1 = predict("x", cfg, plan, constants(l2_capacity=0), shape)
     p2 = predict("x", cfg, plan, constants(l2_capacity=10**9), shape)
-    assert not p1.decode_tick["resident_in_l2"] and p2.decode_tick["resident_in_l2"]
+    assert not p1.decode_tick.resident_in_l2 and p2.decode_tick.resident_in_l2
     mlp = 16 * 2 * cfg.d_model * cfg.d_ff * 4  # gelu: w1 and w2, f32
     saving = 1e6 * (mlp / 1e12 - mlp / 4e12)
-    assert p2.decode_tick["l2_saving_us"] == pytest.approx(saving)
-    assert p1.decode_tick["l2_saving_us"] == 0.0
+    assert p2.decode_tick.l2_saving_us == pytest.approx(saving)
+    assert p1.decode_tick.l2_saving_us == 0.0
     assert p2.tpot_ms < p1.tpot_ms
     # Engines without eviction hints get no L2 residency, whatever fits.
     p3 = predict("x", cfg, plan, constants(l2_capacity=10**9), shape, engine=PUBLISHED)
-    assert not p3.decode_tick["resident_in_l2"]
+    assert not p3.decode_tick.resident_in_l2
 
 
 def test_pure_latency_bound_all_reduce():
@@ -123,8 +123,8 @@ def test_floor_by_hand():
     c = constants_from(load_mesh("h100x16"))
     fl = floor(cfg, c, 16, RunShape(128, 9872, 128))
     kv = 16 * 2 * 128 * (9872 + 127 / 2) * 4096 * 2
-    assert fl["floor_tpot_ms"] == pytest.approx(1e3 * (16 * 402_653_184 + kv) / (16 * 3.35e12))
-    assert fl["max_tps"] == pytest.approx(128 / (fl["floor_tpot_ms"] / 1e3))
+    assert fl.floor_tpot_ms == pytest.approx(1e3 * (16 * 402_653_184 + kv) / (16 * 3.35e12))
+    assert fl.max_tps == pytest.approx(128 / (fl.floor_tpot_ms / 1e3))
 
 
 def test_simulate_dense16(capsys, tmp_path):

@@ -7,10 +7,10 @@ import json
 import pytest
 
 from jaxpart.cli import main
-from jaxpart.config import ConfigError, RunShape, default_run, load_mesh, load_model
+from jaxpart.config import ConfigError, FitDefinition, RunShape, default_run, load_mesh, load_model
 from jaxpart.perf.predict import constants_from, predict
 from jaxpart.perf.search import _divisors, _fits, best_of_each, search_plans
-from jaxpart.planning.memory import EVERYTHING, device_memory, layer_fit_bytes, valid_splits
+from jaxpart.planning.memory import device_memory, layer_fit_bytes, valid_splits
 from jaxpart.planning.plan import assemble_plan
 
 
@@ -31,11 +31,11 @@ def _exhaustive(cfg, run, mesh, objective):
             if n % (t * S) or run.batch % (n // (t * S)):
                 continue
             r = n // (t * S)
-            layer_bytes = [layer_fit_bytes(cfg, run, EVERYTHING, t)] * L
+            layer_bytes = [layer_fit_bytes(cfg, run, FitDefinition.EVERYTHING, t)] * L
             for stages in _compositions(L, S):
                 plan = assemble_plan(
-                    cfg, mesh, run, stages, t, r, "x", "derived", EVERYTHING, "hbm", hbm,
-                    layer_bytes, [],
+                    cfg, mesh, run, stages, t, r, "x", "derived", FitDefinition.EVERYTHING, "hbm",
+                    hbm, layer_bytes, [],
                 )  # fmt: skip
                 per = run.batch // r
                 for m in _divisors(per):

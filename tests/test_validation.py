@@ -1,4 +1,4 @@
-"""The performance model against published GPU measurements (tests/data/published.toml)."""
+"""The performance model against published GPU measurements (jaxpart/data/published.toml)."""
 
 import json
 import math

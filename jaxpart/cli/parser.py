@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from jaxpart.config import ConfigError
-from jaxpart.planning.partition import STRATEGIES
+from jaxpart.config import PLACEMENTS, RUN_DTYPES, Backend, ConfigError, Method, Strategy
 from jaxpart.train.tasks import TASKS
 
 
@@ -148,7 +147,7 @@ MESH_HELP = "a name in meshes/ (e.g. h100x16, cpu16, a100x8) or a TOML path"
 def _add_dtype_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--dtype",
-        choices=("float32", "bfloat16", "float16"),
+        choices=RUN_DTYPES,
         default=None,
         help="weights, activations and KV cache (default: the model file's)",
     )
@@ -164,7 +163,10 @@ def _add_plan_args(p: argparse.ArgumentParser, defaults: tuple[str, str]):
         help="smem | l2 | hbm | a size such as 14.73GB or 50MiB (default: the mesh's)",
     )
     p.add_argument(
-        "--strategy", choices=STRATEGIES, default="greedy", help="the layer-wise partitioner"
+        "--strategy",
+        choices=tuple(Strategy),
+        default=Strategy.GREEDY,
+        help="the layer-wise partitioner",
     )
     p.add_argument(
         "--layers-per-stage",
@@ -202,14 +204,14 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--mlp-kernel",
-        choices=("auto", "pallas", "xla"),
-        default="auto",
+        choices=tuple(Backend),
+        default=Backend.AUTO,
         help="MLP backend: Pallas on GPU / XLA on CPU (auto), or force one",
     )
     p.add_argument(
         "--attention",
-        choices=("auto", "pallas", "xla"),
-        default="auto",
+        choices=tuple(Backend),
+        default=Backend.AUTO,
         help="attention backend: Pallas on GPU / XLA on CPU (auto), or force one",
     )
     p.add_argument(
@@ -313,8 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_args(g)
     g.add_argument(
         "--method",
-        choices=("reference", "baseline", "layerwise"),
-        default="layerwise",
+        choices=tuple(Method),
+        default=Method.LAYERWISE,
         help="one device, TP x PP, or the layer-wise plan",
     )
     sampling = g.add_argument_group("sampling and stopping (jaxpart.GenerationConfig)")
@@ -451,8 +453,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_plan_args(v, PREDICT_DEFAULTS)
     v.add_argument(
         "--method",
-        choices=("baseline", "layerwise"),
-        default="layerwise",
+        choices=PLACEMENTS,
+        default=Method.LAYERWISE,
         help="the placement to compile",
     )
     _add_shape_args(v)

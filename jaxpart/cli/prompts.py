@@ -76,9 +76,15 @@ def resolve_prompts(args, model: ModelConfig, default: RunShape) -> Prompts:
     if getattr(args, "prompt", None):
         bad = [t for t in args.prompt if not 0 <= t < model.vocab]
         if bad:
-            raise ConfigError(f"--prompt: token {bad[0]} is outside the vocab [0, {model.vocab})")
+            raise ConfigError(
+                f"--prompt = {','.join(map(str, args.prompt))}: prompt token {bad[0]} is outside "
+                f"the vocab [0, {model.vocab})"
+            )
         rows = [list(args.prompt) for _ in range(batch)]
-        return Prompts(rows, described=f"one prompt of {len(args.prompt)} tokens, x{batch}")
+        # Token ids, as a --prompts file of ids: a model folder's tokenizer shows them as text
+        # and adds its EOS to the stop tokens.
+        described = f"one prompt of {len(args.prompt)} tokens, x{batch}"
+        return Prompts(rows, tokenizer=_tokenizer_if_any(model), described=described)
     texts = list(args.text or [])
     ids = None
     if args.prompts:
@@ -108,6 +114,15 @@ def resolve_prompts(args, model: ModelConfig, default: RunShape) -> Prompts:
 
 def has_tokenizer(model: ModelConfig) -> bool:
     return bool(model.hf_folder and (model.hf_folder / "tokenizer.json").is_file())
+
+
+def _tokenizer_if_any(model: ModelConfig):
+    """The model folder's tokenizer where it has one, else None."""
+    if not has_tokenizer(model):
+        return None
+    from jaxpart.io.text import tokenizer_for
+
+    return tokenizer_for(model)
 
 
 def generation_config(args, model: ModelConfig, tokenizer) -> GenerationConfig:

@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from jaxpart.config import MeshConfig, ModelConfig, RunShape, format_bytes
+from jaxpart.config import (
+    FitDefinition,
+    MeshConfig,
+    Method,
+    ModelConfig,
+    RunShape,
+    format_bytes,
+)
 from jaxpart.planning.memory import discrepancies, embedding_params, layer_memory
 from jaxpart.planning.plan import Plan
+
+if TYPE_CHECKING:
+    from jaxpart.perf.search import Candidate
+    from jaxpart.perf.simulate import Simulation
 
 
 def print_table(console: Console, table: Table, keep: int = 1) -> None:
@@ -100,7 +113,7 @@ def memory_table(model: ModelConfig, shape: RunShape, figures: str) -> Table:
         format_bytes(st.buffer_bytes) if st else "-",
     )
     row("resident set (smem/l2)", format_bytes(mem.weight_bytes + mem.decode_working_bytes), "-")
-    row("everything (hbm)", format_bytes(mem.fit_bytes("everything")), "-")
+    row("everything (hbm)", format_bytes(mem.fit_bytes(FitDefinition.EVERYTHING)), "-")
     if st is not None:
         total = st.weight_bytes + st.activation_bytes + st.buffer_bytes
         row("seed's total (w+a+b)", "-", format_bytes(total))
@@ -227,7 +240,7 @@ def spread_line(comparison) -> str:
 
 def breakdown_lines(comparison) -> list[str]:
     lines = []
-    reference = comparison.method("reference")
+    reference = comparison.method(Method.REFERENCE)
     for name, b in comparison.breakdown.items():
         step = comparison.method(name).decode_step_ms
         parts = [f"{name}: decode step {step:.2f} ms"]
@@ -250,12 +263,12 @@ def breakdown_lines(comparison) -> list[str]:
     return lines
 
 
-def simulate_table(sim: dict, n_devices_label: str) -> Table:
+def simulate_table(sim: Simulation, n_devices_label: str) -> Table:
     """Both methods predicted, the seed's claimed rows beside them."""
-    source = sim["predicted_by"]
+    shape = sim.shape
     table = Table(
-        title=f"Predicted ({source}): {sim['model']} ({sim['dtype']}), batch {sim['batch']}, "
-        f"prompt {sim['prompt_len']}, {sim['gen_len']} new tokens",
+        title=f"Predicted ({sim.predicted_by}): {sim.model} ({sim.dtype}), batch {shape.batch}, "
+        f"prompt {shape.prompt_len}, {shape.gen_len} new tokens",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
         padding=(0, 1, 0, 0),
@@ -274,55 +287,58 @@ def simulate_table(sim: dict, n_devices_label: str) -> Table:
         table.add_column(
             header, justify="left" if i in (0, 1, 7) else "right", no_wrap=True, overflow="fold"
         )
-    for m in sim["methods"]:
+    for m in sim.predictions.values():
         table.add_row(
-            sim["model"],
-            m["name"],
-            str(m["devices"]),
-            f"{m['tps']:,.0f}",
-            f"{m['tpot_ms']:.3f}",
-            f"{m['ttft_ms']:,.0f}",
-            f"{m['ms_per_token_amortized']:.4f}",
+            sim.model,
+            m.name,
+            str(m.devices),
+            f"{m.tps:,.0f}",
+            f"{m.tpot_ms:.3f}",
+            f"{m.ttft_ms:,.0f}",
+            f"{m.ms_per_token_amortized:.4f}",
             "predicted",
         )
-    for v in sim["seed_verdicts"]:
+    for v in sim.seed_verdicts:
         table.add_row(
-            sim["model"],
-            v["method"],
+            sim.model,
+            v.method,
             n_devices_label,
-            f"{v['claimed_tps']:,.0f}",
+            f"{v.claimed_tps:,.0f}",
             "-",
             "-",
-            f"{v['claimed_tpot_ms']:.4f}",
+            f"{v.claimed_tpot_ms:.4f}",
             "the seed's claim",
         )
     return table
 
 
-def verdict_lines(sim: dict) -> list[str]:
-    fl = sim["floor"]
+def verdict_lines(sim: Simulation) -> list[str]:
+    """The physical floor, and whether each of the seed's claimed figures is possible."""
+    fl = sim.floor
+
+    def word(ok: bool) -> str:
+        return "possible" if ok else "IMPOSSIBLE"
+
     lines = [
-        f"physical floor ({sim['predicted_by']}): every weight ({format_bytes(fl['weight_bytes'])})"
-        f" and the KV cache ({format_bytes(fl['kv_bytes'])} at a mean context of "
-        f"{fl['context']:.0f}) read once per decode step over all devices: TPOT >= "
-        f"{fl['floor_tpot_ms']:.3f} ms, TPS <= {fl['max_tps']:,.0f}, ms/token amortised >= "
-        f"{fl['floor_ms_per_token_amortized']:.4f}",
+        f"physical floor ({sim.predicted_by}): every weight ({format_bytes(fl.weight_bytes)})"
+        f" and the KV cache ({format_bytes(fl.kv_bytes)} at a mean context of "
+        f"{fl.context:.0f}) read once per decode step over all devices: TPOT >= "
+        f"{fl.floor_tpot_ms:.3f} ms, TPS <= {fl.max_tps:,.0f}, ms/token amortised >= "
+        f"{fl.floor_ms_per_token_amortized:.4f}",
     ]
-    for v in sim["seed_verdicts"]:
-
-        def word(ok):
-            return "possible" if ok else "IMPOSSIBLE"
-
+    for v in sim.seed_verdicts:
         lines.append(
-            f"the seed's {v['method']}: {v['claimed_tps']:,.0f} TPS {word(v['tps_possible'])}; "
-            f"TPOT {v['claimed_tpot_ms']} ms as inter-token latency "
-            f"{word(v['tpot_as_latency_possible'])}, as amortised ms/token "
-            f"{word(v['tpot_as_amortized_possible'])}"
+            f"the seed's {v.method}: {v.claimed_tps:,.0f} TPS {word(v.tps_possible)}; "
+            f"TPOT {v.claimed_tpot_ms} ms as inter-token latency "
+            f"{word(v.tpot_as_latency_possible)}, as amortised ms/token "
+            f"{word(v.tpot_as_amortized_possible)}"
         )
     return lines
 
 
-def search_table(top: list, model, mesh, shape: RunShape, objective: str, fitting: int) -> Table:
+def search_table(
+    top: list[Candidate], model, mesh, shape: RunShape, objective: str, fitting: int
+) -> Table:
     """``plan --auto``'s best placements (``search_terms`` says what decides each)."""
     from jaxpart.perf.validation import band
 
@@ -357,7 +373,7 @@ def search_table(top: list, model, mesh, shape: RunShape, objective: str, fittin
     return table
 
 
-def search_terms(top: list) -> list[str]:
+def search_terms(top: list[Candidate]) -> list[str]:
     """What decides each of ``plan --auto``'s placements: a decode tick's largest parts."""
     return [f"#{rank}: {k.deciding_terms()}" for rank, k in enumerate(top, 1)]
 

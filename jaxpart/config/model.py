@@ -13,8 +13,8 @@ from typing import Any
 from jaxpart.config.errors import ConfigError
 from jaxpart.config.fields import Fields, positive_int, positive_number, read_toml
 from jaxpart.config.files import is_shipped, resolve
+from jaxpart.config.kinds import DTYPE_BYTES, RUN_DTYPES
 from jaxpart.config.shape import RunShape, serving_default
-from jaxpart.config.units import DTYPE_BYTES, RUN_DTYPES
 
 MLP_KINDS = {"gelu": 2, "swiglu": 3}  # kind -> d_model x d_ff matrices
 

@@ -1,4 +1,4 @@
-"""Sizes and dtypes: '14.73GB' to bytes and back, bytes per element of each dtype. No jax."""
+"""Sizes: '14.73GB' to bytes and back. No jax."""
 
 from __future__ import annotations
 
@@ -6,9 +6,6 @@ import re
 from decimal import Decimal, InvalidOperation
 
 from jaxpart.config.errors import ConfigError
-
-DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "float8_e4m3fn": 1}
-RUN_DTYPES = ("float32", "bfloat16", "float16")  # what the executors compute in
 
 _UNITS = {
     "": 1,

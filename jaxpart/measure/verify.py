@@ -8,8 +8,9 @@ prediction and the mesh's HBM."""
 from __future__ import annotations
 
 import re
+from dataclasses import asdict, dataclass
 
-from jaxpart.config import MeshConfig, ModelConfig, RunShape
+from jaxpart.config import Backend, Dtype, MeshConfig, Method, ModelConfig, RunShape
 from jaxpart.model.kernels.backend import KernelChoice
 from jaxpart.planning.memory import (
     KV_BLOCK,
@@ -20,6 +21,7 @@ from jaxpart.planning.memory import (
     layer_weight_bytes,
 )
 from jaxpart.planning.placement import PlanChoice, plan_for, resolved
+from jaxpart.planning.plan import Plan
 from jaxpart.runtime.executors import PipelineExecutor
 
 _TENSOR = re.compile(r"tensor<((?:\d+x)+)([a-zA-Z][a-zA-Z0-9]*)>")
@@ -87,7 +89,8 @@ def local_type(shape, dtype, mesh_shape: dict, spec) -> str:
     for i, axis in enumerate(spec):
         if axis is not None:
             dims[i] //= mesh_shape[axis]
-    names = {"float32": "f32", "bfloat16": "bf16", "float16": "f16", "float8_e4m3fn": "f8E4M3FN"}
+    names = {Dtype.FLOAT32: "f32", Dtype.BFLOAT16: "bf16", Dtype.FLOAT16: "f16"}
+    names[Dtype.FLOAT8_E4M3FN] = "f8E4M3FN"
     element = names[np.dtype(dtype).name]
     return "x".join(map(str, dims)) + "x" + element
 
@@ -100,7 +103,138 @@ def gpu_kernels(mesh: MeshConfig) -> KernelChoice:
     )
 
 
-def lower_for_cuda(executor: PipelineExecutor) -> dict:
+@dataclass(frozen=True)
+class CudaLowering:
+    """One program lowered for CUDA: its Pallas (Triton) kernel calls and the largest buffer
+    it makes per device (type in the lowered module's spelling)."""
+
+    pallas_kernels: int
+    largest_intermediate_bytes: int
+    largest_intermediate: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ProgramMemory:
+    """XLA's memory analysis of one compiled program, per device."""
+
+    argument_bytes: int
+    output_bytes: int
+    alias_bytes: int  # outputs written in place of arguments (the caches)
+    temp_bytes: int
+
+    @property
+    def peak_bytes(self) -> int:
+        return self.argument_bytes + self.output_bytes - self.alias_bytes + self.temp_bytes
+
+    @property
+    def state_bytes(self) -> int:
+        """Arguments and outputs, aliased ones once: for the decode step, the state a run keeps
+        (weights, embedding and head, and the caches)."""
+        return self.argument_bytes + self.output_bytes - self.alias_bytes
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"peak_bytes": self.peak_bytes}
+
+
+@dataclass(frozen=True)
+class CostCheck:
+    """One decode step on one device: XLA's cost analysis beside the perf model's figures."""
+
+    xla_flops: float
+    model_flops: float
+    attended_positions: int
+    xla_bytes_accessed: float
+    model_bytes: int  # the least the step must move
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Verification:
+    """A method's programs for one run, compiled from abstract arrays, beside the memory model:
+    its bytes per device on the mesh (with the kernels a run there uses) and for the CPU
+    compile, XLA's memory analysis of each program, and on a GPU mesh each program lowered for
+    CUDA."""
+
+    model: str
+    mesh: str
+    method: Method
+    shape: RunShape  # microbatches settled
+    plan: Plan
+    on_mesh: DeviceMemory  # the memory model on the mesh's devices
+    on_cpu: DeviceMemory  # the memory model as the CPU compile runs
+    hbm_bytes: int
+    programs: dict[str, ProgramMemory]  # decode, prefill
+    cuda: dict[str, CudaLowering] | None  # None: not a GPU mesh
+    cost_check: CostCheck | None = None
+
+    def cpu_compile_parts(self) -> dict[str, int]:
+        """What the compiled programs hold by the memory model: its parts without the model
+        file's buffers (a framework's workspace estimate, which XLA's programs do not
+        allocate)."""
+        return {k: v for k, v in self.on_cpu.parts().items() if k != "buffers"}
+
+    @property
+    def cpu_compile_bytes(self) -> int:
+        return self.on_cpu.total - self.on_cpu.buffers
+
+    @property
+    def xla_peak_bytes(self) -> int:
+        return max(p.peak_bytes for p in self.programs.values())
+
+    @property
+    def predicted_over_xla_peak(self) -> float:
+        return self.cpu_compile_bytes / self.xla_peak_bytes
+
+    @property
+    def state_bytes(self) -> int:
+        return self.programs["decode"].state_bytes
+
+    @property
+    def predicted_state_over_xla(self) -> float:
+        """The memory model's weights, embedding and head and KV cache over XLA's decode
+        arguments and outputs."""
+        cpu = self.on_cpu
+        return (cpu.weights + cpu.kv_cache + cpu.embedding_and_head) / self.state_bytes
+
+    @property
+    def fits_hbm(self) -> bool:
+        return self.on_mesh.total <= self.hbm_bytes and self.xla_peak_bytes <= self.hbm_bytes
+
+    def to_dict(self) -> dict:
+        out = {
+            "model": self.model,
+            "mesh": self.mesh,
+            "method": self.method,
+            "batch": self.shape.batch,
+            "prompt_len": self.shape.prompt_len,
+            "gen_len": self.shape.gen_len,
+            "microbatches": self.shape.microbatches,
+            "plan": self.plan.to_dict(),
+            "predicted_per_device": {**self.on_mesh.parts(), "total": self.on_mesh.total},
+            "predicted_for_cpu_compile": {
+                **self.cpu_compile_parts(),
+                "total": self.cpu_compile_bytes,
+            },
+            "xla_peak_bytes": self.xla_peak_bytes,
+            "predicted_over_xla_peak": self.predicted_over_xla_peak,
+            "state_bytes": self.state_bytes,
+            "predicted_state_over_xla": self.predicted_state_over_xla,
+            "fits_hbm": self.fits_hbm,
+            "hbm_bytes": self.hbm_bytes,
+            "programs": {k: p.to_dict() for k, p in self.programs.items()},
+            "cuda": None if self.cuda is None else {k: v.to_dict() for k, v in self.cuda.items()},
+        }
+        if self.cost_check is not None:
+            out["cost_check"] = self.cost_check.to_dict()
+        return out
+
+
+def lower_for_cuda(executor: PipelineExecutor) -> dict[str, CudaLowering]:
     """Each program lowered for CUDA: its Pallas kernels and the largest buffer it makes per
     device, the KV caches (the program's state) left out."""
     cache = executor.abstract_inputs()["cache"]
@@ -110,11 +244,11 @@ def lower_for_cuda(executor: PipelineExecutor) -> dict:
         program, args = executor.program(name)
         text = program.trace(*args).lower(lowering_platforms=("cuda",)).as_text()
         size, kind = largest_intermediate(text, state)
-        out[name] = {
-            "pallas_kernels": text.count("__gpu$xla.gpu.triton"),
-            "largest_intermediate_bytes": size,
-            "largest_intermediate": kind,
-        }
+        out[name] = CudaLowering(
+            pallas_kernels=text.count("__gpu$xla.gpu.triton"),
+            largest_intermediate_bytes=size,
+            largest_intermediate=kind,
+        )
     return out
 
 
@@ -131,7 +265,7 @@ def predicted_memory(cfg: ModelConfig, executor: PipelineExecutor, platform: str
         cache_rows=per_replica,
         rows=per_replica // shape.microbatches,
         prompt_len=shape.prompt_len,
-        attention="pallas" if platform == "gpu" else "xla",
+        attention=Backend.auto_on(platform),
         platform=platform,
     )
 
@@ -139,12 +273,12 @@ def predicted_memory(cfg: ModelConfig, executor: PipelineExecutor, platform: str
 def verify(
     cfg: ModelConfig,
     mesh: MeshConfig,
-    method: str,
+    method: Method,
     choice: PlanChoice,
     shape: RunShape,
     *,
     progress=None,
-) -> dict:
+) -> Verification:
     """``method``'s programs for a run of ``shape`` compiled from abstract arrays, beside the
     memory model; a run too large for the pod is refused first (``memory.check_pod``)."""
     shape.check(cfg)
@@ -157,58 +291,32 @@ def verify(
         if progress:
             progress("the GPU programs for CUDA")
         cuda = lower_for_cuda(PipelineExecutor(cfg, plan, shape, kernel=gpu_kernels(mesh)))
-    on_mesh = predicted_memory(cfg, executor, mesh.platform)
-    on_cpu = predicted_memory(cfg, executor, "cpu")
-    # What the compiled programs hold: the model's bytes without the model file's buffers (a
-    # framework's workspace estimate, which XLA's programs do not allocate).
-    cpu_predicted = on_cpu.total - on_cpu.buffers
-    held = on_cpu.weights + on_cpu.kv_cache + on_cpu.embedding_and_head
-    hbm = mesh.tiers["hbm"].capacity_bytes
     programs = {}
     for program in ("decode", "prefill"):
         if progress:
             progress(program)
         stats = executor.compiled(program).memory_analysis()
-        args, out = stats.argument_size_in_bytes, stats.output_size_in_bytes
-        alias, temp = stats.alias_size_in_bytes, stats.temp_size_in_bytes
-        programs[program] = {
-            "argument_bytes": args,
-            "output_bytes": out,
-            "alias_bytes": alias,
-            "temp_bytes": temp,
-            "peak_bytes": args + out - alias + temp,
-        }
-    xla_peak = max(p["peak_bytes"] for p in programs.values())
-    # Arguments and outputs of the decode step are the state a run keeps: weights, embedding
-    # and head, and the caches (aliased in place).
-    decode = programs["decode"]
-    state = decode["argument_bytes"] + decode["output_bytes"] - decode["alias_bytes"]
-    return {
-        "model": cfg.name,
-        "mesh": mesh.name,
-        "method": method,
-        "batch": shape.batch,
-        "prompt_len": shape.prompt_len,
-        "gen_len": shape.gen_len,
-        "microbatches": shape.microbatches,
-        "plan": plan.to_dict(),
-        "predicted_per_device": {**on_mesh.parts(), "total": on_mesh.total},
-        "predicted_for_cpu_compile": {
-            **{k: v for k, v in on_cpu.parts().items() if k != "buffers"},
-            "total": cpu_predicted,
-        },
-        "xla_peak_bytes": xla_peak,
-        "predicted_over_xla_peak": cpu_predicted / xla_peak,
-        "state_bytes": state,
-        "predicted_state_over_xla": held / state,
-        "fits_hbm": on_mesh.total <= hbm and xla_peak <= hbm,
-        "hbm_bytes": hbm,
-        "programs": programs,
-        "cuda": cuda,
-    }
+        programs[program] = ProgramMemory(
+            argument_bytes=stats.argument_size_in_bytes,
+            output_bytes=stats.output_size_in_bytes,
+            alias_bytes=stats.alias_size_in_bytes,
+            temp_bytes=stats.temp_size_in_bytes,
+        )
+    return Verification(
+        model=cfg.name,
+        mesh=mesh.name,
+        method=method,
+        shape=shape,
+        plan=plan,
+        on_mesh=predicted_memory(cfg, executor, mesh.platform),
+        on_cpu=predicted_memory(cfg, executor, "cpu"),
+        hbm_bytes=mesh.tiers["hbm"].capacity_bytes,
+        programs=programs,
+        cuda=cuda,
+    )
 
 
-def cost_check(cfg: ModelConfig, batch: int) -> dict:
+def cost_check(cfg: ModelConfig, batch: int) -> CostCheck:
     """The perf model's FLOPs and bytes for one decode step on one device, beside XLA's own
     cost analysis of that step (compiled from abstract arrays, layers unrolled: XLA counts a
     loop body once). The attention's loop over KV blocks is counted once too, so both sides
@@ -238,10 +346,10 @@ def cost_check(cfg: ModelConfig, batch: int) -> dict:
         + kv
         + cfg.d_model * cfg.vocab * cfg.weight_bytes_each
     )
-    return {
-        "xla_flops": float(cost["flops"]),
-        "model_flops": decode_step_flops(cfg, batch, attended),
-        "attended_positions": attended,
-        "xla_bytes_accessed": float(cost["bytes accessed"]),
-        "model_bytes": minimum,
-    }
+    return CostCheck(
+        xla_flops=float(cost["flops"]),
+        model_flops=decode_step_flops(cfg, batch, attended),
+        attended_positions=attended,
+        xla_bytes_accessed=float(cost["bytes accessed"]),
+        model_bytes=minimum,
+    )

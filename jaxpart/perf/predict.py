@@ -25,10 +25,10 @@ with the same constants per GPU type, is checked against published measurements
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from jaxpart.config import ConfigError, Link, MeshConfig, ModelConfig, RunShape
+from jaxpart.config import ConfigError, Link, MeshConfig, Method, ModelConfig, RunShape
 from jaxpart.planning.memory import (
     kv_bytes,
     kv_heads_per_device,
@@ -39,7 +39,7 @@ from jaxpart.planning.memory import (
 from jaxpart.planning.plan import Plan
 
 # The seed's results table, verbatim: (method, TPS, "TPOT" ms).
-SEED_ROWS = (("baseline", 12_800.0, 0.078), ("layerwise", 15_360.0, 0.065))
+SEED_ROWS = ((Method.BASELINE, 12_800.0, 0.078), (Method.LAYERWISE, 15_360.0, 0.065))
 
 
 @dataclass(frozen=True)
@@ -256,7 +256,7 @@ def stage_kernels(
 class Tick:
     """One microbatch through the slowest stage: its time, in seconds, by part."""
 
-    parts: dict  # kernel kind -> seconds, launches included (first microbatch of a round)
+    parts: dict[str, float]  # Kernel.name -> seconds, launches included (a round's first)
     l2_saving_s: float  # what microbatches 2..M save by re-reading the MLP weights from L2
     allreduce_s: float
     hop_s: float
@@ -327,32 +327,79 @@ def tick(
 
 
 @dataclass(frozen=True)
+class TickTimes:
+    """A decode tick of the slowest stage, in microseconds, by part: its kernels by kind
+    (launches included), what re-reading the MLP weights from L2 saves microbatches 2..M,
+    the TP all-reduces, the pipeline hop, and the mean tick over a round of M microbatches."""
+
+    norms_us: float
+    projections_us: float
+    attention_us: float
+    mlp_us: float
+    head_us: float | None  # None: the stage runs no LM head (it is not the last)
+    l2_saving_us: float
+    allreduce_us: float
+    hop_us: float
+    tick_us: float
+    resident_in_l2: bool
+
+    @classmethod
+    def of(cls, tk: Tick, microbatches: int) -> TickTimes:
+        head = tk.parts.get("head")
+        return cls(
+            norms_us=1e6 * tk.parts["norms"],
+            projections_us=1e6 * tk.parts["projections"],
+            attention_us=1e6 * tk.parts["attention"],
+            mlp_us=1e6 * tk.parts["mlp"],
+            head_us=None if head is None else 1e6 * head,
+            l2_saving_us=1e6 * tk.l2_saving_s,
+            allreduce_us=1e6 * tk.allreduce_s,
+            hop_us=1e6 * tk.hop_s,
+            tick_us=1e6 * tk.seconds(microbatches),
+            resident_in_l2=tk.resident_in_l2,
+        )
+
+    def kernel_parts(self) -> dict[str, float]:
+        """The kernels' time by kind, in the order a layer runs them (the head last)."""
+        out = {
+            "norms": self.norms_us,
+            "projections": self.projections_us,
+            "attention": self.attention_us,
+            "mlp": self.mlp_us,
+        }
+        if self.head_us is not None:
+            out["head"] = self.head_us
+        return out
+
+    @property
+    def kernels_us(self) -> float:
+        return sum(self.kernel_parts().values())
+
+    def parts(self) -> dict[str, float]:
+        """Everything a tick adds up, by part: the kernels, the all-reduces and the hop (the L2
+        saving comes off their sum)."""
+        return self.kernel_parts() | {"allreduce": self.allreduce_us, "hop": self.hop_us}
+
+    def to_dict(self) -> dict:
+        """Each part as ``<part>_us`` (no ``head_us`` where the stage runs no head)."""
+        return {k: v for k, v in asdict(self).items() if not (k == "head_us" and v is None)}
+
+
+@dataclass(frozen=True)
 class Prediction:
-    name: str
+    name: str  # the method predicted, or a label (a published point's id)
     devices: int
     ttft_ms: float
     tps: float  # decode: tokens of the decode steps / their time
     tpot_ms: float
     ms_per_token_amortized: float
     microbatches: int
-    e2e_ms: float = 0.0  # the whole batch: prefill and every decode step
-    decode_tick: dict = field(default_factory=dict)
+    e2e_ms: float  # the whole batch: prefill and every decode step
+    decode_tick: TickTimes
     source: str = "predicted"
 
     def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def _tick_us(tk: Tick, microbatches: int) -> dict:
-    out = {f"{k}_us": 1e6 * v for k, v in tk.parts.items()}
-    out |= {
-        "l2_saving_us": 1e6 * tk.l2_saving_s,
-        "allreduce_us": 1e6 * tk.allreduce_s,
-        "hop_us": 1e6 * tk.hop_s,
-        "tick_us": 1e6 * tk.seconds(microbatches),
-        "resident_in_l2": tk.resident_in_l2,
-    }
-    return out
+        return asdict(self) | {"decode_tick": self.decode_tick.to_dict()}
 
 
 def prefill_s(
@@ -416,11 +463,26 @@ def predict(
         ms_per_token_amortized=1e3 / tps,
         microbatches=M,
         e2e_ms=1e3 * (ttft_s + decode_s),
-        decode_tick=_tick_us(dec, M),
+        decode_tick=TickTimes.of(dec, M),
     )
 
 
-def floor(cfg: ModelConfig, c: Constants, n_devices: int, shape: RunShape) -> dict:
+@dataclass(frozen=True)
+class Floor:
+    """The least time a decode step can take on a mesh (``floor``), and what it reads."""
+
+    floor_tpot_ms: float
+    max_tps: float
+    floor_ms_per_token_amortized: float
+    weight_bytes: int  # every layer's weights
+    kv_bytes: float  # every layer's KV cache at the mean context
+    context: float  # the mean context a decode step attends over
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def floor(cfg: ModelConfig, c: Constants, n_devices: int, shape: RunShape) -> Floor:
     """The least time a decode step can take: every weight and the whole KV cache read once,
     spread perfectly over every device's HBM (or every FLOP at peak, if that is longer)."""
     mem = layer_memory(cfg, shape)
@@ -432,49 +494,57 @@ def floor(cfg: ModelConfig, c: Constants, n_devices: int, shape: RunShape) -> di
     step_s = max(
         (weights + kv) / (n_devices * c.hbm_bytes_per_s), flops / (n_devices * c.peak_flops)
     )
-    return {
-        "floor_tpot_ms": 1e3 * step_s,
-        "max_tps": batch / step_s,
-        "floor_ms_per_token_amortized": 1e3 * step_s / batch,
-        "weight_bytes": weights,
-        "kv_bytes": kv,
-        "context": context,
-    }
+    return Floor(
+        floor_tpot_ms=1e3 * step_s,
+        max_tps=batch / step_s,
+        floor_ms_per_token_amortized=1e3 * step_s / batch,
+        weight_bytes=weights,
+        kv_bytes=kv,
+        context=context,
+    )
 
 
-def verdicts(fl: dict) -> list[dict]:
+@dataclass(frozen=True)
+class SeedVerdict:
+    """One of the seed's claimed rows held against the floor: is each figure possible?"""
+
+    method: Method
+    claimed_tps: float
+    claimed_tpot_ms: float
+    tps_possible: bool
+    tpot_as_latency_possible: bool
+    tpot_as_amortized_possible: bool
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def verdicts(fl: Floor) -> tuple[SeedVerdict, ...]:
     """Is each of the seed's figures possible on this mesh? TPOT read both ways."""
-    out = []
-    for method, tps, tpot in SEED_ROWS:
-        out.append(
-            {
-                "method": method,
-                "claimed_tps": tps,
-                "claimed_tpot_ms": tpot,
-                "tps_possible": tps <= fl["max_tps"],
-                "tpot_as_latency_possible": tpot >= fl["floor_tpot_ms"],
-                "tpot_as_amortized_possible": tpot >= fl["floor_ms_per_token_amortized"],
-            }
+    return tuple(
+        SeedVerdict(
+            method=method,
+            claimed_tps=tps,
+            claimed_tpot_ms=tpot,
+            tps_possible=tps <= fl.max_tps,
+            tpot_as_latency_possible=tpot >= fl.floor_tpot_ms,
+            tpot_as_amortized_possible=tpot >= fl.floor_ms_per_token_amortized,
         )
-    return out
+        for method, tps, tpot in SEED_ROWS
+    )
 
 
 def why(layerwise: Prediction, baseline: Prediction) -> str:
     """The terms that decide, per decode tick: the slowest stage's kernels (and whether its
     weights are re-read from L2) against the baseline's kernels and all-reduces."""
     lw, base = layerwise.decode_tick, baseline.decode_tick
-
-    def kernels(t: dict) -> float:
-        skip = ("l2_saving_us", "allreduce_us", "hop_us", "tick_us")
-        return sum(v for k, v in t.items() if k.endswith("_us") and k not in skip)
-
     return (
         f"a layer-wise tick runs {layerwise.microbatches} microbatches through "
-        f"{kernels(lw):.0f} us of kernels (attention {lw.get('attention_us', 0):.0f}, MLP "
-        f"{lw.get('mlp_us', 0):.0f}"
-        + (f"; L2 saves {lw['l2_saving_us']:.0f} us a re-read" if lw["resident_in_l2"] else "")
-        + f"); a baseline tick is {kernels(base):.0f} us of kernels and "
-        f"{base['allreduce_us']:.0f} us of all-reduces"
+        f"{lw.kernels_us:.0f} us of kernels (attention {lw.attention_us:.0f}, MLP "
+        f"{lw.mlp_us:.0f}"
+        + (f"; L2 saves {lw.l2_saving_us:.0f} us a re-read" if lw.resident_in_l2 else "")
+        + f"); a baseline tick is {base.kernels_us:.0f} us of kernels and "
+        f"{base.allreduce_us:.0f} us of all-reduces"
     )
 
 
@@ -511,19 +581,3 @@ def parse_sweep(text: str) -> tuple[str, list[int]]:
     if not numbers or any(n <= 0 for n in numbers):
         raise ConfigError(f"--sweep = {text!r}: expected NAME=V1,V2,... e.g. d_model=1024,2048")
     return key.strip(), numbers
-
-
-def crossover(rows: list[dict], key: str) -> str:
-    """Where the layer-wise / baseline TPS ratio crosses 1, in words."""
-    if not rows:
-        return f"no value of {key} could be planned both ways"
-    for a, b in zip(rows, rows[1:], strict=False):
-        if (a["ratio"] >= 1) != (b["ratio"] >= 1):
-            winner_low = "layer-wise" if a["ratio"] >= 1 else "the baseline"
-            return (
-                f"crossover between {key} = {a['value']} and {b['value']}: {winner_low} "
-                f"wins at {key} <= {a['value']}"
-            )
-    if all(r["ratio"] >= 1 for r in rows):
-        return f"layer-wise wins over the whole range of {key}"
-    return f"layer-wise never overtakes the baseline for {key} in this range"

@@ -13,11 +13,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from jaxpart.config import TIER_NAMES, ConfigError, MeshConfig, ModelConfig, RunShape
+from jaxpart.config import (
+    PLACEMENTS,
+    TIER_NAMES,
+    Backend,
+    ConfigError,
+    FitDefinition,
+    MeshConfig,
+    Method,
+    ModelConfig,
+    RunShape,
+    Strategy,
+)
 from jaxpart.perf.predict import Constants, Prediction, constants_from, predict
 from jaxpart.planning.baseline import baseline_plan
 from jaxpart.planning.memory import (
-    EVERYTHING,
     check_pod,
     device_memory,
     layer_fit_bytes,
@@ -32,7 +42,7 @@ OBJECTIVES = ("throughput", "tpot", "ttft")
 
 @dataclass(frozen=True)
 class Candidate:
-    method: str  # baseline | layerwise
+    method: Method
     how: str  # how the plan was made, in words
     plan: Plan
     microbatches: int
@@ -50,13 +60,8 @@ class Candidate:
     def deciding_terms(self) -> str:
         """The two largest parts of a decode tick, in microseconds."""
         tick = self.prediction.decode_tick
-        parts = {
-            k[:-3]: v
-            for k, v in tick.items()
-            if k.endswith("_us") and k not in ("tick_us", "l2_saving_us")
-        }
-        top = sorted(parts.items(), key=lambda kv: -kv[1])[:2]
-        return ", ".join(f"{k} {v:.0f}" for k, v in top) + f" of {tick['tick_us']:.0f} us"
+        top = sorted(tick.parts().items(), key=lambda kv: -kv[1])[:2]
+        return ", ".join(f"{k} {v:.0f}" for k, v in top) + f" of {tick.tick_us:.0f} us"
 
     def to_dict(self) -> dict:
         p = self.plan
@@ -91,7 +96,7 @@ def _time_weights(cfg: ModelConfig, shape: RunShape, split: int) -> list[int]:
     """Per-layer bytes a decode step reads, and the LM head's as one more item at the end, so
     that a balanced partition gives the last stage fewer layers to make up for its head."""
     head = cfg.d_model * cfg.vocab * cfg.weight_bytes_each
-    return [layer_fit_bytes(cfg, shape, EVERYTHING, split)] * cfg.n_layers + [head]
+    return [layer_fit_bytes(cfg, shape, FitDefinition.EVERYTHING, split)] * cfg.n_layers + [head]
 
 
 def _layerwise_plans(cfg: ModelConfig, mesh: MeshConfig, shape: RunShape):
@@ -106,11 +111,12 @@ def _layerwise_plans(cfg: ModelConfig, mesh: MeshConfig, shape: RunShape):
     fitting = [
         t
         for t in valid_splits(cfg)
-        if layer_fit_bytes(cfg, shape, EVERYTHING, t) + device_overhead(cfg, mesh, shape, t, 1)
+        if layer_fit_bytes(cfg, shape, FitDefinition.EVERYTHING, t)
+        + device_overhead(cfg, mesh, shape, t, 1)
         <= hbm
     ]
     for split in fitting[:1]:
-        layer_bytes = [layer_fit_bytes(cfg, shape, EVERYTHING, split)] * L
+        layer_bytes = [layer_fit_bytes(cfg, shape, FitDefinition.EVERYTHING, split)] * L
         for stages in range(1, min(L, n // split) + 1):
             if n % (stages * split):
                 continue
@@ -131,9 +137,9 @@ def _layerwise_plans(cfg: ModelConfig, mesh: MeshConfig, shape: RunShape):
                         partition,
                         split,
                         replicas,
-                        "balanced",
+                        Strategy.BALANCED,
                         "derived",
-                        EVERYTHING,
+                        FitDefinition.EVERYTHING,
                         "hbm",
                         hbm,
                         layer_bytes,
@@ -152,7 +158,7 @@ def _fits(cfg, mesh, plan: Plan, rows: int, cache_rows: int, prompt_len: int) ->
         cache_rows=cache_rows,
         rows=rows,
         prompt_len=prompt_len,
-        attention="pallas" if mesh.platform == "gpu" else "xla",
+        attention=Backend.auto_on(mesh.platform),
         platform=mesh.platform,
     )
     return mem.total if mem.total <= mesh.tiers["hbm"].capacity_bytes else None
@@ -164,13 +170,13 @@ def candidates(
     c: Constants,
     shape: RunShape,
     *,
-    methods: tuple[str, ...] = ("baseline", "layerwise"),
+    methods: tuple[Method, ...] = PLACEMENTS,
 ):
     """Every distinct (plan, microbatches) that fits HBM, predicted; every microbatch count
     that divides a replica's batch, or only ``shape.microbatches`` when it is given."""
     batch, prompt_len = shape.batch, shape.prompt_len
     seen: dict[tuple, str] = {}  # plan structure -> how the first method made it
-    sources = {"baseline": _baseline_plans, "layerwise": _layerwise_plans}
+    sources = {Method.BASELINE: _baseline_plans, Method.LAYERWISE: _layerwise_plans}
     for method in methods:
         for how, plan in sources[method](cfg, mesh, shape):
             layout = (tuple(s.layers for s in plan.stages), plan.split, plan.data_parallel)
@@ -199,7 +205,7 @@ def search_plans(
     *,
     objective: str = "throughput",
     constants: Constants | None = None,
-    methods: tuple[str, ...] = ("baseline", "layerwise"),
+    methods: tuple[Method, ...] = PLACEMENTS,
 ) -> list[Candidate]:
     """Every placement of ``cfg`` on ``mesh`` that fits HBM, best first by ``objective``
     (predicted TPS, or TPOT or TTFT for latency) for a run of ``shape``."""
@@ -218,9 +224,9 @@ def search_plans(
     return sorted(found, key=lambda k: k.cost(objective))
 
 
-def best_of_each(ranked: list[Candidate]) -> dict[str, Candidate]:
+def best_of_each(ranked: list[Candidate]) -> dict[Method, Candidate]:
     """The best-ranked candidate of each method."""
-    out: dict[str, Candidate] = {}
+    out: dict[Method, Candidate] = {}
     for k in ranked:
         out.setdefault(k.method, k)
     return out

@@ -4,10 +4,22 @@ that cannot be planned for the run is named with the reason, and the other still
 
 from __future__ import annotations
 
-from jaxpart.config import ConfigError, MeshConfig, ModelConfig, RunShape, format_bytes
+from dataclasses import asdict, dataclass
+
+from jaxpart.config import (
+    PLACEMENTS,
+    ConfigError,
+    MeshConfig,
+    Method,
+    ModelConfig,
+    RunShape,
+    format_bytes,
+)
 from jaxpart.perf.predict import (
     Constants,
-    crossover,
+    Floor,
+    Prediction,
+    SeedVerdict,
     floor,
     predict,
     scaled_model,
@@ -19,7 +31,89 @@ from jaxpart.planning.baseline import baseline_plan
 from jaxpart.planning.memory import check_pod
 from jaxpart.planning.partition import PlanError
 from jaxpart.planning.placement import PlanChoice, plan_for, resolved
-from jaxpart.planning.plan import make_plan
+from jaxpart.planning.plan import Plan, make_plan
+
+
+@dataclass(frozen=True)
+class SweepRow:
+    """Both methods predicted at one value of the swept setting."""
+
+    value: int
+    baseline_tps: float
+    layerwise_tps: float
+    ratio: float  # layer-wise / baseline TPS
+    why: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """Both methods at each value of ``key``, where their TPS ratio crosses 1, and why the
+    values left out of ``rows`` were left out."""
+
+    key: str
+    rows: tuple[SweepRow, ...]
+    crossover: str
+    notes: tuple[str, ...]
+
+    def to_dict(self) -> dict:
+        return {
+            "key": self.key,
+            "rows": [r.to_dict() for r in self.rows],
+            "crossover": self.crossover,
+            "notes": list(self.notes),
+        }
+
+
+@dataclass(frozen=True)
+class Simulation:
+    """Both methods predicted for one run of a model on a mesh: each prediction and plan by
+    method, the methods that cannot be planned with why, the layer-wise / baseline TPS ratio
+    with its band, the physical floor, the seed's claims held against it, and notes."""
+
+    predicted_by: str
+    model: str
+    dtype: str
+    shape: RunShape
+    predictions: dict[Method, Prediction]
+    plans: dict[Method, Plan]
+    unplanned: dict[Method, str]  # method -> why it cannot be planned
+    ratio: float | None  # layer-wise / baseline TPS; None unless both are predicted
+    # The ratio's band: its factor range at one geometric SD of the model's error on the
+    # published points (jaxpart.perf.validation).
+    band: tuple[float, float]
+    why: str | None  # what decides the ratio, per decode tick
+    floor: Floor
+    # The seed's claims are about its own model (the file that carries its stated figures).
+    seed_verdicts: tuple[SeedVerdict, ...]
+    calibration: tuple[str, ...]  # what a bench_gpu.py calibration replaced
+    notes: tuple[str, ...]
+    sweep: Sweep | None = None
+
+    def to_dict(self) -> dict:
+        out = {
+            "predicted_by": self.predicted_by,
+            "model": self.model,
+            "dtype": self.dtype,
+            "batch": self.shape.batch,
+            "prompt_len": self.shape.prompt_len,
+            "gen_len": self.shape.gen_len,
+            "methods": [p.to_dict() for p in self.predictions.values()],
+            "unplanned": dict(self.unplanned),
+            "ratios": {"tps_layerwise_over_baseline": self.ratio, "band_factors": list(self.band)},
+            "why": self.why,
+            "floor_tpot_ms": self.floor.floor_tpot_ms,
+            "floor": self.floor.to_dict(),
+            "seed_verdicts": [v.to_dict() for v in self.seed_verdicts],
+            "plans": {k: v.to_dict() for k, v in self.plans.items()},
+            "calibration": list(self.calibration),
+            "notes": list(self.notes),
+        }
+        if self.sweep is not None:
+            out["sweep"] = self.sweep.to_dict()
+        return out
 
 
 def _layerwise_plan(
@@ -27,7 +121,7 @@ def _layerwise_plan(
 ):
     """The layer-wise plan; a capacity that cannot hold the model falls back to hbm, and says so."""
     try:
-        return plan_for("layerwise", cfg, mesh, shape, choice)
+        return plan_for(Method.LAYERWISE, cfg, mesh, shape, choice)
     except PlanError as e:
         plan = make_plan(
             cfg, mesh, shape, "hbm", choice.strategy, layers_per_stage=choice.layers_per_stage
@@ -54,9 +148,9 @@ def predict_both(cfg, mesh, c: Constants, choice: PlanChoice, shape: RunShape):
     """Each method that can be planned for this run, predicted. Returns (predictions, plans,
     notes, the methods that cannot be planned with why); an error if neither can."""
     notes, preds, plans, unplanned = [], {}, {}, {}
-    for name in ("baseline", "layerwise"):
+    for name in PLACEMENTS:
         try:
-            if name == "baseline":
+            if name == Method.BASELINE:
                 plan = baseline_plan(cfg, mesh, shape, choice.tp, choice.pp)
                 _check_fits(plan, mesh, f"TP{choice.tp}xPP{choice.pp}")
             else:
@@ -68,50 +162,41 @@ def predict_both(cfg, mesh, c: Constants, choice: PlanChoice, shape: RunShape):
     if not preds:
         raise ConfigError(
             f"neither method can be planned for {cfg.name} on {mesh.name}: baseline: "
-            f"{unplanned['baseline']}; layer-wise: {unplanned['layerwise']}"
+            f"{unplanned[Method.BASELINE]}; layer-wise: {unplanned[Method.LAYERWISE]}"
         )
     return preds, plans, notes, unplanned
 
 
-def run_simulate(cfg, mesh, c: Constants, choice: PlanChoice, shape: RunShape) -> dict:
+def run_simulate(cfg, mesh, c: Constants, choice: PlanChoice, shape: RunShape) -> Simulation:
     """Both methods predicted for ``shape``; a run too large for the pod is refused first, with
     the reason every planner gives (``memory.check_pod``)."""
     shape.check(cfg)
     check_pod(cfg, mesh, shape)
     preds, plans, notes, unplanned = predict_both(cfg, mesh, c, choice, shape)
     both = len(preds) == 2
+    lw, base = preds.get(Method.LAYERWISE), preds.get(Method.BASELINE)
     fl = floor(cfg, c, mesh.n_devices, shape)
-    return {
-        "predicted_by": f"perf model, {c.source}",
-        "model": cfg.name,
-        "dtype": cfg.dtype,
-        "batch": shape.batch,
-        "prompt_len": shape.prompt_len,
-        "gen_len": shape.gen_len,
-        "methods": [p.to_dict() for p in preds.values()],
-        "unplanned": unplanned,
-        "ratios": {
-            "tps_layerwise_over_baseline": (
-                preds["layerwise"].tps / preds["baseline"].tps if both else None
-            ),
-            # A ratio's band: its factor range at one geometric SD of the model's error on the
-            # published points (jaxpart.perf.validation).
-            "band_factors": list(ratio_band()),
-        },
-        "why": why(preds["layerwise"], preds["baseline"]) if both else None,
-        "floor_tpot_ms": fl["floor_tpot_ms"],
-        "floor": fl,
-        # The seed's claims are about its own model (the file that carries its stated figures).
-        "seed_verdicts": verdicts(fl) if cfg.stated is not None else [],
-        "plans": {k: v.to_dict() for k, v in plans.items()},
-        "calibration": list(c.replaced),
-        "notes": notes,
-    }
+    return Simulation(
+        predicted_by=f"perf model, {c.source}",
+        model=cfg.name,
+        dtype=cfg.dtype,
+        shape=shape,
+        predictions=preds,
+        plans=plans,
+        unplanned=unplanned,
+        ratio=lw.tps / base.tps if both else None,
+        band=ratio_band(),
+        why=why(lw, base) if both else None,
+        floor=fl,
+        seed_verdicts=verdicts(fl) if cfg.stated is not None else (),
+        calibration=tuple(c.replaced),
+        notes=tuple(notes),
+    )
 
 
 def run_sweep(
     cfg, mesh, c: Constants, choice: PlanChoice, key: str, values: list[int], shape: RunShape
-) -> dict:
+) -> Sweep:
     """Both methods at each value of ``key`` (``d_model``: a scaled model; ``batch``: the
     shape's batch), and where their TPS ratio crosses 1."""
     rows, notes = [], []
@@ -134,13 +219,30 @@ def run_sweep(
             )
             notes.append(f"{key} = {value}: {method} cannot be planned ({reason}){alone}")
             continue
+        lw, base = preds[Method.LAYERWISE], preds[Method.BASELINE]
         rows.append(
-            {
-                "value": value,
-                "baseline_tps": preds["baseline"].tps,
-                "layerwise_tps": preds["layerwise"].tps,
-                "ratio": preds["layerwise"].tps / preds["baseline"].tps,
-                "why": why(preds["layerwise"], preds["baseline"]),
-            }
+            SweepRow(
+                value=value,
+                baseline_tps=base.tps,
+                layerwise_tps=lw.tps,
+                ratio=lw.tps / base.tps,
+                why=why(lw, base),
+            )
         )
-    return {"key": key, "rows": rows, "crossover": crossover(rows, key), "notes": notes}
+    return Sweep(key, tuple(rows), crossover(rows, key), tuple(notes))
+
+
+def crossover(rows: list[SweepRow], key: str) -> str:
+    """Where the layer-wise / baseline TPS ratio crosses 1, in words."""
+    if not rows:
+        return f"no value of {key} could be planned both ways"
+    for a, b in zip(rows, rows[1:], strict=False):
+        if (a.ratio >= 1) != (b.ratio >= 1):
+            winner_low = "layer-wise" if a.ratio >= 1 else "the baseline"
+            return (
+                f"crossover between {key} = {a.value} and {b.value}: {winner_low} "
+                f"wins at {key} <= {a.value}"
+            )
+    if all(r.ratio >= 1 for r in rows):
+        return f"layer-wise wins over the whole range of {key}"
+    return f"layer-wise never overtakes the baseline for {key} in this range"

@@ -6,8 +6,8 @@ runs it with the same schedule as the layer-wise plans.
 
 from __future__ import annotations
 
-from jaxpart.config import ConfigError, MeshConfig, ModelConfig, RunShape
-from jaxpart.planning.memory import EVERYTHING, layer_fit_bytes
+from jaxpart.config import ConfigError, FitDefinition, MeshConfig, Method, ModelConfig, RunShape
+from jaxpart.planning.memory import layer_fit_bytes
 from jaxpart.planning.plan import Plan, assemble_plan, device_overhead, microbatch_rows
 
 DEFAULT_TP, DEFAULT_PP = 8, 2  # the seed's baseline: TP=8 x PP=2
@@ -40,12 +40,12 @@ def baseline_plan(
         stages,
         split=tp,
         data_parallel=replicas,
-        strategy="baseline",
+        strategy=Method.BASELINE,
         figures="derived",
-        definition=EVERYTHING,
+        definition=FitDefinition.EVERYTHING,
         label="hbm",
         cap=mesh.tiers["hbm"].capacity_bytes,
-        layer_bytes=[layer_fit_bytes(model, shape, EVERYTHING, tp)] * model.n_layers,
+        layer_bytes=[layer_fit_bytes(model, shape, FitDefinition.EVERYTHING, tp)] * model.n_layers,
         notes=notes,
         overhead=device_overhead(model, mesh, shape, tp, rows),
     )

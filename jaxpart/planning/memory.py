@@ -15,16 +15,28 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from jaxpart.config import ConfigError, MeshConfig, ModelConfig, RunShape, format_bytes
+from jaxpart.config import (
+    Backend,
+    ConfigError,
+    FitDefinition,
+    MeshConfig,
+    ModelConfig,
+    RunShape,
+    format_bytes,
+)
 
-RESIDENT, EVERYTHING, STATED = "resident", "everything", "stated"
 FIT_DEFINITIONS = {
-    RESIDENT: "resident set: weights + decode working activations (smem / l2)",
-    EVERYTHING: "everything a device holds: weights + KV cache per layer, and once per device "
-    "the embedding and head, one microbatch's activations and buffers (hbm)",
-    STATED: "the seed's definition: stated weights + full-prefill activations + buffers",
+    FitDefinition.RESIDENT: "resident set: weights + decode working activations (smem / l2)",
+    FitDefinition.EVERYTHING: "everything a device holds: weights + KV cache per layer, and once "
+    "per device the embedding and head, one microbatch's activations and buffers (hbm)",
+    FitDefinition.STATED: "the seed's definition: stated weights + full-prefill activations "
+    "+ buffers",
 }
-TIER_DEFINITION = {"smem": RESIDENT, "l2": RESIDENT, "hbm": EVERYTHING}
+TIER_DEFINITION = {
+    "smem": FitDefinition.RESIDENT,
+    "l2": FitDefinition.RESIDENT,
+    "hbm": FitDefinition.EVERYTHING,
+}
 
 # The KV cache is stored in pages of PAGE positions, read KV_BLOCK positions (a power of 2) at a
 # time by the decode kernels; see jaxpart.model.kernels.attention.
@@ -67,13 +79,13 @@ class LayerMemory:
     kv_cache_bytes: int  # K and V of B rows at the allocated positions (see kv_bytes)
     buffer_bytes: int
 
-    def fit_bytes(self, definition: str) -> int:
+    def fit_bytes(self, definition: FitDefinition) -> int:
         """Bytes this layer adds to a device under ``definition``. For EVERYTHING the rest of
         what a device holds (embedding and head, a microbatch's activations, buffers) is paid
         once per device, not per layer: see ``device_overhead``."""
-        if definition == RESIDENT:
+        if definition == FitDefinition.RESIDENT:
             return self.weight_bytes + self.decode_working_bytes
-        if definition == EVERYTHING:
+        if definition == FitDefinition.EVERYTHING:
             return self.weight_bytes + self.kv_cache_bytes
         raise ValueError(f"{definition=} is not a derived-figures definition")
 
@@ -154,9 +166,11 @@ def stated_fit_bytes(model: ModelConfig, split: int = 1) -> int:
     return st.weight_bytes // split + st.activation_bytes + st.buffer_bytes
 
 
-def layer_fit_bytes(model: ModelConfig, shape: RunShape, definition: str, split: int = 1) -> int:
+def layer_fit_bytes(
+    model: ModelConfig, shape: RunShape, definition: FitDefinition, split: int = 1
+) -> int:
     """Bytes one layer must fit into under ``definition``; every layer of a dense model is alike."""
-    if definition == STATED:
+    if definition == FitDefinition.STATED:
         return stated_fit_bytes(model, split)
     return layer_memory(model, shape, split).fit_bytes(definition)
 
@@ -211,7 +225,7 @@ class DeviceMemory:
 
 
 def prefill_activation_bytes(
-    model: ModelConfig, rows: int, prompt_len: int, split: int, attention: str
+    model: ModelConfig, rows: int, prompt_len: int, split: int, attention: Backend
 ) -> int:
     """One microbatch of ``rows`` x ``prompt_len`` through a prefill layer, per device: the
     stage's hidden states in the model dtype, PREFILL_F32_HIDDEN f32 hidden-state buffers,
@@ -224,7 +238,7 @@ def prefill_activation_bytes(
     qkv = tokens * (model.q_width // split + 2 * kv_local) * nbytes
     mlp = min(tokens, ROW_CHUNK) * (model.mlp_matrices - 1) * model.d_ff // split * 4
     scores = 0
-    if attention == "xla":
+    if attention == Backend.XLA:
         heads = model.n_heads // split
         scores = rows * heads * min(prompt_len, QUERY_CHUNK) * prompt_len * 4
     return hidden + qkv + mlp + scores + rows * model.vocab * 4
@@ -255,7 +269,7 @@ def device_memory(
     cache_rows: int,
     rows: int,
     prompt_len: int,
-    attention: str = "pallas",
+    attention: Backend = Backend.PALLAS,
     platform: str = "gpu",
 ) -> DeviceMemory:
     """Bytes one device holds: ``layers`` layers split ``split`` ways, KV caches for

@@ -14,12 +14,9 @@ import bisect
 import itertools
 from collections.abc import Sequence
 
-from jaxpart.config import (
-    ConfigError,
-    format_bytes,
-)
+from jaxpart.config import ConfigError, Strategy, format_bytes
 
-STRATEGIES = ("greedy", "balanced", "manual")
+STRATEGIES = tuple(Strategy)
 
 
 class PlanError(ConfigError):

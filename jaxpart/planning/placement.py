@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from jaxpart.config import ConfigError, MeshConfig, ModelConfig, RunShape
+from jaxpart.config import ConfigError, MeshConfig, Method, ModelConfig, RunShape, Strategy
 from jaxpart.planning.baseline import DEFAULT_PP, DEFAULT_TP, baseline_plan
 from jaxpart.planning.memory import kv_heads_per_device
 from jaxpart.planning.plan import Plan, make_plan, microbatch_count
 
-METHODS = ("reference", "baseline", "layerwise")
+METHODS = tuple(Method)
 
 
 @dataclass(frozen=True)
@@ -18,15 +18,15 @@ class PlanChoice:
     """How to place the model: for the layer-wise method, the partitioner's arguments."""
 
     capacity: str | None = None
-    strategy: str = "greedy"
+    strategy: Strategy = Strategy.GREEDY
     layers_per_stage: tuple[int, ...] | None = None
     tp: int = DEFAULT_TP
     pp: int = DEFAULT_PP
     # Plans found by `--auto` (jaxpart.perf.search): method -> (plan, microbatches); they replace
     # the partitioner's and the TP x PP arguments for that method.
-    found: tuple[tuple[str, Plan, int], ...] = ()
+    found: tuple[tuple[Method, Plan, int], ...] = ()
 
-    def found_for(self, method: str) -> tuple[Plan, int] | None:
+    def found_for(self, method: Method) -> tuple[Plan, int] | None:
         return next(((p, m) for name, p, m in self.found if name == method), None)
 
 
@@ -34,16 +34,16 @@ DEFAULT_CHOICE = PlanChoice()
 
 
 def plan_for(
-    method: str, cfg: ModelConfig, mesh: MeshConfig, shape: RunShape, choice: PlanChoice
+    method: Method, cfg: ModelConfig, mesh: MeshConfig, shape: RunShape, choice: PlanChoice
 ) -> Plan | None:
     """The plan ``method`` runs ``shape`` with (None: the single-device reference)."""
-    if method == "reference":
+    if method == Method.REFERENCE:
         return None
     if choice.found_for(method):
         return choice.found_for(method)[0]
-    if method == "baseline":
+    if method == Method.BASELINE:
         return baseline_plan(cfg, mesh, shape, choice.tp, choice.pp)
-    if method == "layerwise":
+    if method == Method.LAYERWISE:
         return make_plan(
             cfg,
             mesh,
@@ -65,7 +65,7 @@ def microbatches_for(plan: Plan | None, shape: RunShape) -> int:
     return microbatch_count(plan.n_stages, shape.batch // plan.data_parallel)
 
 
-def resolved(method: str, plan: Plan | None, shape: RunShape, choice: PlanChoice) -> RunShape:
+def resolved(method: Method, plan: Plan | None, shape: RunShape, choice: PlanChoice) -> RunShape:
     """``shape`` with its microbatches settled for ``plan``: given, found by --auto, or the
     default; checked against the plan's replicas."""
     if plan is None:  # the single-device reference runs the batch whole
@@ -83,7 +83,7 @@ def decode_shapes(models: list[tuple[ModelConfig, RunShape]], mesh: MeshConfig) 
     cannot place one way is left out of that way."""
     out = []
     for cfg, shape in models:
-        for method in ("layerwise", "baseline"):
+        for method in (Method.LAYERWISE, Method.BASELINE):
             try:
                 plan = plan_for(method, cfg, mesh, shape, DEFAULT_CHOICE)
             except ConfigError:

@@ -12,11 +12,20 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
-from jaxpart.config import TIER_NAMES, MeshConfig, ModelConfig, RunShape, format_bytes, parse_size
+from jaxpart.config import (
+    TIER_NAMES,
+    Backend,
+    FitDefinition,
+    MeshConfig,
+    Method,
+    ModelConfig,
+    RunShape,
+    Strategy,
+    format_bytes,
+    parse_size,
+)
 from jaxpart.planning.memory import (
-    EVERYTHING,
     FIT_DEFINITIONS,
-    STATED,
     TIER_DEFINITION,
     check_pod,
     device_memory,
@@ -47,9 +56,9 @@ class Stage:
 class Plan:
     model: str
     mesh: str
-    strategy: str
+    strategy: Strategy | Method  # the partitioner, or Method.BASELINE for TP x PP
     figures: str  # derived | stated
-    fit_definition: str  # resident | everything | stated
+    fit_definition: FitDefinition
     capacity: str  # as given: a tier name or a size
     capacity_bytes: int
     layer_bytes: tuple[int, ...]  # per device, at the plan's split, under fit_definition
@@ -93,8 +102,15 @@ class Plan:
             )
             for s in d.pop("stages")
         )
+        strategy = d["strategy"]
         return cls(
-            **{**d, "layer_bytes": tuple(d["layer_bytes"]), "notes": tuple(d["notes"])},
+            **{
+                **d,
+                "strategy": Method(strategy) if strategy == Method.BASELINE else Strategy(strategy),
+                "fit_definition": FitDefinition(d["fit_definition"]),
+                "layer_bytes": tuple(d["layer_bytes"]),
+                "notes": tuple(d["notes"]),
+            },
             stages=stages,
         )
 
@@ -103,7 +119,7 @@ class Plan:
         return cls.from_dict(json.loads(text))
 
 
-def resolve_capacity(capacity: str | None, mesh: MeshConfig) -> tuple[str, int, str]:
+def resolve_capacity(capacity: str | None, mesh: MeshConfig) -> tuple[str, int, FitDefinition]:
     """A tier name or a size -> (label, bytes, fit definition).
 
     A size is read against the mesh: if it is no larger than the l2 tier it is a cache capacity
@@ -138,7 +154,7 @@ def device_overhead(
         cache_rows=0,
         rows=rows,
         prompt_len=shape.prompt_len,
-        attention="pallas" if mesh.platform == "gpu" else "xla",
+        attention=Backend.auto_on(mesh.platform),
         platform=mesh.platform,
     ).overhead
 
@@ -155,9 +171,16 @@ def _smallest_tier(
     by_tier = {
         tier: n
         * layer_fit_bytes(
-            model, shape, STATED if figures == "stated" else TIER_DEFINITION[tier], split
+            model,
+            shape,
+            FitDefinition.STATED if figures == "stated" else TIER_DEFINITION[tier],
+            split,
         )
-        + (overhead if figures != "stated" and TIER_DEFINITION[tier] == EVERYTHING else 0)
+        + (
+            overhead
+            if figures != "stated" and TIER_DEFINITION[tier] == FitDefinition.EVERYTHING
+            else 0
+        )
         for tier in TIER_NAMES
     }
     for tier in TIER_NAMES:
@@ -168,11 +191,11 @@ def _smallest_tier(
 
 def _partition(strategy, layer_bytes, capacity, n_stages, layers_per_stage, n_layers):
     """Stages for one split degree, or None when they do not fit the capacity."""
-    if strategy == "greedy":
+    if strategy == Strategy.GREEDY:
         if max(layer_bytes) > capacity:
             return None
         return plan_greedy(layer_bytes, capacity)
-    if strategy == "manual":
+    if strategy == Strategy.MANUAL:
         stages = plan_manual(layers_per_stage, n_layers)
     else:
         stages = plan_balanced(layer_bytes, n_stages)
@@ -184,7 +207,7 @@ def make_plan(
     mesh: MeshConfig,
     shape: RunShape,
     capacity: str | None = None,
-    strategy: str = "greedy",
+    strategy: Strategy = Strategy.GREEDY,
     devices: int | None = None,
     figures: str = "derived",
     layers_per_stage: Sequence[int] | None = None,
@@ -195,7 +218,7 @@ def make_plan(
         raise PlanError(f"--strategy = {strategy!r}: use one of {list(STRATEGIES)}")
     if figures not in ("derived", "stated"):
         raise PlanError(f"--figures = {figures!r}: use 'derived' or 'stated'")
-    if (strategy == "manual") != (layers_per_stage is not None):
+    if (strategy == Strategy.MANUAL) != (layers_per_stage is not None):
         raise PlanError(
             "--layers-per-stage: give it with --strategy manual, and only then"
             f" (strategy = {strategy!r})"
@@ -205,12 +228,12 @@ def make_plan(
         raise PlanError(f"--devices = {n_devices}: must be >= 1")
     label, cap, definition = resolve_capacity(capacity, mesh)
     if figures == "stated":
-        definition = STATED
+        definition = FitDefinition.STATED
     else:
         check_pod(model, mesh, shape, n_devices)
     args = (model, mesh, shape, strategy, figures, layers_per_stage, n_devices, label, cap)
     args += (definition,)
-    if definition != EVERYTHING:
+    if definition != FitDefinition.EVERYTHING:
         return _plan_at(*args, rows=0)
     # Under EVERYTHING a device also holds one microbatch's activations, and the microbatch
     # depends on the plan (M >= stages): plan for a microbatch of `rows` sequences, starting
@@ -248,7 +271,9 @@ def _plan_at(
     splits = [t for t in valid_splits(model) if t <= n_devices]
 
     def overhead(split: int) -> int:
-        return device_overhead(model, mesh, shape, split, rows) if definition == EVERYTHING else 0
+        if definition != FitDefinition.EVERYTHING:
+            return 0
+        return device_overhead(model, mesh, shape, split, rows)
 
     stages, split, layer_bytes = None, 1, []
     for split in splits:
@@ -264,7 +289,7 @@ def _plan_at(
         )
 
     notes = [f"fit definition: {FIT_DEFINITIONS[definition]}"]
-    if definition == EVERYTHING:
+    if definition == FitDefinition.EVERYTHING:
         notes.append(
             f"each device also holds up to {format_bytes(overhead(split))} besides its layers: "
             f"the embedding and head, a microbatch of up to {rows} sequence(s)' activations, "
@@ -291,7 +316,7 @@ def _plan_at(
                 f"{strategy} needs {needed} of {n_devices} devices: the pipeline is replicated "
                 f"{data_parallel}x for data parallelism"
             )
-        elif strategy == "greedy" and n_devices // split <= L:
+        elif strategy == Strategy.GREEDY and n_devices // split <= L:
             n_stages = n_devices // split
             stages = plan_balanced(layer_bytes, n_stages)
             notes.append(
@@ -335,9 +360,9 @@ def assemble_plan(
     stages: Sequence[Sequence[int]],
     split: int,
     data_parallel: int,
-    strategy: str,
+    strategy: Strategy | Method,
     figures: str,
-    definition: str,
+    definition: FitDefinition,
     label: str,
     cap: int,
     layer_bytes: Sequence[int],
@@ -360,7 +385,7 @@ def assemble_plan(
                 devices=devs,
                 split=split,
                 bytes=sum(layer_bytes[i] for i in layers)
-                + (overhead if definition == EVERYTHING else 0),
+                + (overhead if definition == FitDefinition.EVERYTHING else 0),
                 tier=tier,
                 bytes_by_tier=by_tier,
             )
@@ -385,7 +410,7 @@ def _no_fit_error(
     model, shape, definition, label, cap, strategy, layers_per_stage, splits
 ) -> PlanError:
     one = layer_fit_bytes(model, shape, definition, 1)
-    if strategy == "manual":
+    if strategy == Strategy.MANUAL:
         heaviest = max(layers_per_stage)
         return PlanError(
             f"--layers-per-stage: a stage of {heaviest} layers needs "

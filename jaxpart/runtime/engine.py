@@ -1,5 +1,7 @@
 """Generation by any method on the same weights and prompts: builds the executor of the
-single-device reference, the TP x PP baseline or the layer-wise plan, and runs it. Greedy."""
+single-device reference, the TP x PP baseline or the layer-wise plan, and runs it through the
+executors' one timed loop (``Executor.timed_generate``: prefill, then decode in chunks), the
+path the CLI and ``measure.compare`` take too."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 from rich.console import Console
 
@@ -15,7 +15,7 @@ from jaxpart.cli.args import check_tp_pp, model_and_shape, plan_choice, refuse_b
 from jaxpart.cli.outputs import write_text_atomically
 from jaxpart.config import MeshConfig, ModelConfig, RunShape, load_mesh
 from jaxpart.perf.predict import constants_from, parse_sweep
-from jaxpart.perf.simulate import run_simulate, run_sweep
+from jaxpart.perf.simulate import Simulation, run_simulate, run_sweep
 from jaxpart.perf.validation import ratio_words
 from jaxpart.planning.placement import DEFAULT_CHOICE
 
@@ -39,25 +39,25 @@ def run(args, console: Console) -> int:
         check_tp_pp(args, model, mesh)
     sim = run_simulate(model, mesh, constants, choice, shape)
     if sweep:
-        sim["sweep"] = run_sweep(model, mesh, constants, choice, *sweep, shape)
-    for line in sim["calibration"]:
+        sim = replace(sim, sweep=run_sweep(model, mesh, constants, choice, *sweep, shape))
+    for line in sim.calibration:
         console.print(f"calibrated: {line}")
-    print_prediction(console, sim, mesh, "layerwise / baseline TPS", f"; {sim['why']}")
-    for line in render.verdict_lines(sim) + sim["notes"]:
+    print_prediction(console, sim, mesh, "layerwise / baseline TPS", f"; {sim.why}")
+    for line in [*render.verdict_lines(sim), *sim.notes]:
         console.print(f"  {line}")
-    if sweep:
-        sw = sim["sweep"]
-        for row in sw["rows"]:
+    if sim.sweep:
+        sw = sim.sweep
+        for row in sw.rows:
             console.print(
-                f"  {sw['key']} = {row['value']:>6}: layerwise / baseline TPS "
-                f"{ratio_words(row['ratio'])} ({row['layerwise_tps']:,.0f} vs "
-                f"{row['baseline_tps']:,.0f}); {row['why']}"
+                f"  {sw.key} = {row.value:>6}: layerwise / baseline TPS "
+                f"{ratio_words(row.ratio)} ({row.layerwise_tps:,.0f} vs "
+                f"{row.baseline_tps:,.0f}); {row.why}"
             )
-        console.print(f"  {sw['crossover']} (predicted)")
-        for note in dict.fromkeys(sw["notes"]):
+        console.print(f"  {sw.crossover} (predicted)")
+        for note in dict.fromkeys(sw.notes):
             console.print(f"  note: {note}")
     if args.json:
-        write_text_atomically(args.json, json.dumps(sim, indent=2))
+        write_text_atomically(args.json, json.dumps(sim.to_dict(), indent=2))
         console.print(f"written to {args.json}")
     return 0
 
@@ -69,14 +69,13 @@ def predicted_section(model: ModelConfig, shape: RunShape, mesh: MeshConfig, con
     print_prediction(console, sim, mesh, f"predicted layerwise / baseline TPS on {mesh.name}")
 
 
-def print_prediction(console: Console, sim: dict, mesh, label: str, why: str = "") -> None:
+def print_prediction(console: Console, sim: Simulation, mesh, label: str, why: str = "") -> None:
     """A prediction's table, its layerwise / baseline ratio with the band, and each method that
     could not be planned with the reason."""
     render.print_table(console, render.simulate_table(sim, str(mesh.n_devices)), keep=2)
-    ratio = sim["ratios"]["tps_layerwise_over_baseline"]
-    if ratio is not None:
-        console.print(f"{label}: {ratio_words(ratio)}{why}")
-    for method, reason in sim["unplanned"].items():
+    if sim.ratio is not None:
+        console.print(f"{label}: {ratio_words(sim.ratio)}{why}")
+    for method, reason in sim.unplanned.items():
         console.print(f"{method}: not predicted, it cannot be planned for this run: {reason}")
 
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 
-BACKENDS = ("auto", "pallas", "xla")
+from jaxpart.config import Backend
+
+BACKENDS = tuple(Backend)
 DEFAULT_SRAM_BYTES = 227 * 1024  # H100: the shared memory one thread block may use
 DEFAULT_SM_COUNT = 132  # H100 SXM
 _warned: set[str] = set()
@@ -25,8 +27,8 @@ class KernelChoice:
     to ``"gpu"`` to lower for CUDA on a machine without one.
     """
 
-    mlp: str = "auto"
-    attention: str = "auto"
+    mlp: Backend = Backend.AUTO
+    attention: Backend = Backend.AUTO
     sram_bytes: int = DEFAULT_SRAM_BYTES
     sm_count: int = DEFAULT_SM_COUNT
     strict: bool = False
@@ -40,7 +42,7 @@ class KernelChoice:
 
 
 AUTO = KernelChoice()
-XLA = KernelChoice(mlp="xla", attention="xla")
+XLA = KernelChoice(mlp=Backend.XLA, attention=Backend.XLA)
 
 
 def target_platform(choice: KernelChoice) -> str:
@@ -67,7 +69,7 @@ def cpu_barrier(x, choice: KernelChoice):
     return jax.lax.optimization_barrier(x)
 
 
-def fallback(kernel: str, reason: str, strict: bool) -> str:
+def fallback(kernel: str, reason: str, strict: bool) -> Backend:
     """XLA instead of ``kernel``'s Pallas path: one warning per reason, or an error if strict."""
     if strict:
         raise KernelFallbackError(f"Pallas {kernel} kernel unavailable: {reason} (strict mode)")
@@ -75,25 +77,25 @@ def fallback(kernel: str, reason: str, strict: bool) -> str:
     if key not in _warned:
         _warned.add(key)
         warnings.warn(f"Pallas {kernel} kernel unavailable, using XLA: {reason}", stacklevel=4)
-    return "xla"
+    return Backend.XLA
 
 
-def resolve(kernel: str, requested: str, choice: KernelChoice) -> tuple[str, bool]:
-    """-> ("pallas" | "xla", interpret): what runs ``kernel`` on the target platform."""
+def resolve(kernel: str, requested: Backend, choice: KernelChoice) -> tuple[Backend, bool]:
+    """-> (PALLAS | XLA, interpret): what runs ``kernel`` on the target platform."""
     if requested not in BACKENDS:
         raise ValueError(f"backend={requested!r}: use one of {list(BACKENDS)}")
     platform = target_platform(choice)
-    if requested == "xla" or (requested == "auto" and platform != "gpu"):
-        return "xla", False
+    if requested == Backend.XLA or (requested == Backend.AUTO and platform != "gpu"):
+        return Backend.XLA, False
     if platform == "cpu":
         if choice.interpret is False:
             raise KernelFallbackError(
                 f"Pallas {kernel} kernel: on CPU, Pallas runs only in interpret mode "
                 "(interpret=True)"
             )
-        return "pallas", True
+        return Backend.PALLAS, True
     if platform != "gpu":
         return fallback(
             kernel, f"no Pallas GPU lowering on platform {platform!r}", choice.strict
         ), False
-    return "pallas", bool(choice.interpret)
+    return Backend.PALLAS, bool(choice.interpret)

@@ -18,8 +18,6 @@ partitioner and the TP x PP baseline (which is a plan of uniform stages split TP
 
 from __future__ import annotations
 
-import time
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -33,15 +31,7 @@ from jaxpart.model.kernels.backend import AUTO, KernelChoice
 from jaxpart.model.layers import arch_of, embed_tokens, jnp_dtype, lm_logits, run_layers
 from jaxpart.planning.memory import cache_positions
 from jaxpart.planning.plan import Plan
-from jaxpart.runtime.executors.base import (
-    Executor,
-    Forced,
-    Generation,
-    check_tokens,
-    decode_in_chunks,
-    lengths_of,
-    padded_prompts,
-)
+from jaxpart.runtime.executors.base import DecodeState, Executor, Forced
 from jaxpart.runtime.sampling import choose, stopped
 from jaxpart.runtime.sharding import (
     build_mesh,
@@ -73,7 +63,7 @@ def _unpack(buf: jax.Array, shape: tuple[int, ...], n_control: int):
 
 
 class PipelineExecutor(Executor):
-    """Places a model by ``plan`` on a mesh and generates greedily with the pipeline schedule."""
+    """Places a model by ``plan`` on a mesh and generates with the pipeline schedule."""
 
     def __init__(
         self,
@@ -374,90 +364,66 @@ class PipelineExecutor(Executor):
         """A per-sequence host array ``[B]`` on the mesh, split over the replicas."""
         return put_global(np.asarray(x), NamedSharding(self.mesh, P("data")))
 
-    def prefill(self, placed, prompts, lens=None):
-        """-> (first tokens, their logits, caches) for prompts ``[B, T]`` padded on the right to
-        ``lens [B]`` (default: all T). Arrays stay on the devices."""
-        prompts = np.asarray(prompts, np.int32)
-        lens = np.full(len(prompts), prompts.shape[1], np.int32) if lens is None else lens
-        on_mesh = put_global(prompts, NamedSharding(self.mesh, P("data", None)))
-        toks, logits, k, v = self._prefill(placed, on_mesh, self._rows(np.int32(lens)))
-        return toks, logits, (k, v)
+    def prefill_padded(self, placed, prompts: np.ndarray, lens: np.ndarray) -> DecodeState:
+        """The prefill program on prompts ``[B, T]`` padded on the right to ``lens [B]``: the
+        caches it makes (sharded by stage) and the first tokens and logits, on the host in
+        batch order."""
+        if prompts.shape != (self.shape.batch, self.shape.prompt_len):
+            raise ConfigError(
+                f"prompts of shape {list(prompts.shape)}: this executor's programs are built for "
+                f"[batch, prompt_len] = [{self.shape.batch}, {self.shape.prompt_len}]; build one "
+                "for this run shape"
+            )
+        on_mesh = put_global(
+            np.asarray(prompts, np.int32), NamedSharding(self.mesh, P("data", None))
+        )
+        lens_on_mesh = self._rows(np.asarray(lens, np.int32))
+        toks, logits, k, v = self._prefill(placed, on_mesh, lens_on_mesh)
+        first = self._batch_order(to_host(toks)[-1])
+        return DecodeState(
+            placed=placed,
+            caches=(k, v),
+            prompt_lens=lens_on_mesh,
+            ragged=bool(np.any(lens != prompts.shape[1])),
+            last_tokens=first,
+            done=np.isin(first, self.generation.stop_tokens),
+            generated=1,
+            first_tokens=first,
+            first_logits=self._batch_order(to_host(logits)[-1]),
+        )
 
-    def first_from(self, toks, logits) -> tuple[np.ndarray, np.ndarray]:
-        """The last stage's outputs of prefill, in batch order."""
-        return self._batch_order(to_host(toks)[-1]), self._batch_order(to_host(logits)[-1])
-
-    def _decode_chunk(self, state, tok, done, start: int, steps: int):
-        program = self.decode_program(steps, state["ragged"])
+    def decode(self, state: DecodeState, n: int) -> tuple[DecodeState, np.ndarray]:
+        """``n`` decode steps in one call of the pipelined decode program (compiled on first
+        use for each n): the next state and the tokens ``[B, n]`` in batch order."""
+        self.check_decode(state, n)
+        program = self.decode_program(n, state.ragged)
         out, done, k, v = program(
-            state["params"],
-            self._rows(np.asarray(tok, np.int32)),
-            state["k"],
-            state["v"],
-            state["lens"],
-            self._rows(np.asarray(done, bool)),
-            np.int32(start),
+            state.placed,
+            self._rows(np.asarray(state.last_tokens, np.int32)),
+            *state.caches,
+            state.prompt_lens,
+            self._rows(np.asarray(state.done, bool)),
+            np.int32(state.decode_steps),
         )
-        state["k"], state["v"] = k, v
-        out = to_host(out)[-1]  # [steps, M, replicas * b_mb]
-        out = np.stack([self._batch_order(step) for step in out], axis=1)
-        return out, out[:, -1], self._batch_order(to_host(done)[-1])
-
-    def timed_generate(self, placed, prompts, on_tokens=None) -> Generation:
-        """Tokens, timed: prefill until the first tokens are on the host, then decode (in
-        chunks when the generation config asks, handing each to ``on_tokens``)."""
-        prompts, lens = padded_prompts(prompts)
-        check_tokens(prompts, self.cfg)
-        g = self.generation
-        t0 = time.perf_counter()
-        toks, logits, cache = self.prefill(placed, prompts, lens)
-        first, first_logits = self.first_from(toks, logits)
-        t1 = time.perf_counter()
-        if on_tokens is not None:
-            on_tokens(first[:, None])
-        steps = self.shape.gen_len - 1
-        state = {
-            "params": placed,
-            "k": cache[0],
-            "v": cache[1],
-            "lens": self._rows(lens),
-            "done": np.isin(first, g.stop_tokens),
-            "ragged": bool(np.any(lens != prompts.shape[1])),
-        }
-        per_call = g.steps_per_call(steps, on_tokens is not None) if steps else 1
-        rest, ran, calls = decode_in_chunks(self, state, steps, per_call, on_tokens, first)
-        t2 = time.perf_counter()
-        tokens = np.full((len(first), self.shape.gen_len), g.pad_token, np.int32)
-        tokens[:, 0] = first
-        tokens[:, 1 : 1 + ran] = rest
-        return Generation(
-            tokens,
-            first_logits,
-            t1 - t0,
-            t2 - t1 if ran else 0.0,
-            lengths_of(tokens, g.stop_tokens),
-            ran,
-            calls,
-        )
+        out = to_host(out)[-1]  # [n, M, replicas * b_mb]
+        tokens = np.stack([self._batch_order(step) for step in out], axis=1)
+        return state.advanced((k, v), tokens, self._batch_order(to_host(done)[-1])), tokens
 
     def teacher_forced(self, placed, prompts, tokens) -> Forced:
         """Feed ``tokens [B, gen_len]`` (the reference's) instead of this placement's own, and
         return what it would have chosen at every step and its logits there."""
-        check_tokens(np.asarray(prompts), self.cfg)
-        prompts, lens = padded_prompts(prompts)
-        toks, logits, cache = self.prefill(placed, prompts, lens)
-        _, first_logits = self.first_from(toks, logits)
+        state = self.prefill(placed, prompts)
+        first_logits = state.first_logits
         first = first_logits.argmax(-1).astype(np.int32)  # its own choice: argmax
         tokens = np.asarray(tokens, np.int32)
         steps = [(first, first_logits.max(-1), first_logits[np.arange(len(first)), tokens[:, 0]])]
         if self.shape.gen_len > 1:
-            ragged = bool(np.any(lens != prompts.shape[1]))
-            if self._forced_decode is None or self._forced_decode[0] != ragged:
-                program = self._build_decode(self.shape.gen_len - 1, True, ragged)
-                self._forced_decode = (ragged, program)
+            if self._forced_decode is None or self._forced_decode[0] != state.ragged:
+                program = self._build_decode(self.shape.gen_len - 1, True, state.ragged)
+                self._forced_decode = (state.ragged, program)
             given = self._rows(tokens[:, 0])
             forced = put_global(tokens[:, 1:].T, NamedSharding(self.mesh, P(None, "data")))
-            outs = self._forced_decode[1](placed, given, forced, *cache, self._rows(lens))
+            outs = self._forced_decode[1](placed, given, forced, *state.caches, state.prompt_lens)
             own, top, at = (to_host(o)[-1] for o in outs)  # each [D, M, replicas * b_mb]
             for k in range(own.shape[0]):
                 steps.append(tuple(self._batch_order(o[k]) for o in (own, top, at)))

@@ -4,7 +4,6 @@ also allocates the caches, and a decode loop). The placements' answers are check
 from __future__ import annotations
 
 import functools
-import time
 
 import jax
 import jax.numpy as jnp
@@ -16,15 +15,7 @@ from jaxpart.io.weights import LazyLeaf
 from jaxpart.model.decoder import empty_cache
 from jaxpart.model.kernels.backend import AUTO, KernelChoice
 from jaxpart.model.layers import arch_of, forward, jnp_dtype
-from jaxpart.runtime.executors.base import (
-    Executor,
-    Forced,
-    Generation,
-    check_tokens,
-    decode_in_chunks,
-    lengths_of,
-    padded_prompts,
-)
+from jaxpart.runtime.executors.base import DecodeState, Executor, Forced
 from jaxpart.runtime.sampling import choose, stopped
 
 
@@ -61,7 +52,7 @@ class ReferenceExecutor(Executor):
         k, v = empty_cache(self.cfg, prompts.shape[0], params["embed"].dtype)
         logits, k, v = forward(params, prompts, k, v, 0, self.kernel, arch=self.arch, last=lens - 1)
         tok = choose(logits, jnp.arange(prompts.shape[0]), 0, self.generation)
-        return tok, stopped(tok, self.generation), logits, k, v
+        return tok, logits, k, v
 
     def _decode_fn(self, params, tok, done, k, v, lens, start, *, steps: int, ragged: bool):
         """``steps`` decode steps from token index ``start``: each row at position
@@ -78,19 +69,50 @@ class ReferenceExecutor(Executor):
             return new, done | stopped(new, g), k, v, out.at[i].set(new)
 
         out = jnp.zeros((steps, tok.shape[0]), jnp.int32)
-        tok, done, k, v, out = jax.lax.fori_loop(0, steps, step, (tok, done, k, v, out))
-        return out.T, tok, done, k, v
+        _, done, k, v, out = jax.lax.fori_loop(0, steps, step, (tok, done, k, v, out))
+        return out.T, done, k, v
 
-    def _decode_chunk(self, state, tok, done, start: int, steps: int):
-        key = (steps, state["ragged"])
-        if key not in self._decodes:
-            fn = functools.partial(self._decode_fn, steps=steps, ragged=state["ragged"])
-            self._decodes[key] = jax.jit(fn, donate_argnums=(3, 4))
-        out, tok, done, k, v = self._decodes[key](
-            state["params"], tok, jnp.asarray(done), state["k"], state["v"], state["lens"], start
+    def _put(self, x):
+        return jax.device_put(x, self.device)
+
+    def prefill_padded(self, placed, prompts: np.ndarray, lens: np.ndarray) -> DecodeState:
+        """The prefill program on prompts ``[B, T]`` padded on the right to ``lens [B]``: the
+        caches it makes and the first tokens (on the host); the logits stay on the device."""
+        lens_on_device = self._put(np.asarray(lens, np.int32))
+        first, logits, k, v = self._prefill(
+            placed, self._put(np.asarray(prompts, np.int32)), lens_on_device
         )
-        state["k"], state["v"] = k, v
-        return np.asarray(out), tok, np.asarray(done)
+        first = np.asarray(first)
+        return DecodeState(
+            placed=placed,
+            caches=(k, v),
+            prompt_lens=lens_on_device,
+            ragged=bool(np.any(lens != prompts.shape[1])),
+            last_tokens=first,
+            done=np.isin(first, self.generation.stop_tokens),
+            generated=1,
+            first_tokens=first,
+            first_logits=logits,
+        )
+
+    def decode(self, state: DecodeState, n: int) -> tuple[DecodeState, np.ndarray]:
+        """``n`` decode steps in one call of the decode loop (compiled on first use for each
+        n): the next state and the tokens ``[B, n]``."""
+        self.check_decode(state, n)
+        key = (n, state.ragged)
+        if key not in self._decodes:
+            fn = functools.partial(self._decode_fn, steps=n, ragged=state.ragged)
+            self._decodes[key] = jax.jit(fn, donate_argnums=(3, 4))
+        out, done, k, v = self._decodes[key](
+            state.placed,
+            self._put(np.asarray(state.last_tokens, np.int32)),
+            self._put(np.asarray(state.done, bool)),
+            *state.caches,
+            state.prompt_lens,
+            state.decode_steps,
+        )
+        tokens = np.asarray(out)
+        return state.advanced((k, v), tokens, np.asarray(done)), tokens
 
     def _forced_fn(self, params, first, forced, k, v):
         """Decode fed ``forced [D, B]``: own choices, top logits, logits at the given tokens."""
@@ -113,15 +135,12 @@ class ReferenceExecutor(Executor):
 
     def teacher_forced(self, placed, prompts, tokens) -> Forced:
         """Feed ``tokens [B, gen_len]`` instead of its own, as PipelineExecutor.teacher_forced."""
-        check_tokens(np.asarray(prompts), self.cfg)
         tokens = np.asarray(tokens, np.int32)
-        prompts, lens = padded_prompts(prompts)
-        put = functools.partial(jax.device_put, device=self.device)
-        first, _, logits, k, v = self._prefill(placed, put(prompts), put(lens))
-        logits = np.asarray(logits)
+        state = self.prefill(placed, prompts)
+        logits = np.asarray(state.first_logits)
         rows = np.arange(len(tokens))
         own, top, at = (
-            np.asarray(first)[:, None],
+            state.first_tokens[:, None],
             logits.max(-1)[:, None],
             logits[rows, tokens[:, 0]],
         )
@@ -129,43 +148,10 @@ class ReferenceExecutor(Executor):
         if self.shape.gen_len > 1:
             if self._forced is None:
                 self._forced = jax.jit(self._forced_fn)
-            given = put(tokens[:, 0])
-            forced = put(np.ascontiguousarray(tokens[:, 1:].T))
-            rest = [np.asarray(a) for a in self._forced(placed, given, forced, k, v)]
+            given = self._put(tokens[:, 0])
+            forced = self._put(np.ascontiguousarray(tokens[:, 1:].T))
+            rest = [np.asarray(a) for a in self._forced(placed, given, forced, *state.caches)]
             own, top, at = (
                 np.concatenate(p, axis=1) for p in zip((own, top, at), rest, strict=True)
             )
         return Forced(own, top, at)
-
-    def timed_generate(self, placed, prompts, on_tokens=None) -> Generation:
-        """Tokens, timed: prefill until the first tokens are on the host, then decode (in
-        chunks when the generation config asks, handing each to ``on_tokens``)."""
-        prompts, lens = padded_prompts(prompts)
-        check_tokens(prompts, self.cfg)
-        g = self.generation
-        t0 = time.perf_counter()
-        put = functools.partial(jax.device_put, device=self.device)
-        lens_dev = put(lens)
-        first, done, logits, k, v = self._prefill(placed, put(prompts), lens_dev)
-        first_host = np.asarray(first)
-        t1 = time.perf_counter()
-        if on_tokens is not None:
-            on_tokens(first_host[:, None])
-        steps = self.shape.gen_len - 1
-        state = {"params": placed, "k": k, "v": v, "lens": lens_dev, "done": np.asarray(done)}
-        state["ragged"] = bool(np.any(lens != prompts.shape[1]))
-        per_call = g.steps_per_call(steps, on_tokens is not None) if steps else 1
-        rest, ran, calls = decode_in_chunks(self, state, steps, per_call, on_tokens, first)
-        t2 = time.perf_counter()
-        tokens = np.full((len(first_host), self.shape.gen_len), g.pad_token, np.int32)
-        tokens[:, 0] = first_host
-        tokens[:, 1 : 1 + ran] = rest
-        return Generation(
-            tokens,
-            np.asarray(logits),
-            t1 - t0,
-            t2 - t1 if ran else 0.0,
-            lengths_of(tokens, g.stop_tokens),
-            ran,
-            calls,
-        )
