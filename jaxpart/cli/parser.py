@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 
 from jaxpart.config import PLACEMENTS, RUN_DTYPES, Backend, ConfigError, Method, Strategy
+from jaxpart.perf.search import OBJECTIVES
+from jaxpart.planning.baseline import DEFAULT_PP, DEFAULT_TP
 from jaxpart.train.tasks import TASKS
 
 
@@ -136,16 +138,18 @@ def int_list(text: str) -> list[int]:
 RUN_DEFAULTS = ("dense16-tiny", "cpu16")
 PREDICT_DEFAULTS = ("dense16", "h100x16")
 MODEL_HELP = (
-    "a name in models/ (e.g. dense16, dense16-tiny, gqa-tiny, llama3.1-70b), a TOML path, or a "
-    "Hugging Face folder"
+    "a shipped model's name (e.g. dense16, dense16-tiny, gqa-tiny, llama3.1-70b), a TOML path, or "
+    "a Hugging Face folder"
 )
-BATCH_HELP = "sequences in a batch (default: the model file's)"
-PROMPT_HELP = "prompt tokens per sequence (default: the model file's)"
-MESH_HELP = "a name in meshes/ (e.g. h100x16, cpu16, a100x8) or a TOML path"
+MESH_HELP = "a shipped mesh's name (e.g. h100x16, cpu16, a100x8) or a TOML path"
 
 
-def _add_dtype_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
+def _add_model_args(p: argparse.ArgumentParser, defaults: tuple[str, str]) -> None:
+    """--model, --mesh (with the command's defaults) and --dtype."""
+    group = p.add_argument_group("model and mesh")
+    group.add_argument("--model", default=defaults[0], help=MODEL_HELP)
+    group.add_argument("--mesh", default=defaults[1], help=MESH_HELP)
+    group.add_argument(
         "--dtype",
         choices=RUN_DTYPES,
         default=None,
@@ -153,77 +157,114 @@ def _add_dtype_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_plan_args(p: argparse.ArgumentParser, defaults: tuple[str, str]):
-    model_default, mesh_default = defaults
-    p.add_argument("--model", default=model_default, help=MODEL_HELP)
-    p.add_argument("--mesh", default=mesh_default, help=MESH_HELP)
-    p.add_argument(
+def _add_shape_args(p: argparse.ArgumentParser) -> None:
+    """The run shape: the same four flags, meaning the same, on every command that plans."""
+    group = p.add_argument_group("run shape (each defaults to the model file's [run] table)")
+    group.add_argument("--batch", type=positive_int, default=None, help="sequences in a batch")
+    group.add_argument(
+        "--prompt-len", type=positive_int, default=None, help="prompt tokens per sequence"
+    )
+    group.add_argument(
+        "--gen-len",
+        type=positive_int,
+        default=None,
+        help="new tokens per sequence, the prefill's first included",
+    )
+    group.add_argument(
+        "--microbatches",
+        type=positive_int,
+        default=None,
+        help="microbatches a pipeline runs (default: the fewest >= its stages that divide a "
+        "replica's batch)",
+    )
+
+
+def _add_placement_args(p: argparse.ArgumentParser, baseline: bool = True):
+    """How the layer-wise plan is made, and (``baseline``) the TP x PP baseline's shape."""
+    group = p.add_argument_group("placement")
+    group.add_argument(
         "--capacity",
         default=None,
         help="smem | l2 | hbm | a size such as 14.73GB or 50MiB (default: the mesh's)",
     )
-    p.add_argument(
+    group.add_argument(
         "--strategy",
         choices=tuple(Strategy),
         default=Strategy.GREEDY,
         help="the layer-wise partitioner",
     )
-    p.add_argument(
+    group.add_argument(
         "--layers-per-stage",
         type=int_list,
         default=None,
         help="with --strategy manual: layers in each stage, e.g. 3,5,4,4",
     )
+    if baseline:
+        group.add_argument(
+            "--tp", type=positive_int, default=DEFAULT_TP, help="baseline tensor parallelism"
+        )
+        group.add_argument(
+            "--pp", type=positive_int, default=DEFAULT_PP, help="baseline pipeline stages"
+        )
+    return group
 
 
-def _add_shape_args(p: argparse.ArgumentParser) -> None:
-    """What one run is: batch, prompt and generation lengths, microbatches; the baseline."""
-    p.add_argument("--batch", type=positive_int, default=None, help=BATCH_HELP)
-    p.add_argument("--prompt-len", type=positive_int, default=None, help=PROMPT_HELP)
-    p.add_argument(
-        "--gen-len",
-        type=positive_int,
-        default=None,
-        help="new tokens per sequence, the prefill's first included (default: the model file's)",
-    )
-    p.add_argument(
-        "--microbatches",
-        type=positive_int,
-        default=None,
-        help="default: enough to fill the pipeline (>= stages) that divide the batch",
-    )
-    p.add_argument("--tp", type=positive_int, default=8, help="baseline tensor parallelism")
-    p.add_argument("--pp", type=positive_int, default=2, help="baseline pipeline stages")
+def _add_planning_args(p, defaults: tuple[str, str], baseline: bool = True):
+    """What every command that plans takes: model and mesh, run shape, placement."""
+    _add_model_args(p, defaults)
+    _add_shape_args(p)
+    return _add_placement_args(p, baseline)
 
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
-    _add_shape_args(p)
-    _add_dtype_arg(p)
-    p.add_argument(
+    """What a command that runs the model on this machine takes besides planning: weights,
+    prompts, kernels and the multi-host set-up."""
+    inputs = p.add_argument_group("weights and prompts")
+    inputs.add_argument(
         "--seed", type=nonnegative_int, default=0, help="seeds the weights and the prompts"
     )
-    p.add_argument(
+    inputs.add_argument(
+        "--checkpoint",
+        type=existing_folder,
+        default=None,
+        help="load trained weights from this directory",
+    )
+    inputs.add_argument(
+        "--text",
+        action="append",
+        default=None,
+        help="a prompt as text (repeat for more sequences); needs a model folder with a "
+        "tokenizer.json",
+    )
+    inputs.add_argument(
+        "--prompts",
+        default=None,
+        help="a file of prompts, one a line: JSON lists of token ids (e.g. [5, 17, 42]), or text "
+        "(needs a tokenizer); lengths may differ",
+    )
+    inputs.add_argument(
+        "--task",
+        choices=TASKS,
+        default=None,
+        help="prompts from a synthetic task (copy, reverse, add); scores the answers",
+    )
+    kernels = p.add_argument_group("kernels")
+    kernels.add_argument(
         "--mlp-kernel",
         choices=tuple(Backend),
         default=Backend.AUTO,
         help="MLP backend: Pallas on GPU / XLA on CPU (auto), or force one",
     )
-    p.add_argument(
+    kernels.add_argument(
         "--attention",
         choices=tuple(Backend),
         default=Backend.AUTO,
         help="attention backend: Pallas on GPU / XLA on CPU (auto), or force one",
     )
-    p.add_argument(
+    kernels.add_argument(
         "--strict",
         action="store_true",
         help="fail instead of falling back to XLA when Pallas cannot run",
-    )
-    p.add_argument(
-        "--checkpoint",
-        type=existing_folder,
-        default=None,
-        help="load trained weights from this directory",
     )
     multi = p.add_argument_group("multi-host (one process per host; see `jaxpart launch`)")
     multi.add_argument("--coordinator", default=None, help="host:port of process 0")
@@ -239,25 +280,6 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
         default=60,
         help="seconds to wait for the other processes",
     )
-    p.add_argument(
-        "--text",
-        action="append",
-        default=None,
-        help="a prompt as text (repeat for more sequences); needs a model folder with a "
-        "tokenizer.json",
-    )
-    p.add_argument(
-        "--prompts",
-        default=None,
-        help="a file of prompts, one a line: JSON lists of token ids (e.g. [5, 17, 42]), or text "
-        "(needs a tokenizer); lengths may differ",
-    )
-    p.add_argument(
-        "--task",
-        choices=TASKS,
-        default=None,
-        help="prompts from a synthetic task (copy, reverse, add); scores the answers",
-    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -269,38 +291,30 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("plan", help="partition a model's layers onto a mesh and print the plan")
-    _add_plan_args(p, PREDICT_DEFAULTS)
-    p.add_argument(
+    placement = _add_planning_args(p, PREDICT_DEFAULTS, baseline=False)
+    placement.add_argument(
         "--devices",
         type=positive_int,
         default=None,
         help="devices to plan for (default: the mesh's)",
     )
-    p.add_argument(
+    placement.add_argument(
         "--figures",
         choices=("derived", "stated"),
         default="derived",
         help="per-layer bytes from the dims, or the seed's stated figures",
     )
-    p.add_argument("--batch", type=positive_int, default=None, help=BATCH_HELP)
-    p.add_argument("--prompt-len", type=positive_int, default=None, help=PROMPT_HELP)
-    p.add_argument(
-        "--gen-len",
-        type=positive_int,
-        default=None,
-        help="new tokens per sequence, the prefill's first included (default: the model file's)",
-    )
-    _add_dtype_arg(p)
-    p.add_argument(
+    search = p.add_argument_group("search")
+    search.add_argument(
         "--auto",
         action="store_true",
         help="search TP x PP, layer-wise plans, replicas and microbatch counts; print the 10 "
         "best that fit HBM by the memory model, ranked by the perf model",
     )
-    p.add_argument(
+    search.add_argument(
         "--objective",
-        choices=("throughput", "tpot", "ttft"),
-        default="throughput",
+        choices=OBJECTIVES,
+        default=OBJECTIVES[0],
         help="with --auto: rank by predicted TPS, or by TPOT or TTFT (lower first)",
     )
     p.add_argument(
@@ -311,13 +325,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     g = sub.add_parser("generate", help="generate (greedy or sampled) by one method on the mesh")
-    _add_plan_args(g, RUN_DEFAULTS)
-    _add_run_args(g)
-    g.add_argument(
+    _add_planning_args(g, RUN_DEFAULTS).add_argument(
         "--method",
         choices=tuple(Method),
         default=Method.LAYERWISE,
         help="one device, TP x PP, or the layer-wise plan",
+    )
+    _add_run_args(g)
+    g.add_argument(
+        "--prompt",
+        type=int_list,
+        default=None,
+        help="token ids for every sequence, e.g. 5,17,42 (default: random from --seed)",
     )
     sampling = g.add_argument_group("sampling and stopping (jaxpart.GenerationConfig)")
     sampling.add_argument("--temperature", type=float, default=0.0, help="0 is greedy (default: 0)")
@@ -346,33 +365,30 @@ def build_parser() -> argparse.ArgumentParser:
     sampling.add_argument(
         "--pad-token", type=nonnegative_int, default=0, help="emitted after a stop"
     )
-    g.add_argument(
+    output = g.add_argument_group("output")
+    output.add_argument(
         "--show",
         type=positive_int,
         default=None,
         help="print the first N sequences (default: every one)",
     )
-    g.add_argument(
-        "--prompt",
-        type=int_list,
-        default=None,
-        help="token ids for every sequence, e.g. 5,17,42 (default: random from --seed)",
-    )
-    g.add_argument(
+    output.add_argument(
         "--json", type=output_file, default=None, help="write {method, tokens, plan} to this file"
     )
 
     c = sub.add_parser("compare", help="baseline vs layer-wise, side by side (the main job)")
-    _add_plan_args(c, RUN_DEFAULTS)
-    _add_run_args(c)
-    c.add_argument("--repeats", type=positive_int, default=5, help="timed runs; medians reported")
-    c.add_argument(
+    _add_planning_args(c, RUN_DEFAULTS).add_argument(
         "--auto",
         action="store_true",
         help="run the best layer-wise plan and the best TP x PP plan that plan --auto finds for "
         "this mesh and run shape, instead of --capacity/--strategy/--tp/--pp",
     )
-    c.add_argument(
+    _add_run_args(c)
+    measure = c.add_argument_group("measuring and predicting")
+    measure.add_argument(
+        "--repeats", type=positive_int, default=5, help="timed runs; medians reported"
+    )
+    measure.add_argument(
         "--predict-for",
         nargs=2,
         metavar=("MODEL", "MESH"),
@@ -380,24 +396,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="after the measured table, the perf model's prediction for this model and GPU mesh "
         "(default: the seed's pod, dense16 on h100x16)",
     )
-    c.add_argument(
+    output = c.add_argument_group("output")
+    output.add_argument(
         "--json",
         type=output_file,
         default=None,
         help="write the measurements and plans to this file",
     )
-    c.add_argument(
+    output.add_argument(
         "--plot", type=png_file, default=None, help="write a PNG bar chart of TPS and TPOT"
     )
+
     s = sub.add_parser("simulate", help="predict both placements on a GPU pod (perf model)")
-    _add_plan_args(s, PREDICT_DEFAULTS)
-    _add_shape_args(s)
-    _add_dtype_arg(s)
-    s.add_argument(
+    _add_planning_args(s, PREDICT_DEFAULTS)
+    predict = s.add_argument_group("prediction")
+    predict.add_argument(
         "--calibration", default=None, help="a bench_gpu.json to replace datasheet figures"
     )
-    s.add_argument("--sweep", default=None, help="e.g. d_model=1024,2048,4096,8192 or batch=...")
-    s.add_argument(
+    predict.add_argument(
+        "--sweep", default=None, help="e.g. d_model=1024,2048,4096,8192 or batch=..."
+    )
+    predict.add_argument(
         "--validate",
         action="store_true",
         help="print the model's predictions beside published GPU measurements, and its error",
@@ -405,6 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--json", type=output_file, default=None, help="write the predictions to this file"
     )
+
     t = sub.add_parser("train", help="train the small model on a synthetic task (optax)")
     t.add_argument("--model", default=RUN_DEFAULTS[0], help=MODEL_HELP)
     t.add_argument("--task", choices=TASKS, default="copy", help="the synthetic task")
@@ -450,15 +470,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     v = sub.add_parser("verify", help="compile the full-size model abstractly; check its memory")
-    _add_plan_args(v, PREDICT_DEFAULTS)
-    v.add_argument(
+    _add_planning_args(v, PREDICT_DEFAULTS).add_argument(
         "--method",
         choices=PLACEMENTS,
         default=Method.LAYERWISE,
         help="the placement to compile",
     )
-    _add_shape_args(v)
-    _add_dtype_arg(v)
     v.add_argument("--json", type=output_file, default=None, help="write the figures to this file")
     return parser
 

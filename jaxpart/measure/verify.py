@@ -71,7 +71,7 @@ def largest_intermediate(module_text: str, exclude: set[str] = frozenset()) -> t
         for k in exclude
     }
     best = (0, "")
-    for dims, element in set(_TENSOR.findall(text)):
+    for dims, element in sorted(set(_TENSOR.findall(text))):  # ties: the same one every run
         kind = f"{dims}{element}"
         size = _tensor_bytes(dims, element)
         if kind in exclude or (size, element) in views:
