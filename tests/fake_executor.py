@@ -76,16 +76,15 @@ class FakeExecutor(Executor):
         positions[:, : prompts.shape[1]] = np.where(valid, prompts, EMPTY)
         logits = np.zeros((b, self.cfg.vocab), np.float32)
         logits[np.arange(b), first] = 1.0
-        state = DecodeState(
-            placed=placed,
-            caches=(positions, None),
-            prompt_lens=np.asarray(lens, np.int32),
-            ragged=bool(np.any(lens != prompts.shape[1])),
-            last_tokens=first,
-            done=np.isin(first, self.generation.stop_tokens),
-            generated=1,
-            first_tokens=first,
-            first_logits=logits,
+        state = DecodeState.after_prefill(
+            placed,
+            (positions, None),
+            np.asarray(lens, np.int32),
+            lens,
+            prompts.shape[1],
+            first,
+            logits,
+            self.generation.stop_tokens,
         )
         self.last_state = state
         return state

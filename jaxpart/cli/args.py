@@ -118,3 +118,22 @@ def run_setup(args, console):
     mesh = load_mesh(args.mesh)
     start_devices(args, mesh, console)
     return model, default, mesh, plan_choice(args), kernel_choice(args, mesh)
+
+
+def run_inputs(args, console):
+    """What generate and compare run: ``run_setup``'s model, mesh and choices, the prompts
+    (``cli.prompts``) and the run shape they and the flags give (given prompts or a task fix the
+    batch, the prompt length or the output length)."""
+    from jaxpart.cli.prompts import resolve_prompts
+
+    model, default, mesh, choice, kernel = run_setup(args, console)
+    prompts = resolve_prompts(args, model, default)
+    shape = run_shape(
+        args,
+        model,
+        default,
+        batch=prompts.batch,
+        prompt_len=prompts.prompt_len,
+        gen_len=prompts.gen_len,
+    )
+    return model, mesh, shape, prompts, choice, kernel

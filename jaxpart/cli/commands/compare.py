@@ -12,10 +12,9 @@ from dataclasses import replace
 from rich.console import Console
 
 from jaxpart.cli import render
-from jaxpart.cli.args import check_tp_pp, refuse_beside, run_setup, run_shape
+from jaxpart.cli.args import check_tp_pp, refuse_beside, run_inputs
 from jaxpart.cli.commands.simulate import predicted_section
 from jaxpart.cli.outputs import write_outputs
-from jaxpart.cli.prompts import resolve_prompts
 from jaxpart.config import ConfigError, load_mesh
 from jaxpart.config.model import load_model_file
 
@@ -36,16 +35,7 @@ def run(args, console: Console) -> int:
         )
     predict_model, predict_shape = load_model_file(args.predict_for[0])
     predict_mesh = load_mesh(args.predict_for[1])
-    model, default, mesh, choice, kernel = run_setup(args, console)
-    prompts = resolve_prompts(args, model, default)
-    shape = run_shape(
-        args,
-        model,
-        default,
-        batch=prompts.batch,
-        prompt_len=prompts.prompt_len,
-        gen_len=prompts.gen_len,
-    )
+    model, mesh, shape, prompts, choice, kernel = run_inputs(args, console)
     if shape.gen_len < 2:
         raise ConfigError(
             f"--gen-len = {shape.gen_len}: compare needs >= 2 new tokens to time decoding"

@@ -10,23 +10,14 @@ from dataclasses import asdict
 from rich.console import Console
 
 from jaxpart.cli import render
-from jaxpart.cli.args import check_tp_pp, run_setup, run_shape
+from jaxpart.cli.args import check_tp_pp, run_inputs
 from jaxpart.cli.outputs import write_text_atomically
-from jaxpart.cli.prompts import Prompts, generation_config, resolve_prompts
+from jaxpart.cli.prompts import Prompts, generation_config
 from jaxpart.config import format_bytes
 
 
 def run(args, console: Console) -> int:
-    model, default, mesh, choice, kernel = run_setup(args, console)
-    prompts = resolve_prompts(args, model, default)
-    shape = run_shape(
-        args,
-        model,
-        default,
-        batch=prompts.batch,
-        prompt_len=prompts.prompt_len,
-        gen_len=prompts.gen_len,
-    )
+    model, mesh, shape, prompts, choice, kernel = run_inputs(args, console)
     generation = generation_config(args, model, prompts.tokenizer)
     if args.method == "baseline":
         check_tp_pp(args, model, mesh)

@@ -105,6 +105,25 @@ class DecodeState:
     first_tokens: np.ndarray  # [B] int32: the prefill's tokens
     first_logits: Any  # [B, vocab] f32: the prefill's logits (may still be on the devices)
 
+    @classmethod
+    def after_prefill(
+        cls, placed, caches, prompt_lens, lens: np.ndarray, width: int, first, logits, stop_tokens
+    ) -> DecodeState:
+        """The state a prefill leaves: ``first [B]`` tokens chosen (on the host), ``lens`` the
+        prompts' lengths in rows ``width`` wide, a row done if its first token is a stop."""
+        first = np.asarray(first, np.int32)
+        return cls(
+            placed=placed,
+            caches=caches,
+            prompt_lens=prompt_lens,
+            ragged=bool(np.any(lens != width)),
+            last_tokens=first,
+            done=np.isin(first, stop_tokens),
+            generated=1,
+            first_tokens=first,
+            first_logits=logits,
+        )
+
     @property
     def decode_steps(self) -> int:
         """Decode steps run so far; the next one chooses token index ``generated``."""

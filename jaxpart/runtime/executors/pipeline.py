@@ -379,17 +379,15 @@ class PipelineExecutor(Executor):
         )
         lens_on_mesh = self._rows(np.asarray(lens, np.int32))
         toks, logits, k, v = self._prefill(placed, on_mesh, lens_on_mesh)
-        first = self._batch_order(to_host(toks)[-1])
-        return DecodeState(
-            placed=placed,
-            caches=(k, v),
-            prompt_lens=lens_on_mesh,
-            ragged=bool(np.any(lens != prompts.shape[1])),
-            last_tokens=first,
-            done=np.isin(first, self.generation.stop_tokens),
-            generated=1,
-            first_tokens=first,
-            first_logits=self._batch_order(to_host(logits)[-1]),
+        return DecodeState.after_prefill(
+            placed,
+            (k, v),
+            lens_on_mesh,
+            lens,
+            prompts.shape[1],
+            self._batch_order(to_host(toks)[-1]),
+            self._batch_order(to_host(logits)[-1]),
+            self.generation.stop_tokens,
         )
 
     def decode(self, state: DecodeState, n: int) -> tuple[DecodeState, np.ndarray]:

@@ -82,17 +82,15 @@ class ReferenceExecutor(Executor):
         first, logits, k, v = self._prefill(
             placed, self._put(np.asarray(prompts, np.int32)), lens_on_device
         )
-        first = np.asarray(first)
-        return DecodeState(
-            placed=placed,
-            caches=(k, v),
-            prompt_lens=lens_on_device,
-            ragged=bool(np.any(lens != prompts.shape[1])),
-            last_tokens=first,
-            done=np.isin(first, self.generation.stop_tokens),
-            generated=1,
-            first_tokens=first,
-            first_logits=logits,
+        return DecodeState.after_prefill(
+            placed,
+            (k, v),
+            lens_on_device,
+            lens,
+            prompts.shape[1],
+            np.asarray(first),
+            logits,
+            self.generation.stop_tokens,
         )
 
     def decode(self, state: DecodeState, n: int) -> tuple[DecodeState, np.ndarray]:
