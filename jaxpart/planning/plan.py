@@ -307,6 +307,12 @@ def _plan_at(
             f"the {strategy} plan needs {len(stages)} stages x {split} devices = {needed} devices "
             f"at capacity {label} ({format_bytes(cap)}), but the mesh has {n_devices}"
             + ("; use a larger --capacity (e.g. hbm) or more devices" if label != "hbm" else "")
+            + (
+                f"; more --microbatches shrink the {rows} sequences whose activations each "
+                "device holds beside its layers"
+                if definition == FitDefinition.EVERYTHING and rows > 1
+                else ""
+            )
         )
     data_parallel = 1
     if needed < n_devices:
