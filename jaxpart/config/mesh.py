@@ -64,10 +64,14 @@ class MeshConfig:
     default_capacity: str
     source: str = "<memory>"
     timing: Timing = Timing()
+    nics_per_host: int | None = None  # inter-host NICs a host's devices share; None: one each
 
     def __post_init__(self) -> None:
         positive_int(self.source, "hosts", self.hosts)
         positive_int(self.source, "devices_per_host", self.devices_per_host)
+        if self.nics_per_host is None:
+            object.__setattr__(self, "nics_per_host", self.devices_per_host)
+        positive_int(self.source, "nics_per_host", self.nics_per_host)
         positive_number(self.source, "peak_flops", self.peak_flops)
         if self.platform not in ("cpu", "gpu"):
             raise ConfigError(
@@ -103,6 +107,7 @@ class MeshConfig:
             name=f"{self.name}[{devices}]",
             hosts=devices // per_host,
             devices_per_host=per_host,
+            nics_per_host=min(self.nics_per_host, per_host),
         )
 
 
@@ -149,6 +154,7 @@ def load_mesh(name_or_path: str) -> MeshConfig:
         device_kind=m.take("device_kind"),
         hosts=m.take("hosts"),
         devices_per_host=m.take("devices_per_host"),
+        nics_per_host=m.take("nics_per_host", None),
         peak_flops=m.take("peak_flops"),
         tiers=tiers,
         intra_host=_load_link(src, links.take("intra_host"), "intra_host"),

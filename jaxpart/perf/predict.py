@@ -7,8 +7,9 @@ for each layer's norms, Q/K/V projection, attention, output projection and MLP, 
 on the last stage. Added to the kernels, with nothing overlapped (each collective's output feeds
 the next kernel, so XLA's latency-hiding scheduler has nothing to hide it behind):
 - TP all-reduces (split t > 1), two per layer, of the bytes the executor really sends (f32 in
-  jaxpart): latency + size * 2(t-1)/t / bus bandwidth, over NVLink inside a host, InfiniBand
-  across;
+  jaxpart): latency + size * 2(t-1)/t / bus bandwidth over NVLink inside a host; a split that
+  spans hosts reduces hierarchically (inside each host, then each shard across the hosts over
+  all of a host's NICs at once: ``tensor_allreduce_s``);
 - pipeline hops: latency + size / link bandwidth;
 - per decode step, a fixed cost outside the kernels (sampling, host work).
 L2: a layer-wise stage's MLP weights are re-read from L2 by microbatches 2..M only where the
@@ -51,6 +52,7 @@ class Constants:
     intra_host: Link
     inter_host: Link
     devices_per_host: int
+    nics_per_host: int = 1  # inter-host NICs a host's devices share
     fp8_peak_flops: float = 0.0  # 0: as peak_flops
     hbm_efficiency: float = 1.0
     compute_efficiency: float = 1.0
@@ -97,6 +99,7 @@ def constants_from(mesh: MeshConfig, calibration: str | None = None) -> Constant
         intra_host=mesh.intra_host,
         inter_host=mesh.inter_host,
         devices_per_host=mesh.devices_per_host,
+        nics_per_host=mesh.nics_per_host,
         hbm_efficiency=t.hbm_efficiency,
         compute_efficiency=t.compute_efficiency,
         attention_efficiency=t.attention_efficiency,
@@ -161,6 +164,24 @@ def allreduce_s(size: float, n: int, link: Link) -> float:
     if n <= 1:
         return 0.0
     return link.allreduce_latency_s + size * 2 * (n - 1) / n / link.allreduce_busbw_bytes_per_s
+
+
+def tensor_allreduce_s(size: float, t: int, c: Constants) -> float:
+    """An all-reduce of ``size`` bytes over a tensor split of ``t`` devices. Inside one host:
+    a ring over its links. Across hosts (t > devices per host), hierarchically, as NCCL and
+    the engines run it: a reduce-scatter and an all-gather inside each host (the volume of one
+    all-reduce over its g devices), and between them each host's g shards all-reduced across
+    the h hosts, in parallel over the host's NICs, so each NIC carries size / min(NICs, g)."""
+    g = c.devices_per_host
+    if t <= g:
+        return allreduce_s(size, t, c.intra_host)
+    hosts = t // g
+    inter = c.inter_host
+    per_nic = size / min(c.nics_per_host, g)
+    across = inter.allreduce_latency_s + per_nic * 2 * (hosts - 1) / hosts / (
+        inter.allreduce_busbw_bytes_per_s
+    )
+    return allreduce_s(size, g, c.intra_host) + across
 
 
 def hop_s(size: float, link: Link) -> float:
@@ -315,12 +336,11 @@ def tick(
     _, parts, saving, resident, n = max(candidates, key=lambda x: x[0])
     element = engine.allreduce_bytes or cfg.dtype_bytes
     reduced = rows * tokens * cfg.d_model * element
-    tensor_link = c.intra_host if t <= c.devices_per_host else c.inter_host
     activation = rows * tokens * cfg.d_model * cfg.dtype_bytes
     return Tick(
         parts=parts,
         l2_saving_s=saving,
-        allreduce_s=2 * n * allreduce_s(reduced, t, tensor_link),
+        allreduce_s=2 * n * tensor_allreduce_s(reduced, t, c),
         hop_s=hop_s(activation, _hop_link(plan, c)) if plan.n_stages > 1 else 0.0,
         resident_in_l2=resident,
     )
