@@ -136,7 +136,7 @@ def test_nnx_model_prefill_and_decode_step_match_the_reference(params):
         (dict(shape=RunShape(16, 16, 60)), "exceeds the model's seq_len = 64"),
         (dict(prompts=np.array([1, 2, 300])), "prompt token 300"),
         (dict(choice=PlanChoice(tp=3)), "--tp = 3: must divide the model's 8 attention heads"),
-        (dict(choice=PlanChoice(pp=3)), "--pp = 3: must divide the model's 16 layers"),
+        (dict(choice=PlanChoice(tp=1, pp=17)), "--pp = 17: more pipeline stages than"),
         (dict(choice=PlanChoice(tp=4, pp=8)), "must divide the 16 devices"),
     ],
 )
@@ -256,3 +256,17 @@ def test_rope_theta_and_norm_eps_reach_the_maths():
         other = cfg.replace(**change)
         _, logits, _ = generate("reference", other, MESH, shape, prompts=prompts, params=params)
         assert np.abs(logits - base).max() > 1e-4, change
+
+
+def test_a_baseline_whose_pp_does_not_divide_the_layers_runs_uneven_stages(params):
+    # 12 layers over PP8 (TP2): stages of 2, 2, 2, 2, 1, 1, 1, 1 layers, the same tokens.
+    cfg = MODEL.replace(n_layers=12)
+    p = {**params, "layers": {k: v[:12] for k, v in params["layers"].items()}}
+    shape = RunShape(16, 16, 6)
+    prompts = random_prompts(cfg, shape, 2)
+    ref, _, _ = generate("reference", cfg, MESH, shape, prompts=prompts, params=p)
+    tokens, _, executor = generate(
+        "baseline", cfg, MESH, shape, prompts=prompts, params=p, choice=PlanChoice(tp=2, pp=8)
+    )
+    assert executor.plan.layers_per_stage == [2, 2, 2, 2, 1, 1, 1, 1]
+    np.testing.assert_array_equal(tokens, ref)

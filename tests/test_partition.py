@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jaxpart.config import default_run, load_mesh, load_model
+from jaxpart.config import ConfigError, RunShape, default_run, load_mesh, load_model
 from jaxpart.planning.partition import (
     LayerTooLarge,
     PlanError,
@@ -234,3 +234,15 @@ def test_plan_json_round_trip():
     d = plan.to_dict()
     assert d["capacity_bytes"] == 50 * 2**20 and len(d["layer_bytes"]) == 16
     assert set(d["stages"][0]) >= {"layers", "devices", "split", "bytes", "tier"}
+
+
+def test_the_baseline_splits_layers_pp_does_not_divide_as_megatron_does():
+    from jaxpart.planning.baseline import baseline_plan, stage_sizes
+
+    assert stage_sizes(44, 3) == [15, 15, 14] and stage_sizes(16, 2) == [8, 8]
+    model = load_model("llama3.1-70b").replace(n_layers=44)
+    plan = baseline_plan(model, load_mesh("h100x16").sized(24), RunShape(8, 128, 8), 8, 3)
+    assert plan.layers_per_stage == [15, 15, 14]
+    assert [s.layers[0] for s in plan.stages] == [0, 15, 30] and plan.stages[-1].layers[-1] == 43
+    with pytest.raises(ConfigError, match="--pp = 45: more pipeline stages than"):
+        baseline_plan(model, load_mesh("h100x16"), RunShape(8, 128, 8), 1, 45)

@@ -87,7 +87,7 @@ def _divisors(n: int) -> list[int]:
 def _baseline_plans(cfg: ModelConfig, mesh: MeshConfig, shape: RunShape):
     n = mesh.n_devices
     for tp in valid_splits(cfg):
-        for pp in _divisors(cfg.n_layers):
+        for pp in range(1, cfg.n_layers + 1):  # uneven stages where PP does not divide L
             if tp * pp <= n and n % (tp * pp) == 0:
                 yield f"TP{tp}xPP{pp}", baseline_plan(cfg, mesh, shape, tp, pp)
 

@@ -1,7 +1,9 @@
 """The TP x PP baseline: Megatron-style tensor parallelism inside each stage (heads and MLP width
 split over ``tensor``, column then row split, one psum after attention and one after the MLP),
-uniform pipeline stages over ``stage``. It is a Plan like any other, so the same pipeline executor
-runs it with the same schedule as the layer-wise plans.
+contiguous pipeline stages over ``stage``: equal when PP divides the layers, else the first
+L mod PP stages hold one layer more (44 layers over PP3: 15, 15, 14), as Megatron-style engines
+run them. It is a Plan like any other, so the same pipeline executor runs it with the same
+schedule as the layer-wise plans.
 """
 
 from __future__ import annotations
@@ -24,10 +26,12 @@ def baseline_plan(
     """TP=tp x PP=pp, replicated for data parallelism over the rest of the devices."""
     n_devices = mesh.n_devices if devices is None else devices
     check_shape(model, tp, pp, n_devices)
-    per_stage = model.n_layers // pp
-    stages = [list(range(i * per_stage, (i + 1) * per_stage)) for i in range(pp)]
+    sizes = stage_sizes(model.n_layers, pp)
+    ends = [sum(sizes[: i + 1]) for i in range(pp)]
+    stages = [list(range(end - n, end)) for end, n in zip(ends, sizes, strict=True)]
     replicas = n_devices // (tp * pp)
     rows = microbatch_rows(shape, replicas, pp)
+    per_stage = f"{sizes[0]}" if len(set(sizes)) == 1 else "-".join(map(str, sorted(set(sizes))))
     notes = [
         f"baseline TP={tp} x PP={pp}: heads and MLP split {tp} ways, {per_stage} layers a stage"
     ]
@@ -51,9 +55,15 @@ def baseline_plan(
     )
 
 
+def stage_sizes(n_layers: int, pp: int) -> list[int]:
+    """Layers per stage: as equal as they can be, the larger stages first."""
+    base, extra = divmod(n_layers, pp)
+    return [base + (1 if i < extra else 0) for i in range(pp)]
+
+
 def check_shape(model: ModelConfig, tp: int, pp: int, n_devices: int) -> None:
-    """TP x PP must split the model's heads, MLP and layers evenly and divide the devices: a
-    one-line error naming the flag otherwise."""
+    """TP must split the model's heads and MLP evenly, PP may not outnumber the layers, and
+    TP x PP must divide the devices: a one-line error naming the flag otherwise."""
     for flag, value in (("--tp", tp), ("--pp", pp)):
         if value < 1:
             raise ConfigError(f"{flag} = {value}: must be >= 1")
@@ -66,8 +76,10 @@ def check_shape(model: ModelConfig, tp: int, pp: int, n_devices: int) -> None:
             f"--tp = {tp}: must divide the model's {model.n_kv_heads} K/V heads or be a "
             "multiple of them"
         )
-    if model.n_layers % pp:
-        raise ConfigError(f"--pp = {pp}: must divide the model's {model.n_layers} layers")
+    if pp > model.n_layers:
+        raise ConfigError(
+            f"--pp = {pp}: more pipeline stages than the model's {model.n_layers} layers"
+        )
     if n_devices % (tp * pp):
         raise ConfigError(
             f"--tp x --pp = {tp} x {pp} = {tp * pp}: must divide the {n_devices} devices"
