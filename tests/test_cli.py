@@ -178,7 +178,7 @@ def test_generate_json_same_tokens_for_each_method(capsys, tmp_path):
         (["--gen-len", "60"], "exceeds the model's seq_len"),
         (["--prompt", "1,2,300"], "prompt token 300"),
         (["--method", "baseline", "--tp", "3"], "--tp = 3: must divide"),
-        (["--method", "baseline", "--pp", "5"], "--pp = 5: must divide"),
+        (["--method", "baseline", "--pp", "5"], "--tp x --pp = 8 x 5 = 40: must divide"),
     ],
 )
 def test_generate_bad_input(capsys, tmp_path, args, fragment):

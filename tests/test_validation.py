@@ -5,7 +5,9 @@ import math
 import tomllib
 
 from jaxpart.cli import main
-from jaxpart.perf.validation import DATA, MESHES, check_all, ratio_band, summary
+from jaxpart.perf.ratios import DATA as RATIOS
+from jaxpart.perf.ratios import REFERENCES, VERDICT_GROUPS, group_stats, ratio_points, verdict_band
+from jaxpart.perf.validation import DATA, MESHES, check_all, summary
 
 REQUIRED = (
     "id source model arch gpu dtype tp pp batch input_len output_len metric kind timed value"
@@ -37,10 +39,33 @@ def test_predictions_hold_up_against_the_published_measurements():
         assert 0.5 <= p.ratio <= 2.0, (p.id, p.measured, p.predicted)
 
 
-def test_the_ratio_band_comes_from_the_spread():
-    lo, hi = ratio_band()
-    sd = summary()["throughput"]["log_sd"]
-    assert math.isclose(math.log(hi), sd * math.sqrt(2)) and math.isclose(lo * hi, 1.0)
+def test_ratio_points_pair_each_placement_with_its_reference():
+    points = ratio_points()
+    groups = {r.group for r in points}
+    assert groups == set(REFERENCES)
+    doc = tomllib.loads(RATIOS.read_text())
+    by_id = {p["id"]: p for p in doc["point"]}
+    for r in points:
+        p, ref = by_id[r.id], by_id[r.reference]
+        # same model, batch and lengths; the reference placement of the point's group
+        same = ("arch", "batch", "input_len", "output_len")
+        assert all(p[k] == ref[k] for k in same), r.id
+        assert (ref["tp"], ref["pp"]) == REFERENCES[r.group] and not p.get("ambiguous")
+        assert math.isclose(r.measured, ref["value"] / p["value"])
+
+
+def test_the_verdict_band_comes_from_the_ratio_errors_it_carries():
+    stats = group_stats()
+    lo, hi, n = verdict_band()
+    rms = math.sqrt(sum(stats[g].log_rms ** 2 for g in VERDICT_GROUPS))
+    assert math.isclose(math.log(hi), rms) and math.isclose(lo * hi, 1.0)
+    assert n == sum(stats[g].points for g in VERDICT_GROUPS) >= 100
+    # One RMS either side covers about two thirds of the points it was measured on.
+    every = ratio_points()
+    covered = sum(abs(math.log(r.error)) <= stats[r.group].log_rms for r in every)
+    assert 0.55 <= covered / len(every) <= 0.80
+    # Cross-node tensor parallelism, hierarchical over every NIC: within the model's error.
+    assert 0.85 <= stats["tp_across_nodes"].geomean <= 1.18
 
 
 def test_simulate_validate_prints_every_point(capsys, tmp_path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from jaxpart.config import PLACEMENTS, RUN_DTYPES, Backend, ConfigError, Method, Strategy
+from jaxpart.perf.engines import engines
 from jaxpart.perf.search import OBJECTIVES
 from jaxpart.planning.baseline import DEFAULT_PP, DEFAULT_TP
 from jaxpart.train.tasks import TASKS
@@ -410,6 +411,13 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("simulate", help="predict both placements on a GPU pod (perf model)")
     _add_planning_args(s, PREDICT_DEFAULTS)
     predict = s.add_argument_group("prediction")
+    predict.add_argument(
+        "--engine",
+        choices=tuple(engines()),
+        default="jaxpart",
+        help="the engine profile to predict with (jaxpart/data/engines.toml): jaxpart's own "
+        "executors, or TensorRT-LLM, vLLM, FasterTransformer, gpt-fast",
+    )
     predict.add_argument(
         "--calibration", default=None, help="a bench_gpu.json to replace datasheet figures"
     )

@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from jaxpart.config import ConfigError, Link, MeshConfig, Method, ModelConfig, RunShape
+from jaxpart.perf.engines import Engine, engine
 from jaxpart.planning.memory import (
     kv_bytes,
     kv_heads_per_device,
@@ -66,26 +67,8 @@ class Constants:
     replaced: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class Engine:
-    """What the software running a plan does, where engines differ: the bytes per element of
-    its tensor-parallel all-reduce, whether its LM head is split over the tensor ranks, whether
-    FP8 weights run FP8 GEMMs, and whether its MLP keeps weights in L2 (eviction hints)."""
-
-    name: str
-    allreduce_bytes: int
-    head_split: bool
-    fp8_gemm: bool
-    l2_hints: bool
-
-
-# jaxpart's executors: f32 all-reduces, every device holds the whole head, FP8 weights are
-# widened to the activations' dtype, Pallas MLP weights load evict_last.
-JAXPART = Engine("jaxpart", allreduce_bytes=4, head_split=False, fp8_gemm=False, l2_hints=True)
-# The engines behind the published figures (TensorRT-LLM, vLLM, gpt-fast, LMDeploy): all-reduces
-# in the activations' dtype, a vocabulary-parallel head, FP8 GEMMs, no L2 residency across
-# microbatches.
-PUBLISHED = Engine("published", allreduce_bytes=0, head_split=True, fp8_gemm=True, l2_hints=False)
+# jaxpart's own executors, the default profile (jaxpart/data/engines.toml has every profile).
+JAXPART = engine("jaxpart")
 
 
 def constants_from(mesh: MeshConfig, calibration: str | None = None) -> Constants:
@@ -464,12 +447,18 @@ def predict(
             f"--microbatches = {microbatches}: must divide the {per_replica} sequences of "
             f"each of {plan.data_parallel} replica(s)"
         )
-    rows, S, M = per_replica // microbatches, plan.n_stages, microbatches
+    S = plan.n_stages
+    if engine.schedule == "flushed":  # the engine chooses: S microbatches if they divide it
+        microbatches = S if per_replica % S == 0 else 1
+    rows, M = per_replica // microbatches, microbatches
     steps = gen_len - 1
     context = prompt_len + steps / 2  # the mean context a decode step attends over
     dec = tick(cfg, plan, c, rows, 1, context, prefill=False, engine=engine)
-    period = max(M, S)
-    decode_s = ((steps - 1) * period + M + S - 1) * dec.seconds(M) + steps * c.step_s
+    if engine.schedule == "flushed":  # every decode step is a whole pass through the pipeline
+        ticks = steps * (M + S - 1)
+    else:  # steady state: a token a period, the pipe kept full between warm-up and drain
+        ticks = (steps - 1) * max(M, S) + M + S - 1
+    decode_s = ticks * dec.seconds(M) + steps * c.step_s
     ttft_s = prefill_s(
         cfg, plan, c, rows=rows, prompt_len=prompt_len, microbatches=M, engine=engine
     )

@@ -15,7 +15,9 @@ from jaxpart.config import (
     RunShape,
     format_bytes,
 )
+from jaxpart.perf.engines import Engine
 from jaxpart.perf.predict import (
+    JAXPART,
     Constants,
     Floor,
     Prediction,
@@ -26,7 +28,7 @@ from jaxpart.perf.predict import (
     verdicts,
     why,
 )
-from jaxpart.perf.validation import ratio_band
+from jaxpart.perf.ratios import verdict_band
 from jaxpart.planning.baseline import baseline_plan
 from jaxpart.planning.memory import check_pod
 from jaxpart.planning.partition import PlanError
@@ -81,8 +83,8 @@ class Simulation:
     plans: dict[Method, Plan]
     unplanned: dict[Method, str]  # method -> why it cannot be planned
     ratio: float | None  # layer-wise / baseline TPS; None unless both are predicted
-    # The ratio's band: its factor range at one geometric SD of the model's error on the
-    # published points (jaxpart.perf.validation).
+    # The ratio's band: its factor range at one RMS error of the model on published placement
+    # ratios of the kinds it carries (jaxpart.perf.ratios).
     band: tuple[float, float]
     why: str | None  # what decides the ratio, per decode tick
     floor: Floor
@@ -144,9 +146,12 @@ def _check_fits(plan, mesh, name: str) -> None:
         )
 
 
-def predict_both(cfg, mesh, c: Constants, choice: PlanChoice, shape: RunShape):
-    """Each method that can be planned for this run, predicted. Returns (predictions, plans,
-    notes, the methods that cannot be planned with why); an error if neither can."""
+def predict_both(
+    cfg, mesh, c: Constants, choice: PlanChoice, shape: RunShape, engine: Engine = JAXPART
+):
+    """Each method that can be planned for this run, predicted as ``engine`` would run it.
+    Returns (predictions, plans, notes, the methods that cannot be planned with why); an error
+    if neither can."""
     notes, preds, plans, unplanned = [], {}, {}, {}
     for name in PLACEMENTS:
         try:
@@ -155,7 +160,8 @@ def predict_both(cfg, mesh, c: Constants, choice: PlanChoice, shape: RunShape):
                 _check_fits(plan, mesh, f"TP{choice.tp}xPP{choice.pp}")
             else:
                 plan = _layerwise_plan(cfg, mesh, shape, choice, notes)
-            preds[name] = predict(name, cfg, plan, c, resolved(name, plan, shape, choice))
+            at = resolved(name, plan, shape, choice)
+            preds[name] = predict(name, cfg, plan, c, at, engine=engine)
             plans[name] = plan
         except ConfigError as e:
             unplanned[name] = str(e)
@@ -167,17 +173,21 @@ def predict_both(cfg, mesh, c: Constants, choice: PlanChoice, shape: RunShape):
     return preds, plans, notes, unplanned
 
 
-def run_simulate(cfg, mesh, c: Constants, choice: PlanChoice, shape: RunShape) -> Simulation:
-    """Both methods predicted for ``shape``; a run too large for the pod is refused first, with
-    the reason every planner gives (``memory.check_pod``)."""
+def run_simulate(
+    cfg, mesh, c: Constants, choice: PlanChoice, shape: RunShape, engine: Engine = JAXPART
+) -> Simulation:
+    """Both methods predicted for ``shape`` as ``engine`` runs them (default: jaxpart's own
+    executors); a run too large for the pod is refused first, with the reason every planner
+    gives (``memory.check_pod``)."""
     shape.check(cfg)
     check_pod(cfg, mesh, shape)
-    preds, plans, notes, unplanned = predict_both(cfg, mesh, c, choice, shape)
+    preds, plans, notes, unplanned = predict_both(cfg, mesh, c, choice, shape, engine)
     both = len(preds) == 2
     lw, base = preds.get(Method.LAYERWISE), preds.get(Method.BASELINE)
     fl = floor(cfg, c, mesh.n_devices, shape)
     return Simulation(
-        predicted_by=f"perf model, {c.source}",
+        predicted_by=f"perf model, {c.source}"
+        + ("" if engine is JAXPART else f", engine {engine.name}"),
         model=cfg.name,
         dtype=cfg.dtype,
         shape=shape,
@@ -185,7 +195,7 @@ def run_simulate(cfg, mesh, c: Constants, choice: PlanChoice, shape: RunShape) -
         plans=plans,
         unplanned=unplanned,
         ratio=lw.tps / base.tps if both else None,
-        band=ratio_band(),
+        band=verdict_band()[:2],
         why=why(lw, base) if both else None,
         floor=fl,
         seed_verdicts=verdicts(fl) if cfg.stated is not None else (),
@@ -195,7 +205,14 @@ def run_simulate(cfg, mesh, c: Constants, choice: PlanChoice, shape: RunShape) -
 
 
 def run_sweep(
-    cfg, mesh, c: Constants, choice: PlanChoice, key: str, values: list[int], shape: RunShape
+    cfg,
+    mesh,
+    c: Constants,
+    choice: PlanChoice,
+    key: str,
+    values: list[int],
+    shape: RunShape,
+    engine: Engine = JAXPART,
 ) -> Sweep:
     """Both methods at each value of ``key`` (``d_model``: a scaled model; ``batch``: the
     shape's batch), and where their TPS ratio crosses 1."""
@@ -207,7 +224,7 @@ def run_sweep(
             scaled, at = scaled_model(cfg, key, value), shape
         try:
             check_pod(scaled, mesh, at)
-            preds, _, more, unplanned = predict_both(scaled, mesh, c, choice, at)
+            preds, _, more, unplanned = predict_both(scaled, mesh, c, choice, at, engine)
         except ConfigError as e:
             notes.append(f"{key} = {value}: not predicted: {e}")
             continue

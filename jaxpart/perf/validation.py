@@ -3,8 +3,8 @@
 Each point names a model, a GPU kind, a precision, TP x PP, a batch, input and output lengths
 and what its benchmark timed. The point is planned as TP x PP on its GPU kind's mesh file (the
 same constants for every point of one kind: nothing is fitted per point) and predicted with the
-PUBLISHED engine profile (``jaxpart.perf.predict``). The spread of predicted / measured over the
-points is the model's uncertainty, which ``simulate`` and ``compare`` quote beside their
+profile of the engine that ran it (``jaxpart.perf.engines``). The spread of predicted / measured
+over the points is the model's uncertainty, which ``simulate`` and ``compare`` quote beside their
 predictions. No jax.
 """
 
@@ -17,7 +17,8 @@ from functools import lru_cache
 
 from jaxpart.config import ConfigError, ModelConfig, RunShape, load_mesh
 from jaxpart.config.files import data_root
-from jaxpart.perf.predict import PUBLISHED, constants_from, predict, prefill_s
+from jaxpart.perf.engines import engine
+from jaxpart.perf.predict import constants_from, predict, prefill_s
 from jaxpart.planning.baseline import baseline_plan
 
 DATA = data_root() / "published.toml"
@@ -28,6 +29,7 @@ METRICS = ("output_tps", "output_tps_per_gpu", "ttft_ms", "e2e_ms", "tpot_ms")
 @dataclass(frozen=True)
 class Checked:
     id: str
+    engine: str  # the profile in engines.toml it is predicted with
     source: str
     model: str
     gpu: str
@@ -54,11 +56,11 @@ def _model(arch: str, dims: dict, dtype: str, context: int) -> ModelConfig:
         n_layers=dims["n_layers"],
         d_model=dims["d_model"],
         n_heads=dims["n_heads"],
-        n_kv_heads=dims["n_kv_heads"],
-        head_dim=dims["d_model"] // dims["n_heads"],
+        n_kv_heads=dims.get("n_kv_heads", dims["n_heads"]),
+        head_dim=dims.get("head_dim", dims["d_model"] // dims["n_heads"]),
         d_ff=dims["d_ff"],
         vocab=dims["vocab"],
-        mlp="swiglu",
+        mlp=dims.get("mlp", "swiglu"),
         dtype="float16" if fp8 else dtype,
         weight_dtype="float8_e4m3fn" if fp8 else None,
         kv_dtype="float8_e4m3fn" if fp8 else None,
@@ -77,12 +79,12 @@ def predicted_value(point: dict, dims: dict) -> float:
     mesh = mesh.sized(tp * pp)
     plan = baseline_plan(cfg, mesh, shape, tp, pp)
     c = constants_from(mesh)
-    metric = point["metric"]
+    metric, profile = point["metric"], engine(point["engine"])
     if metric == "ttft_ms" or out < 2:
         return 1e3 * prefill_s(
-            cfg, plan, c, rows=batch, prompt_len=prompt, microbatches=1, engine=PUBLISHED
+            cfg, plan, c, rows=batch, prompt_len=prompt, microbatches=1, engine=profile
         )
-    p = predict(point["id"], cfg, plan, c, shape, engine=PUBLISHED)
+    p = predict(point["id"], cfg, plan, c, shape, engine=profile)
     if metric == "output_tps":
         return batch * out / (p.e2e_ms / 1e3)
     if metric == "output_tps_per_gpu":
@@ -107,6 +109,7 @@ def check_all() -> tuple[Checked, ...]:
             Checked(
                 id=p["id"],
                 source=p["source"],
+                engine=p["engine"],
                 model=p["model"],
                 gpu=p["gpu"],
                 dtype=p["dtype"],
@@ -158,27 +161,3 @@ def band(kind: str = "throughput") -> tuple[float, float]:
     s = summary()[kind]
     spread = math.exp(s["log_sd"])
     return s["geomean_ratio"] / spread, s["geomean_ratio"] * spread
-
-
-def ratio_band() -> tuple[float, float]:
-    """The band of a ratio of two throughput predictions by this model (layer-wise / baseline):
-    their errors are taken as independent, so the log spread grows by sqrt(2); the shared bias
-    cancels."""
-    sd = summary()["throughput"]["log_sd"] * math.sqrt(2)
-    return math.exp(-sd), math.exp(sd)
-
-
-def ratio_words(ratio: float) -> str:
-    """A predicted layer-wise / baseline ratio with its band, and what it lets one say."""
-    lo, hi = ratio_band()
-    low, high = ratio * lo, ratio * hi
-    if low > 1:
-        verdict = "layer-wise faster beyond the model's error"
-    elif high < 1:
-        verdict = "baseline faster beyond the model's error"
-    else:
-        verdict = "within the model's error: no winner can be named"
-    return (
-        f"{ratio:.2f}x (predicted; {low:.2f}-{high:.2f}x at one geometric SD of the model's error "
-        f"on {summary()['throughput']['points']} published throughput points): {verdict}"
-    )

@@ -14,9 +14,16 @@ from jaxpart.cli import render
 from jaxpart.cli.args import check_tp_pp, model_and_shape, plan_choice, refuse_beside
 from jaxpart.cli.outputs import write_text_atomically
 from jaxpart.config import MeshConfig, ModelConfig, RunShape, load_mesh
+from jaxpart.perf.engines import engine
 from jaxpart.perf.predict import constants_from, parse_sweep
+from jaxpart.perf.ratios import (
+    GROUP_WORDS,
+    group_stats,
+    ratio_points,
+    ratio_words,
+    verdict_band,
+)
 from jaxpart.perf.simulate import Simulation, run_simulate, run_sweep
-from jaxpart.perf.validation import ratio_words
 from jaxpart.planning.placement import DEFAULT_CHOICE
 
 
@@ -26,7 +33,7 @@ def run(args, console: Console) -> int:
             args,
             "--validate",
             "--validate predicts each published point at its own model, GPUs and shape",
-            ("model", "mesh", "sweep", "calibration", "batch", "prompt_len", "gen_len")
+            ("model", "mesh", "sweep", "calibration", "engine", "batch", "prompt_len", "gen_len")
             + ("microbatches", "dtype", "capacity", "strategy", "layers_per_stage", "tp", "pp"),
         )
         return _validate(args, console)
@@ -37,9 +44,11 @@ def run(args, console: Console) -> int:
     choice = plan_choice(args)
     if not sweep:  # here a baseline that cannot be split is bad input, not a prediction
         check_tp_pp(args, model, mesh)
-    sim = run_simulate(model, mesh, constants, choice, shape)
+    profile = engine(args.engine)
+    sim = run_simulate(model, mesh, constants, choice, shape, profile)
     if sweep:
-        sim = replace(sim, sweep=run_sweep(model, mesh, constants, choice, *sweep, shape))
+        swept = run_sweep(model, mesh, constants, choice, *sweep, shape, profile)
+        sim = replace(sim, sweep=swept)
     for line in sim.calibration:
         console.print(f"calibrated: {line}")
     print_prediction(console, sim, mesh, "layerwise / baseline TPS", f"; {sim.why}")
@@ -117,8 +126,46 @@ def _validate(args, console: Console) -> int:
         "constants: the timing tables of meshes/h100x16.toml, a100x8.toml and h200x8.toml, one "
         "set per GPU kind (fixed costs and FP8/KV efficiencies were set on these points)"
     )
+    _print_ratios(console)
     if args.json:
         doc = {"points": [{**asdict(p), "ratio": p.ratio} for p in points], "summary": stats}
+        doc["ratio_points"] = [{**asdict(r), "error": r.error} for r in ratio_points()]
+        doc["ratio_summary"] = {g: asdict(s) for g, s in group_stats().items()}
         write_text_atomically(args.json, json.dumps(doc, indent=2))
         console.print(f"written to {args.json}")
     return 0
+
+
+def _print_ratios(console: Console) -> None:
+    """The model against published placement ratios, per kind, and the band it earns."""
+    from rich.table import Table
+
+    stats = group_stats()
+    table = Table(
+        title="The perf model against published placement ratios (jaxpart/data/ratios.toml): "
+        "predicted / measured speed-up of a placement over its reference"
+    )
+    for col in ("ratio kind", "points", "geo-mean", "range", "band (1 RMS)", "covered"):
+        table.add_column(col, justify="left" if col == "ratio kind" else "right")
+    for group, s in stats.items():
+        table.add_row(
+            GROUP_WORDS[group],
+            str(s.points),
+            f"{s.geomean:.2f}",
+            f"{s.low:.2f}-{s.high:.2f}",
+            f"x/ {math.exp(s.log_rms):.2f}",
+            f"{s.coverage:.0%}",
+        )
+    render.print_table(console, table)
+    every = ratio_points()
+    covered = sum(abs(math.log(r.error)) <= stats[r.group].log_rms for r in every)
+    lo, hi, n = verdict_band()
+    console.print(
+        f"band coverage: {covered / len(every):.0%} of {len(every)} placement ratios lie within "
+        f"one RMS error of their kind (about 68% is expected of a one-SD band)"
+    )
+    console.print(
+        f"a layer-wise / baseline ratio carries {GROUP_WORDS['tp_within_node']} and "
+        f"{GROUP_WORDS['pp_against_tp']}: its band is x{lo:.2f}-x{hi:.2f} ({n} points); "
+        "FasterTransformer on A100s (its GPT guide), predicted with the fastertransformer profile"
+    )
