@@ -76,3 +76,21 @@ def test_simulate_validate_prints_every_point(capsys, tmp_path):
     doc = json.loads(path.read_text())
     assert len(doc["points"]) == len(check_all())
     assert doc["summary"]["throughput"]["geomean_ratio"] == summary()["throughput"]["geomean_ratio"]
+
+
+def test_the_fitting_script_reports_its_fit_and_check_sets():
+    # The script behind fitted constants: its fit and check sets are split by source, and it
+    # reports both, before and after (one round here: it runs, it does not converge).
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "fit_constants.py"
+    out = subprocess.run(
+        [sys.executable, str(script), "--gpu", "h200", "--rounds", "1"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for line in ("before fit", "before check", "after  fit", "h200: launch_s"):
+        assert line in out, out

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 from jaxpart.config import ConfigError, ModelConfig, RunShape, load_mesh
@@ -69,8 +69,9 @@ def _model(arch: str, dims: dict, dtype: str, context: int) -> ModelConfig:
     )
 
 
-def predicted_value(point: dict, dims: dict) -> float:
-    """The point's metric, by the performance model."""
+def predicted_value(point: dict, dims: dict, timing: dict | None = None) -> float:
+    """The point's metric, by the performance model; ``timing`` replaces constants of the GPU
+    kind's mesh file (``Constants`` fields), as ``scripts/fit_constants.py`` tries them."""
     mesh = load_mesh(MESHES[point["gpu"]])
     tp, pp, batch = point["tp"], point["pp"], point["batch"]
     prompt, out = max(point["input_len"], 1), point["output_len"]
@@ -79,6 +80,8 @@ def predicted_value(point: dict, dims: dict) -> float:
     mesh = mesh.sized(tp * pp)
     plan = baseline_plan(cfg, mesh, shape, tp, pp)
     c = constants_from(mesh)
+    if timing:
+        c = replace(c, **timing)
     metric, profile = point["metric"], engine(point["engine"])
     if metric == "ttft_ms" or out < 2:
         return 1e3 * prefill_s(
