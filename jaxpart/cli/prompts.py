@@ -105,8 +105,8 @@ def resolve_prompts(args, model: ModelConfig, default: RunShape) -> Prompts:
         bad = [t for row in ids for t in row if t >= model.vocab]
         if bad:
             raise ConfigError(f"--prompts: token {bad[0]} is outside the vocab [0, {model.vocab})")
-        tokenizer = tokenizer_for(model) if has_tokenizer(model) else None
-        return Prompts(ids, tokenizer=tokenizer, described=f"{len(ids)} prompt(s) of token ids")
+        described = f"{len(ids)} prompt(s) of token ids"
+        return Prompts(ids, tokenizer=_tokenizer_if_any(model), described=described)
     tokenizer = tokenizer_for(model)
     rows = encode(tokenizer, texts, model.vocab)
     return Prompts(rows, tokenizer=tokenizer, described=f"{len(rows)} text prompt(s)")
