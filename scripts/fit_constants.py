@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -24,10 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from jaxpart.config import load_mesh  # noqa: E402
 from jaxpart.perf.predict import constants_from  # noqa: E402
-from jaxpart.perf.ratios import DATA as RATIOS  # noqa: E402
-from jaxpart.perf.ratios import REFERENCES  # noqa: E402
-from jaxpart.perf.validation import DATA as PUBLISHED  # noqa: E402
-from jaxpart.perf.validation import MESHES, predicted_value  # noqa: E402
+from jaxpart.perf.ratios import ratio_pairs  # noqa: E402
+from jaxpart.perf.validation import MESHES, predicted_value, published_points  # noqa: E402
 
 # The fitted constants (Constants fields, in the units the mesh files use) and their bounds.
 FITTED = {"launch_s": (0.0, 50e-6), "step_s": (0.0, 5e-3), "hbm_efficiency": (0.3, 1.0)}
@@ -35,37 +32,16 @@ FITTED = {"launch_s": (0.0, 50e-6), "step_s": (0.0, 5e-3), "hbm_efficiency": (0.
 FIT_SOURCES = ("TensorRT-LLM performance.md", "FasterTransformer")
 
 
-def _absolute_points():
-    doc = tomllib.loads(PUBLISHED.read_text())
-    for p in doc["point"]:
-        yield p["source_name"], p, doc["arch"][p["arch"]]
-
-
-def _ratio_pairs():
-    doc = tomllib.loads(RATIOS.read_text())
-    source = doc["source"]
-    common = {k: source[k] for k in ("gpu", "dtype", "metric", "engine")}
-    points = {}
-    for p in doc["point"]:
-        points[(p["arch"], p["batch"], p["input_len"], p["output_len"], p["tp"], p["pp"])] = p
-    for key, p in points.items():
-        if p["group"] == "reference" or p.get("ambiguous"):
-            continue
-        ref = points.get((*key[:4], *REFERENCES[p["group"]]))
-        if ref is not None:
-            yield {**common, **p}, {**common, **ref}, doc["arch"][p["arch"]]
-
-
 def log_errors(timing: dict[str, dict], gpus: set[str]):
     """log(predicted / measured) of every point on ``gpus``, with the set it belongs to."""
     out = []
-    for name, p, dims in _absolute_points():
+    for p, dims in published_points():
         if p["gpu"] not in gpus:
             continue
         pred = predicted_value(p, dims, timing.get(p["gpu"]))
         err = math.log(pred / p["value"])
-        out.append(("fit" if name.startswith(FIT_SOURCES) else "check", err))
-    for p, ref, dims in _ratio_pairs():
+        out.append(("fit" if p["source_name"].startswith(FIT_SOURCES) else "check", err))
+    for p, ref, dims in ratio_pairs():
         if p["gpu"] not in gpus:
             continue
         t = timing.get(p["gpu"])

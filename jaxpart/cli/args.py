@@ -111,22 +111,17 @@ def start_devices(args, mesh: MeshConfig, console) -> None:
         console.quiet = True
 
 
-def run_setup(args, console):
-    """Model (with --dtype) and its default shape, mesh with its devices started, plan choice
-    and kernel choice: what generate and compare start from."""
+def run_inputs(args, console):
+    """What generate and compare run: the model (in --dtype), the mesh with its devices
+    started, the prompts (``cli.prompts``), the run shape they and the flags give (given prompts
+    or a task fix the batch, the prompt length or the output length), and the plan and kernel
+    choices."""
+    from jaxpart.cli.prompts import resolve_prompts
+
     model, default = model_and_default(args)
     mesh = load_mesh(args.mesh)
     start_devices(args, mesh, console)
-    return model, default, mesh, plan_choice(args), kernel_choice(args, mesh)
-
-
-def run_inputs(args, console):
-    """What generate and compare run: ``run_setup``'s model, mesh and choices, the prompts
-    (``cli.prompts``) and the run shape they and the flags give (given prompts or a task fix the
-    batch, the prompt length or the output length)."""
-    from jaxpart.cli.prompts import resolve_prompts
-
-    model, default, mesh, choice, kernel = run_setup(args, console)
+    choice, kernel = plan_choice(args), kernel_choice(args, mesh)
     prompts = resolve_prompts(args, model, default)
     shape = run_shape(
         args,

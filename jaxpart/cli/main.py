@@ -13,8 +13,6 @@ from rich.console import Console
 from jaxpart.cli.parser import build_parser
 from jaxpart.config import ConfigError
 
-COMMANDS = ("plan", "simulate", "verify", "generate", "compare", "train", "launch")
-
 
 def _join_negative_values(argv: list[str]) -> list[str]:
     """`--capacity -3GB` -> `--capacity=-3GB`, so that a negative value gets its own error."""

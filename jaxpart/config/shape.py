@@ -14,8 +14,12 @@ from jaxpart.config.errors import ConfigError
 if TYPE_CHECKING:
     from jaxpart.config.model import ModelConfig
 
-FLAGS = {"batch": "--batch", "prompt_len": "--prompt-len", "gen_len": "--gen-len"}
-FLAGS["microbatches"] = "--microbatches"
+FLAGS = {
+    "batch": "--batch",
+    "prompt_len": "--prompt-len",
+    "gen_len": "--gen-len",
+    "microbatches": "--microbatches",
+}
 
 
 @dataclass(frozen=True)

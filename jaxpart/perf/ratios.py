@@ -57,41 +57,52 @@ class GroupStats:
     coverage: float  # share of points whose measured speed-up lies in the printed band
 
 
-@lru_cache(maxsize=1)
-def ratio_points() -> tuple[RatioPoint, ...]:
-    """Every unambiguous published placement, as a speed-up over its reference, measured and
-    predicted."""
+def ratio_pairs() -> list[tuple[dict, dict, dict]]:
+    """(point, its reference point, the model's dims) for every unambiguous published
+    placement whose reference was measured; each point carries the source's GPU, dtype, metric
+    and engine, ready for ``validation.predicted_value``."""
     try:
         doc = tomllib.loads(DATA.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{DATA.name}: not found (it ships with jaxpart's sources)") from None
-    source = doc["source"]
-    common = {k: source[k] for k in ("gpu", "dtype", "metric", "engine")}
-    timed = {}
+    common = {k: doc["source"][k] for k in ("gpu", "dtype", "metric", "engine")}
+    points = {}
     for p in doc["point"]:
         key = (p["arch"], p["batch"], p["input_len"], p["output_len"])
-        value = predicted_value({**common, **p}, doc["arch"][p["arch"]])
-        timed[key, p["tp"], p["pp"]] = (p, value)
+        points[key, p["tp"], p["pp"]] = {**common, **p}
     out = []
-    for (key, _, _), (p, predicted_ms) in timed.items():
+    for (key, _, _), p in points.items():
         if p["group"] == "reference" or p.get("ambiguous"):
             continue
-        ref = timed.get((key, *REFERENCES[p["group"]]))
-        if ref is None:  # the reference did not fit (out of memory in the source)
-            continue
-        ref_point, ref_predicted = ref
-        out.append(
-            RatioPoint(
-                id=p["id"],
-                group=p["group"],
-                tp=p["tp"],
-                pp=p["pp"],
-                reference=ref_point["id"],
-                measured=ref_point["value"] / p["value"],
-                predicted=ref_predicted / predicted_ms,
-            )
+        ref = points.get((key, *REFERENCES[p["group"]]))
+        if ref is not None:  # else the reference did not fit (out of memory in the source)
+            out.append((p, ref, doc["arch"][p["arch"]]))
+    return out
+
+
+@lru_cache(maxsize=1)
+def ratio_points() -> tuple[RatioPoint, ...]:
+    """Every unambiguous published placement, as a speed-up over its reference, measured and
+    predicted."""
+    predicted = {}  # a reference serves several points: predict it once
+
+    def time_of(p: dict, dims: dict) -> float:
+        if p["id"] not in predicted:
+            predicted[p["id"]] = predicted_value(p, dims)
+        return predicted[p["id"]]
+
+    return tuple(
+        RatioPoint(
+            id=p["id"],
+            group=p["group"],
+            tp=p["tp"],
+            pp=p["pp"],
+            reference=ref["id"],
+            measured=ref["value"] / p["value"],
+            predicted=time_of(ref, dims) / time_of(p, dims),
         )
-    return tuple(out)
+        for p, ref, dims in ratio_pairs()
+    )
 
 
 def group_stats() -> dict[str, GroupStats]:

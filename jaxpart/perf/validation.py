@@ -97,17 +97,24 @@ def predicted_value(point: dict, dims: dict, timing: dict | None = None) -> floa
     return p.tpot_ms  # tpot_ms
 
 
-@lru_cache(maxsize=1)
-def check_all() -> tuple[Checked, ...]:
-    """Every published point, measured beside predicted."""
+def published_points() -> list[tuple[dict, dict]]:
+    """(point, the model's dims) for every published point, checked for a known metric and
+    GPU kind."""
     try:
         doc = tomllib.loads(DATA.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{DATA.name}: not found (it ships with jaxpart's sources)") from None
-    out = []
     for p in doc["point"]:
         if p["metric"] not in METRICS or p["gpu"] not in MESHES:
             raise ConfigError(f"{DATA.name}: point {p['id']!r}: unknown metric or gpu")
+    return [(p, doc["arch"][p["arch"]]) for p in doc["point"]]
+
+
+@lru_cache(maxsize=1)
+def check_all() -> tuple[Checked, ...]:
+    """Every published point, measured beside predicted."""
+    out = []
+    for p, dims in published_points():
         out.append(
             Checked(
                 id=p["id"],
@@ -124,7 +131,7 @@ def check_all() -> tuple[Checked, ...]:
                 metric=p["metric"],
                 kind=p["kind"],
                 measured=float(p["value"]),
-                predicted=predicted_value(p, doc["arch"][p["arch"]]),
+                predicted=predicted_value(p, dims),
             )
         )
     return tuple(out)

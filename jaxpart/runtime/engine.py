@@ -156,11 +156,11 @@ def generate(
     Weights: ``params``, else those saved in ``checkpoint``, else the model's Hugging Face
     folder's, else random from ``seed``.
     """
-    lens = None
     if prompts is not None:
-        prompts, lens = prompt_rows(prompts, shape.batch)
-        check_tokens(prompts, cfg)
-        shape = shape.replace(batch=prompts.shape[0], prompt_len=prompts.shape[1])
+        prompts = broadcast_prompt(prompts, shape.batch)
+        padded, _ = padded_prompts(prompts)
+        check_tokens(padded, cfg)  # bad input before any planning or placing
+        shape = shape.replace(batch=padded.shape[0], prompt_len=padded.shape[1])
     if generation.max_new_tokens:
         shape = shape.replace(gen_len=generation.max_new_tokens)
     generation.check_vocab(cfg.vocab)
@@ -169,8 +169,6 @@ def generate(
     )
     if prompts is None:
         prompts = random_prompts(cfg, shape, seed)
-    elif not np.all(lens == shape.prompt_len):
-        prompts = [row[:n].tolist() for row, n in zip(prompts, lens, strict=True)]
     if params is None and checkpoint:
         placed = load_checkpoint(executor, checkpoint)
     else:
@@ -180,14 +178,13 @@ def generate(
     return Generated(executor.timed_generate(placed, prompts, on_tokens), executor)
 
 
-def prompt_rows(prompts, batch: int) -> tuple[np.ndarray, np.ndarray]:
-    """Prompts as ``[B, T]`` padded rows and each one's length: one prompt (a flat list or a
-    1-D array) is broadcast to ``batch`` sequences; rows are taken as they are."""
-    if isinstance(prompts, np.ndarray) and prompts.ndim == 1:
-        prompts = np.broadcast_to(np.asarray(prompts, np.int32), (batch, prompts.shape[0]))
-    elif not isinstance(prompts, np.ndarray) and prompts and np.ndim(prompts[0]) == 0:
-        prompts = np.broadcast_to(np.asarray(prompts, np.int32), (batch, len(prompts)))
-    return padded_prompts(prompts)
+def broadcast_prompt(prompts, batch: int):
+    """One prompt (a flat list or a 1-D array) as ``batch`` identical rows; rows (``[B, T]`` or
+    a list of token-id lists) as they are."""
+    one = prompts.ndim == 1 if isinstance(prompts, np.ndarray) else np.ndim(prompts[0]) == 0
+    if one:
+        return np.broadcast_to(np.asarray(prompts, np.int32), (batch, len(prompts)))
+    return prompts
 
 
 def load_checkpoint(executor, directory: str) -> dict:
