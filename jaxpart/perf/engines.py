@@ -1,11 +1,13 @@
 """Engine profiles: what the software running a plan does, where engines differ (all-reduce
-dtype, head split, FP8 GEMMs, L2 hints, microbatch schedule), read from the shipped
-``engines.toml``. The mesh file says what the hardware is; a profile says how an engine uses
-it. No jax."""
+dtype and algorithm, head split, FP8 GEMMs, L2 hints, microbatch schedule, its fixed costs),
+read from the shipped ``engines.toml``. The mesh file says what the hardware is; a profile says
+how an engine uses it. A profile's ``fitted`` table holds the costs no datasheet gives (per
+kernel, per all-reduce, per decode step and sequence), fitted by ``scripts/fit_constants.py``
+on published measurements of that engine. No jax."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 from jaxpart.config import ConfigError
@@ -14,6 +16,14 @@ from jaxpart.config.files import data_root
 
 SCHEDULES = ("pipelined", "flushed")
 ALLREDUCE_DTYPES = {"float32": 4, "activation": 0}  # 0: the activations' bytes
+# The costs a profile's [engine.NAME.fitted] table may set, in microseconds (Engine fields in s).
+FITTED = {
+    "kernel_us": "kernel_s",
+    "allreduce_us": "allreduce_s",
+    "allreduce_step_us": "allreduce_step_s",
+    "step_us": "step_s",
+    "seq_step_us": "seq_step_s",
+}
 
 
 @dataclass(frozen=True)
@@ -21,7 +31,11 @@ class Engine:
     """How an engine runs a plan: the bytes per element of its tensor-parallel all-reduce (0:
     the activations' dtype), whether its LM head is split over the tensor ranks, whether FP8
     weights run FP8 GEMMs, whether its MLP keeps weights in L2 (eviction hints), and its
-    microbatch schedule."""
+    microbatch schedule; and its fitted costs, in seconds (None: the mesh file's figure):
+    per kernel (``kernel_s``, in place of the mesh's launch cost), per tensor-parallel
+    all-reduce inside a host (``allreduce_s`` in place of the link's latency, plus
+    ``allreduce_step_s`` per ring step, 2(t - 1) of them), per decode step (``step_s``) and per
+    decode step and sequence (``seq_step_s``)."""
 
     name: str
     allreduce_bytes: int
@@ -29,6 +43,21 @@ class Engine:
     fp8_gemm: bool
     l2_hints: bool
     schedule: str = "pipelined"
+    kernel_s: float | None = None
+    allreduce_s: float | None = None
+    allreduce_step_s: float = 0.0
+    step_s: float | None = None
+    seq_step_s: float = 0.0
+    fitted_keys: tuple[str, ...] = ()  # the costs its [engine.NAME.fitted] table sets
+
+    @property
+    def fitted(self) -> dict[str, float]:
+        """The fitted costs this profile sets, as engines.toml names them (microseconds)."""
+        return {k: getattr(self, FITTED[k]) * 1e6 for k in self.fitted_keys}
+
+    def with_fitted(self, values: dict[str, float]) -> Engine:
+        """The profile with fitted costs replaced (engines.toml names, microseconds)."""
+        return replace(self, **{FITTED[k]: v * 1e-6 for k, v in values.items()})
 
 
 @lru_cache(maxsize=1)
@@ -44,6 +73,7 @@ def engines() -> dict[str, Engine]:
         dtype, schedule = f.take("allreduce_dtype"), f.take("schedule")
         if dtype not in ALLREDUCE_DTYPES or schedule not in SCHEDULES:
             raise ConfigError(f"{path.name}: engine.{name}: allreduce_dtype or schedule unknown")
+        fitted = _fitted(path.name, name, f.take("fitted", {}))
         out[name] = Engine(
             name=name,
             allreduce_bytes=ALLREDUCE_DTYPES[dtype],
@@ -51,8 +81,23 @@ def engines() -> dict[str, Engine]:
             fp8_gemm=bool(f.take("fp8_gemm")),
             l2_hints=bool(f.take("l2_hints")),
             schedule=schedule,
+            fitted_keys=tuple(fitted),
+            **{FITTED[k]: v * 1e-6 for k, v in fitted.items()},
         )
         f.done()
+    return out
+
+
+def _fitted(file: str, name: str, table: dict) -> dict[str, float]:
+    """An [engine.NAME.fitted] table: known keys, each a finite cost >= 0 in microseconds."""
+    out = {}
+    for key, value in table.items():
+        where = f"{file}: engine.{name}.fitted.{key}"
+        if key not in FITTED:
+            raise ConfigError(f"{where}: unknown (use one of {sorted(FITTED)})")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+            raise ConfigError(f"{where} = {value!r}: must be a number >= 0 (microseconds)")
+        out[key] = float(value)
     return out
 
 

@@ -63,6 +63,8 @@ class Constants:
     launch_s: float = 0.0
     step_s: float = 0.0
     request_s: float = 0.0
+    allreduce_step_s: float = 0.0  # per ring step of an all-reduce inside a host (an engine's)
+    seq_step_s: float = 0.0  # per decode step and sequence (an engine's)
     source: str = ""
     replaced: tuple[str, ...] = ()
 
@@ -142,6 +144,19 @@ def calibrate(c: Constants, path: str, mesh: MeshConfig) -> Constants:
     )
 
 
+def with_engine(c: Constants, engine: Engine) -> Constants:
+    """The constants as ``engine`` pays them: its fitted costs (engines.toml) in place of the
+    mesh file's launch, step and all-reduce latency figures."""
+    changes: dict = {"allreduce_step_s": engine.allreduce_step_s, "seq_step_s": engine.seq_step_s}
+    if engine.kernel_s is not None:
+        changes["launch_s"] = engine.kernel_s
+    if engine.step_s is not None:
+        changes["step_s"] = engine.step_s
+    if engine.allreduce_s is not None:
+        changes["intra_host"] = replace(c.intra_host, allreduce_latency_s=engine.allreduce_s)
+    return replace(c, **changes)
+
+
 def allreduce_s(size: float, n: int, link: Link) -> float:
     """Ring all-reduce of ``size`` bytes over n devices: latency + size * 2(n-1)/n / busbw."""
     if n <= 1:
@@ -157,14 +172,19 @@ def tensor_allreduce_s(size: float, t: int, c: Constants) -> float:
     the h hosts, in parallel over the host's NICs, so each NIC carries size / min(NICs, g)."""
     g = c.devices_per_host
     if t <= g:
-        return allreduce_s(size, t, c.intra_host)
+        return allreduce_s(size, t, c.intra_host) + ring_steps_s(t, c)
     hosts = t // g
     inter = c.inter_host
     per_nic = size / min(c.nics_per_host, g)
     across = inter.allreduce_latency_s + per_nic * 2 * (hosts - 1) / hosts / (
         inter.allreduce_busbw_bytes_per_s
     )
-    return allreduce_s(size, g, c.intra_host) + across
+    return allreduce_s(size, g, c.intra_host) + ring_steps_s(g, c) + across
+
+
+def ring_steps_s(n: int, c: Constants) -> float:
+    """An engine's latency per ring step inside a host: 2(n - 1) steps of a ring all-reduce."""
+    return 2 * (n - 1) * c.allreduce_step_s if n > 1 else 0.0
 
 
 def hop_s(size: float, link: Link) -> float:
@@ -416,6 +436,7 @@ def prefill_s(
     engine: Engine = JAXPART,
 ) -> float:
     """Time to the first token: the batch's fixed cost and M + S - 1 prefill ticks (GPipe)."""
+    c = with_engine(c, engine)
     pre = tick(cfg, plan, c, rows, prompt_len, prompt_len, prefill=True, engine=engine)
     return c.request_s + (microbatches + plan.n_stages - 1) * pre.seconds(microbatches)
 
@@ -447,6 +468,7 @@ def predict(
             f"--microbatches = {microbatches}: must divide the {per_replica} sequences of "
             f"each of {plan.data_parallel} replica(s)"
         )
+    c = with_engine(c, engine)
     S = plan.n_stages
     if engine.schedule == "flushed":  # the engine chooses: S microbatches if they divide it
         microbatches = S if per_replica % S == 0 else 1
@@ -458,7 +480,8 @@ def predict(
         ticks = steps * (M + S - 1)
     else:  # steady state: a token a period, the pipe kept full between warm-up and drain
         ticks = (steps - 1) * max(M, S) + M + S - 1
-    decode_s = ticks * dec.seconds(M) + steps * c.step_s
+    # per step, the engine's host work: fixed, and per sequence of a replica (they run apart)
+    decode_s = ticks * dec.seconds(M) + steps * (c.step_s + c.seq_step_s * per_replica)
     ttft_s = prefill_s(
         cfg, plan, c, rows=rows, prompt_len=prompt_len, microbatches=M, engine=engine
     )

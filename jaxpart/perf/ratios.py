@@ -1,7 +1,9 @@
 """The performance model held against published *ratios*: the same model on the same hardware
-and engine under two placements (``jaxpart/data/ratios.toml``). What jaxpart answers is a
-ratio (layer-wise / baseline), so its band comes from the error on ratios of the same kinds,
-not from absolute errors. Each point is predicted like a published point
+and engine under two placements. What jaxpart answers is a ratio (layer-wise / baseline), so
+its band comes from the error on ratios of the same kinds, not from absolute errors. The pairs
+come from ``jaxpart/data/ratios.toml`` (FasterTransformer's GPT guide: the fit set) and from
+families of ``published.toml`` points that differ only in their tensor split inside a node
+(each in its source's set). Each point is predicted like a published point
 (``validation.predicted_value``: its GPU kind's mesh file, its engine's profile), paired with
 its reference placement, and judged on predicted / measured speed-up. No jax.
 """
@@ -15,13 +17,13 @@ from functools import lru_cache
 
 from jaxpart.config import ConfigError
 from jaxpart.config.files import data_root
-from jaxpart.perf.validation import predicted_value
+from jaxpart.perf.validation import predicted_value, published_points
 
 DATA = data_root() / "ratios.toml"
 # Each group's reference placement (tp, pp): the placement its points are a speed-up over.
 REFERENCES = {"tp_within_node": (1, 1), "tp_across_nodes": (16, 1), "pp_against_tp": (16, 1)}
 GROUP_WORDS = {
-    "tp_within_node": "TP 2-8 inside a node against one GPU",
+    "tp_within_node": "TP 2-8 inside a node against fewer GPUs",
     "tp_across_nodes": "TP32 over 4 nodes against TP16 over 2",
     "pp_against_tp": "TP8 x PP3 over 3 nodes against TP16 over 2",
 }
@@ -39,6 +41,8 @@ class RatioPoint:
     reference: str  # the id of the reference placement's point
     measured: float  # reference time / this placement's time, as published
     predicted: float  # the same, by the performance model
+    engine: str = "fastertransformer"
+    set: str = "fit"  # its source's set: "fit" (fits the engines' costs) or "check"
 
     @property
     def error(self) -> float:
@@ -55,6 +59,8 @@ class GroupStats:
     low: float
     high: float
     coverage: float  # share of points whose measured speed-up lies in the printed band
+    band_rms: float  # the printed band: one this either side (``band_rms``), the group's
+    set: str = "all"  # the points it covers: fit, check or all
 
 
 def ratio_pairs() -> list[tuple[dict, dict, dict]]:
@@ -76,7 +82,27 @@ def ratio_pairs() -> list[tuple[dict, dict, dict]]:
             continue
         ref = points.get((key, *REFERENCES[p["group"]]))
         if ref is not None:  # else the reference did not fit (out of memory in the source)
-            out.append((p, ref, doc["arch"][p["arch"]]))
+            out.append(({**p, "set": "fit"}, {**ref, "set": "fit"}, doc["arch"][p["arch"]]))
+    return out + published_pairs()
+
+
+def published_pairs() -> list[tuple[dict, dict, dict]]:
+    """Pairs among published.toml's points: one source's runs of the same model, engine, GPU,
+    precision, metric, batch and lengths, pipeline-free, that differ only in a tensor split
+    inside one node. The family's smallest split is the reference of the others (group
+    tp_within_node)."""
+    families: dict[tuple, list[tuple[dict, dict]]] = {}
+    for p, dims in published_points():
+        if p["pp"] == 1 and p["tp"] <= 8:
+            keys = ("source", "engine", "arch", "gpu", "dtype", "metric", "batch")
+            key = (*(p[k] for k in keys), p["input_len"], p["output_len"])
+            families.setdefault(key, []).append((p, dims))
+    out = []
+    for family in families.values():
+        ref, dims = min(family, key=lambda x: x[0]["tp"])
+        for p, _ in family:
+            if p["tp"] != ref["tp"]:
+                out.append(({**p, "group": "tp_within_node"}, ref, dims))
     return out
 
 
@@ -98,32 +124,64 @@ def ratio_points() -> tuple[RatioPoint, ...]:
             tp=p["tp"],
             pp=p["pp"],
             reference=ref["id"],
-            measured=ref["value"] / p["value"],
-            predicted=time_of(ref, dims) / time_of(p, dims),
+            measured=speedup_of(ref, p),
+            predicted=speedup_of(ref, p, time_of(ref, dims), time_of(p, dims)),
+            engine=p["engine"],
+            set=p["set"],
         )
         for p, ref, dims in ratio_pairs()
     )
 
 
+def speedup_of(ref: dict, p: dict, ref_value: float | None = None, value: float | None = None):
+    """How much faster ``p`` runs than ``ref``, from their metric's values (published, or the
+    ones given): a time's ratio is ref / p, a throughput's p / ref."""
+    a = ref["value"] if ref_value is None else ref_value
+    b = p["value"] if value is None else value
+    throughput = p["metric"] in ("output_tps", "output_tps_per_gpu")
+    return b / a if throughput else a / b
+
+
 def group_stats() -> dict[str, GroupStats]:
-    """Per group: the geometric mean of predicted / measured speed-up, its log-RMS (the band
-    printed on a ratio of this kind is one log-RMS either side), and the band's coverage."""
-    out = {}
-    for group in REFERENCES:
-        errors = [r.error for r in ratio_points() if r.group == group]
-        logs = [math.log(e) for e in errors]
-        rms = math.sqrt(sum(x * x for x in logs) / len(logs))
-        covered = sum(abs(x) <= rms for x in logs) / len(logs)
-        out[group] = GroupStats(
-            group,
-            len(errors),
-            math.exp(sum(logs) / len(logs)),
-            rms,
-            min(errors),
-            max(errors),
-            covered,
-        )
+    """Per group, over its fit and check points together: the geometric mean of predicted /
+    measured speed-up, its log-RMS, and the coverage of the band printed on a ratio of this
+    kind (one ``band_rms`` either side)."""
+    return {group: _stats(group, "all") for group in REFERENCES}
+
+
+def set_stats() -> list[GroupStats]:
+    """The same per group and set (fit, check), the band still the group's over both."""
+    present = {(r.group, r.set) for r in ratio_points()}
+    return [_stats(g, s) for g in REFERENCES for s in ("fit", "check") if (g, s) in present]
+
+
+def band_rms(group: str) -> float:
+    """The log-RMS error of a ratio kind, as its band uses it: the larger of its fit set's and
+    its check set's, since a new prediction is out of sample and the fitted costs flatter the
+    points they were fitted on."""
+    out = 0.0
+    for which in ("fit", "check"):
+        logs = [math.log(r.error) for r in ratio_points() if (r.group, r.set) == (group, which)]
+        if logs:
+            out = max(out, math.sqrt(sum(x * x for x in logs) / len(logs)))
     return out
+
+
+def _stats(group: str, which: str) -> GroupStats:
+    rms = band_rms(group)
+    errors = [r.error for r in ratio_points() if r.group == group and which in ("all", r.set)]
+    logs = [math.log(e) for e in errors]
+    return GroupStats(
+        group,
+        len(errors),
+        math.exp(sum(logs) / len(logs)),
+        math.sqrt(sum(x * x for x in logs) / len(logs)),
+        min(errors),
+        max(errors),
+        sum(abs(x) <= rms for x in logs) / len(logs),
+        rms,
+        which,
+    )
 
 
 def verdict_band() -> tuple[float, float, int]:
@@ -131,7 +189,7 @@ def verdict_band() -> tuple[float, float, int]:
     kinds it carries (``VERDICT_GROUPS``), added in quadrature; and how many ratio points
     that rests on."""
     stats = group_stats()
-    sd = math.sqrt(sum(stats[g].log_rms ** 2 for g in VERDICT_GROUPS))
+    sd = math.sqrt(sum(stats[g].band_rms ** 2 for g in VERDICT_GROUPS))
     return math.exp(-sd), math.exp(sd), sum(stats[g].points for g in VERDICT_GROUPS)
 
 

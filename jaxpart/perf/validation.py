@@ -17,7 +17,7 @@ from functools import lru_cache
 
 from jaxpart.config import ConfigError, ModelConfig, RunShape, load_mesh
 from jaxpart.config.files import data_root
-from jaxpart.perf.engines import engine
+from jaxpart.perf.engines import Engine, engine
 from jaxpart.perf.predict import constants_from, predict, prefill_s
 from jaxpart.planning.baseline import baseline_plan
 
@@ -43,10 +43,20 @@ class Checked:
     kind: str  # throughput | latency
     measured: float
     predicted: float
+    set: str = "check"  # "fit": its source fits the engines' costs; "check": never fitted on
 
     @property
     def ratio(self) -> float:
         return self.predicted / self.measured
+
+    @property
+    def speed_error(self) -> float:
+        """Predicted / measured speed: above 1, the model is optimistic, whatever the metric."""
+        return self.ratio if self.kind == "throughput" else 1 / self.ratio
+
+    @property
+    def precision(self) -> str:
+        return "fp8" if self.dtype == "fp8" else "16-bit"
 
 
 def _model(arch: str, dims: dict, dtype: str, context: int) -> ModelConfig:
@@ -69,9 +79,12 @@ def _model(arch: str, dims: dict, dtype: str, context: int) -> ModelConfig:
     )
 
 
-def predicted_value(point: dict, dims: dict, timing: dict | None = None) -> float:
-    """The point's metric, by the performance model; ``timing`` replaces constants of the GPU
-    kind's mesh file (``Constants`` fields), as ``scripts/fit_constants.py`` tries them."""
+def predicted_value(
+    point: dict, dims: dict, timing: dict | None = None, profile: Engine | None = None
+) -> float:
+    """The point's metric, by the performance model with the profile of the engine that ran
+    it; ``timing`` replaces constants of the GPU kind's mesh file (``Constants`` fields) and
+    ``profile`` the engine's profile, as ``scripts/fit_constants.py`` tries them."""
     mesh = load_mesh(MESHES[point["gpu"]])
     tp, pp, batch = point["tp"], point["pp"], point["batch"]
     prompt, out = max(point["input_len"], 1), point["output_len"]
@@ -82,7 +95,7 @@ def predicted_value(point: dict, dims: dict, timing: dict | None = None) -> floa
     c = constants_from(mesh)
     if timing:
         c = replace(c, **timing)
-    metric, profile = point["metric"], engine(point["engine"])
+    metric, profile = point["metric"], profile or engine(point["engine"])
     if metric == "ttft_ms" or out < 2:
         return 1e3 * prefill_s(
             cfg, plan, c, rows=batch, prompt_len=prompt, microbatches=1, engine=profile
@@ -99,15 +112,20 @@ def predicted_value(point: dict, dims: dict, timing: dict | None = None) -> floa
 
 def published_points() -> list[tuple[dict, dict]]:
     """(point, the model's dims) for every published point, checked for a known metric and
-    GPU kind."""
+    GPU kind; each point's ``set`` says whether its source is in the fit set or the check
+    set."""
     try:
         doc = tomllib.loads(DATA.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{DATA.name}: not found (it ships with jaxpart's sources)") from None
+    fit = set(doc["fit_sources"])
     for p in doc["point"]:
         if p["metric"] not in METRICS or p["gpu"] not in MESHES:
             raise ConfigError(f"{DATA.name}: point {p['id']!r}: unknown metric or gpu")
-    return [(p, doc["arch"][p["arch"]]) for p in doc["point"]]
+    return [
+        ({**p, "set": "fit" if p["source"] in fit else "check"}, doc["arch"][p["arch"]])
+        for p in doc["point"]
+    ]
 
 
 @lru_cache(maxsize=1)
@@ -132,6 +150,7 @@ def check_all() -> tuple[Checked, ...]:
                 kind=p["kind"],
                 measured=float(p["value"]),
                 predicted=predicted_value(p, dims),
+                set=p["set"],
             )
         )
     return tuple(out)
@@ -160,6 +179,35 @@ def summary(points: tuple[Checked, ...] | None = None) -> dict:
             "min_ratio": min(ratios),
             "max_ratio": max(ratios),
         }
+    return out
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    set: str  # fit | check
+    engine: str
+    precision: str  # 16-bit | fp8
+    points: int
+    geomean: float  # predicted / measured speed (latencies inverted): above 1, optimistic
+    log_sd: float
+    low: float
+    high: float
+
+
+def engine_stats(points: tuple[Checked, ...] | None = None) -> list[EngineStats]:
+    """Predicted / measured speed per set, engine and precision: the absolute error each
+    engine profile carries, on the points it was fitted on and on the points it was not."""
+    points = points or check_all()
+    keys = sorted(
+        {(p.set, p.engine, p.precision) for p in points}, key=lambda k: (k[0] != "fit", *k[1:])
+    )
+    out = []
+    for key in keys:
+        errors = [p.speed_error for p in points if (p.set, p.engine, p.precision) == key]
+        logs = [math.log(e) for e in errors]
+        mean = sum(logs) / len(logs)
+        sd = math.sqrt(sum((x - mean) ** 2 for x in logs) / max(len(logs) - 1, 1))
+        out.append(EngineStats(*key, len(errors), math.exp(mean), sd, min(errors), max(errors)))
     return out
 
 
