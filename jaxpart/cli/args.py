@@ -48,15 +48,27 @@ def model_and_shape(args) -> tuple[ModelConfig, RunShape]:
     return model, run_shape(args, model, default)
 
 
-def plan_choice(args) -> PlanChoice:
+def plan_choice(args, mesh: MeshConfig) -> PlanChoice:
     """How to place the model, from --capacity --strategy --layers-per-stage --tp --pp."""
+    tp, pp = baseline_split(args, mesh)
     return PlanChoice(
         capacity=args.capacity,
         strategy=args.strategy,
         layers_per_stage=tuple(args.layers_per_stage) if args.layers_per_stage else None,
-        tp=args.tp,
-        pp=args.pp,
+        tp=tp,
+        pp=pp,
     )
+
+
+def baseline_split(args, mesh: MeshConfig) -> tuple[int, int]:
+    """The baseline's --tp and --pp; by default the seed's TP=8 x PP=2 where the mesh has the
+    devices for it, else tensor parallelism over one host (at most 8) and as many of the two
+    pipeline stages as the rest allows: TP=8 x PP=1 on one host of 8."""
+    from jaxpart.planning.baseline import DEFAULT_PP, DEFAULT_TP
+
+    tp = args.tp or min(DEFAULT_TP, mesh.devices_per_host, mesh.n_devices)
+    pp = args.pp or max(1, min(DEFAULT_PP, mesh.n_devices // tp))
+    return tp, pp
 
 
 def kernel_choice(args, mesh: MeshConfig):
@@ -79,7 +91,7 @@ def check_tp_pp(args, model: ModelConfig, mesh: MeshConfig) -> None:
     baseline would refuse it too, later)."""
     from jaxpart.planning.baseline import check_shape
 
-    check_shape(model, args.tp, args.pp, mesh.n_devices)
+    check_shape(model, *baseline_split(args, mesh), mesh.n_devices)
 
 
 def refuse_beside(args, flag: str, why: str, names: tuple[str, ...]) -> None:
@@ -121,7 +133,7 @@ def run_inputs(args, console):
     model, default = model_and_default(args)
     mesh = load_mesh(args.mesh)
     start_devices(args, mesh, console)
-    choice, kernel = plan_choice(args), kernel_choice(args, mesh)
+    choice, kernel = plan_choice(args, mesh), kernel_choice(args, mesh)
     prompts = resolve_prompts(args, model, default)
     shape = run_shape(
         args,

@@ -202,10 +202,16 @@ def _add_placement_args(p: argparse.ArgumentParser, baseline: bool = True):
     )
     if baseline:
         group.add_argument(
-            "--tp", type=positive_int, default=DEFAULT_TP, help="baseline tensor parallelism"
+            "--tp",
+            type=positive_int,
+            default=None,
+            help=f"baseline tensor parallelism (default {DEFAULT_TP}, at most one host's devices)",
         )
         group.add_argument(
-            "--pp", type=positive_int, default=DEFAULT_PP, help="baseline pipeline stages"
+            "--pp",
+            type=positive_int,
+            default=None,
+            help=f"baseline pipeline stages (default {DEFAULT_PP}, as the devices allow)",
         )
     return group
 

@@ -42,7 +42,7 @@ def run(args, console: Console) -> int:
     mesh = load_mesh(args.mesh)
     sweep = parse_sweep(args.sweep) if args.sweep else None
     constants = constants_from(mesh, args.calibration)
-    choice = plan_choice(args)
+    choice = plan_choice(args, mesh)
     if not sweep:  # here a baseline that cannot be split is bad input, not a prediction
         check_tp_pp(args, model, mesh)
     profile = engine(args.engine)

@@ -16,7 +16,7 @@ from jaxpart.config import format_bytes, load_mesh
 def run(args, console: Console) -> int:
     model, shape = model_and_shape(args)
     mesh = load_mesh(args.mesh)
-    choice = plan_choice(args)
+    choice = plan_choice(args, mesh)
     from jaxpart.planning.memory import check_pod
 
     check_pod(model, mesh, shape)  # before jax starts: the same refusal as plan and simulate
