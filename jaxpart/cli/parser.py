@@ -9,6 +9,7 @@ from jaxpart.config import PLACEMENTS, RUN_DTYPES, Backend, ConfigError, Method,
 from jaxpart.perf.engines import engines
 from jaxpart.perf.search import OBJECTIVES
 from jaxpart.planning.baseline import DEFAULT_PP, DEFAULT_TP
+from jaxpart.planning.export import EXPORT_ENGINES
 from jaxpart.train.tasks import TASKS
 
 
@@ -322,7 +323,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--objective",
         choices=OBJECTIVES,
         default=OBJECTIVES[0],
-        help="with --auto: rank by predicted TPS, or by TPOT or TTFT (lower first)",
+        help="with --auto: rank by predicted TPS at the run's batch, by TPS at the largest "
+        "batch each plan's KV cache holds (max-throughput), or by TPOT or TTFT (lower first)",
+    )
+    search.add_argument(
+        "--engine",
+        choices=tuple(engines()),
+        default=None,
+        help="the engine profile to predict and size the KV cache with (default: --export's "
+        "engine, else jaxpart's own executors)",
+    )
+    search.add_argument(
+        "--export",
+        choices=EXPORT_ENGINES,
+        default=None,
+        help="print the plan (with --auto: the best) as that engine's settings: TP and PP "
+        "sizes, the layer partition in the syntax its parser takes, replicas",
     )
     p.add_argument(
         "--json",

@@ -337,23 +337,31 @@ def verdict_lines(sim: Simulation) -> list[str]:
 
 
 def search_table(
-    top: list[Candidate], model, mesh, shape: RunShape, objective: str, fitting: int
+    top: list[Candidate],
+    model,
+    mesh,
+    shape: RunShape,
+    objective: str,
+    fitting: int,
+    engine: str = "jaxpart",
 ) -> Table:
     """``plan --auto``'s best placements (``search_terms`` says what decides each)."""
     from jaxpart.perf.validation import band
 
     lo, hi = band("throughput")
+    batch = "the largest batch each holds" if objective == "max-throughput" else shape.batch
     table = Table(
-        title=f"The {len(top)} best of {fitting} placements of {model.name} (batch {shape.batch}, "
+        title=f"The {len(top)} best of {fitting} placements of {model.name} (batch {batch}, "
         f"prompt {shape.prompt_len}, {shape.gen_len} new tokens) that fit {mesh.name}'s HBM, "
-        f"by predicted {objective} (perf model, meshes/{mesh.name}.toml; a predicted TPS is "
-        f"{lo:.2f}-{hi:.2f}x the measured one at one geometric SD on published points)",
+        f"by predicted {objective} (perf model, meshes/{mesh.name}.toml, engine {engine}; a "
+        f"predicted TPS is {lo:.2f}-{hi:.2f}x the measured one at one geometric SD on "
+        "published points)",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
         padding=(0, 1, 0, 0),
     )
-    headers = ("#", "plan", "stages\nxsplit\nxcopies", "M", "TPS", "TPOT\nms", "TTFT\nms")
-    headers += ("memory\n/device",)
+    headers = ("#", "plan", "stages\nxsplit\nxcopies", "M", "batch", "max\nbatch", "TPS")
+    headers += ("TPOT\nms", "TTFT\nms", "memory\n/device")
     for i, header in enumerate(headers):
         table.add_column(
             header, justify="left" if i == 1 else "right", no_wrap=i != 1, overflow="fold"
@@ -365,6 +373,8 @@ def search_table(
             f"{k.method}: {k.how}",
             f"{plan.n_stages}x{plan.split}x{plan.data_parallel}",
             str(k.microbatches),
+            f"{k.shape.batch:,}",
+            f"{k.capacity.batch:,}",
             f"{p.tps:,.0f}",
             f"{p.tpot_ms:.2f}",
             f"{p.ttft_ms:,.0f}",

@@ -13,6 +13,7 @@ from functools import lru_cache
 from jaxpart.config import ConfigError
 from jaxpart.config.fields import Fields, read_toml
 from jaxpart.config.files import data_root
+from jaxpart.planning.capacity import Memory
 
 SCHEDULES = ("pipelined", "flushed")
 ALLREDUCE_DTYPES = {"float32": 4, "activation": 0}  # 0: the activations' bytes
@@ -49,6 +50,21 @@ class Engine:
     step_s: float | None = None
     seq_step_s: float = 0.0
     fitted_keys: tuple[str, ...] = ()  # the costs its [engine.NAME.fitted] table sets
+    memory_fraction: float = 1.0
+    kv_free_fraction: float = 1.0
+    edge_stages: bool = False
+    paged_kv: bool = False
+
+    @property
+    def memory(self) -> Memory:
+        """How it uses a device's memory, for ``planning.capacity``."""
+        return Memory(
+            memory_fraction=self.memory_fraction,
+            kv_free_fraction=self.kv_free_fraction,
+            edge_stages=self.edge_stages,
+            head_split=self.head_split,
+            paged_kv=self.paged_kv,
+        )
 
     @property
     def fitted(self) -> dict[str, float]:
@@ -81,11 +97,22 @@ def engines() -> dict[str, Engine]:
             fp8_gemm=bool(f.take("fp8_gemm")),
             l2_hints=bool(f.take("l2_hints")),
             schedule=schedule,
+            memory_fraction=_fraction(f, "memory_fraction", path.name, name),
+            kv_free_fraction=_fraction(f, "kv_free_fraction", path.name, name),
+            edge_stages=bool(f.take("edge_stages")),
+            paged_kv=bool(f.take("paged_kv")),
             fitted_keys=tuple(fitted),
             **{FITTED[k]: v * 1e-6 for k, v in fitted.items()},
         )
         f.done()
     return out
+
+
+def _fraction(f: Fields, key: str, file: str, name: str) -> float:
+    value = f.take(key)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
+        raise ConfigError(f"{file}: engine.{name}.{key} = {value!r}: must be in (0, 1]")
+    return float(value)
 
 
 def _fitted(file: str, name: str, table: dict) -> dict[str, float]:

@@ -25,8 +25,10 @@ from jaxpart.config import (
     RunShape,
     Strategy,
 )
-from jaxpart.perf.predict import Constants, Prediction, constants_from, predict
+from jaxpart.perf.engines import Engine
+from jaxpart.perf.predict import JAXPART, Constants, Prediction, constants_from, predict
 from jaxpart.planning.baseline import baseline_plan
+from jaxpart.planning.capacity import Capacity, balanced_split, capacity, even_split
 from jaxpart.planning.memory import (
     check_pod,
     device_memory,
@@ -35,9 +37,16 @@ from jaxpart.planning.memory import (
     valid_splits,
 )
 from jaxpart.planning.partition import plan_balanced
-from jaxpart.planning.plan import Plan, assemble_plan, device_overhead, make_plan, microbatch_rows
+from jaxpart.planning.plan import (
+    Plan,
+    assemble_plan,
+    device_overhead,
+    make_plan,
+    microbatch_count,
+    microbatch_rows,
+)
 
-OBJECTIVES = ("throughput", "tpot", "ttft")
+OBJECTIVES = ("throughput", "max-throughput", "tpot", "ttft")
 
 
 @dataclass(frozen=True)
@@ -48,10 +57,12 @@ class Candidate:
     microbatches: int
     prediction: Prediction
     memory_bytes: int  # per device, the fullest stage's, by memory.device_memory
+    capacity: Capacity  # the largest batch its KV pools hold at the run's context
+    shape: RunShape  # the run it was predicted for (max-throughput: at ``capacity.batch``)
 
     def cost(self, objective: str) -> float:
         """Smaller is better."""
-        if objective == "throughput":
+        if objective in ("throughput", "max-throughput"):
             return -self.prediction.tps
         if objective == "tpot":
             return self.prediction.tpot_ms
@@ -73,7 +84,9 @@ class Candidate:
             "replicas": p.data_parallel,
             "layers_per_stage": p.layers_per_stage,
             "microbatches": self.microbatches,
+            "batch": self.shape.batch,
             "memory_bytes_per_device": self.memory_bytes,
+            "capacity": self.capacity.to_dict(),
             "deciding_terms": self.deciding_terms(),
             "prediction": self.prediction.to_dict(),
             "plan": p.to_dict(),
@@ -84,12 +97,18 @@ def _divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
 
-def _baseline_plans(cfg: ModelConfig, mesh: MeshConfig, shape: RunShape):
+def _baseline_plans(cfg: ModelConfig, mesh: MeshConfig, shape: RunShape, engine: Engine):
+    """Every TP x PP, with the engine's default (even) split and, where it differs, the split
+    that gives the tightest stage the most KV room (``capacity.balanced_split``)."""
     n = mesh.n_devices
     for tp in valid_splits(cfg):
         for pp in range(1, cfg.n_layers + 1):  # uneven stages where PP does not divide L
             if tp * pp <= n and n % (tp * pp) == 0:
                 yield f"TP{tp}xPP{pp}", baseline_plan(cfg, mesh, shape, tp, pp)
+                balanced = balanced_split(cfg, mesh, pp, tp, shape, engine.memory)
+                if balanced != even_split(cfg.n_layers, pp):
+                    how = f"TP{tp}xPP{pp} balanced {'-'.join(map(str, balanced))}"
+                    yield how, baseline_plan(cfg, mesh, shape, tp, pp, sizes=balanced)
 
 
 def _time_weights(cfg: ModelConfig, shape: RunShape, split: int) -> list[int]:
@@ -99,7 +118,7 @@ def _time_weights(cfg: ModelConfig, shape: RunShape, split: int) -> list[int]:
     return [layer_fit_bytes(cfg, shape, FitDefinition.EVERYTHING, split)] * cfg.n_layers + [head]
 
 
-def _layerwise_plans(cfg: ModelConfig, mesh: MeshConfig, shape: RunShape):
+def _layerwise_plans(cfg: ModelConfig, mesh: MeshConfig, shape: RunShape, engine: Engine):
     for tier in TIER_NAMES:
         try:
             yield f"greedy at {tier}", make_plan(cfg, mesh, shape, capacity=tier)
@@ -171,31 +190,64 @@ def candidates(
     shape: RunShape,
     *,
     methods: tuple[Method, ...] = PLACEMENTS,
+    engine: Engine = JAXPART,
+    at_capacity: bool = False,
 ):
-    """Every distinct (plan, microbatches) that fits HBM, predicted; every microbatch count
-    that divides a replica's batch, or only ``shape.microbatches`` when it is given."""
-    batch, prompt_len = shape.batch, shape.prompt_len
+    """Every distinct (plan, microbatches) that fits HBM, predicted as ``engine`` runs it:
+    every microbatch count that divides a replica's batch, or only ``shape.microbatches`` when
+    it is given. A plan whose KV pools cannot hold the batch (``planning.capacity``) is left
+    out. ``at_capacity``: each plan at the largest batch it holds instead, with enough
+    microbatches to fill its pipe."""
     seen: dict[tuple, str] = {}  # plan structure -> how the first method made it
     sources = {Method.BASELINE: _baseline_plans, Method.LAYERWISE: _layerwise_plans}
     for method in methods:
-        for how, plan in sources[method](cfg, mesh, shape):
+        for how, plan in sources[method](cfg, mesh, shape, engine):
             layout = (tuple(s.layers for s in plan.stages), plan.split, plan.data_parallel)
-            if (method, layout) in seen or batch % plan.data_parallel:
+            if (method, layout) in seen:
                 continue
             seen[(method, layout)] = how
             same = [h for (m, sh), h in seen.items() if sh == layout and m != method]
             if same:  # equal stages at the same split: both methods make this plan
                 how = f"{how} (= {same[0]})"
-            per_replica = batch // plan.data_parallel
-            counts = [shape.microbatches] if shape.microbatches else _divisors(per_replica)
+            room = capacity(
+                cfg,
+                mesh,
+                plan.layers_per_stage,
+                plan.split,
+                plan.data_parallel,
+                shape,
+                engine.memory,
+            )
+            run = shape
+            if at_capacity:  # the most sequences it holds, in whole rounds of its stages
+                per_replica = room.per_replica
+                if per_replica >= plan.n_stages:
+                    per_replica -= per_replica % plan.n_stages
+                if per_replica < 1:
+                    continue
+                run = shape.replace(batch=per_replica * plan.data_parallel, microbatches=None)
+            elif run.batch % plan.data_parallel or run.batch > room.batch:
+                continue
+            per_replica = run.batch // plan.data_parallel
+            if at_capacity:
+                counts = [microbatch_count(plan.n_stages, per_replica)]
+            else:
+                counts = [run.microbatches] if run.microbatches else _divisors(per_replica)
             for m in counts:
                 if per_replica % m:
                     continue
-                size = _fits(cfg, mesh, plan, per_replica // m, per_replica, prompt_len)
-                if size is None:
-                    continue
-                pred = predict(method, cfg, plan, c, shape.replace(microbatches=m))
-                yield Candidate(method, how, plan, m, pred, size)
+                if engine is JAXPART:  # its own executors: the memory model's whole account
+                    size = _fits(cfg, mesh, plan, per_replica // m, per_replica, run.prompt_len)
+                    if size is None:
+                        continue
+                else:  # the engine's: its KV pool at this batch beside the fixed bytes
+                    size = max(
+                        st.fixed_bytes + st.kv_bytes_per_sequence * per_replica
+                        for st in room.stages
+                    )
+                at = run.replace(microbatches=m)
+                pred = predict(method, cfg, plan, c, at, engine=engine)
+                yield Candidate(method, how, plan, m, pred, size, room, at)
 
 
 def search_plans(
@@ -206,15 +258,20 @@ def search_plans(
     objective: str = "throughput",
     constants: Constants | None = None,
     methods: tuple[Method, ...] = PLACEMENTS,
+    engine: Engine = JAXPART,
 ) -> list[Candidate]:
     """Every placement of ``cfg`` on ``mesh`` that fits HBM, best first by ``objective``
-    (predicted TPS, or TPOT or TTFT for latency) for a run of ``shape``."""
+    (predicted TPS; TPS at the largest batch each plan's KV pools hold, "max-throughput"; or
+    TPOT or TTFT for latency) for a run of ``shape``, as ``engine`` runs it."""
     if objective not in OBJECTIVES:
         raise ConfigError(f"--objective = {objective!r}: use one of {list(OBJECTIVES)}")
     shape.check(cfg)
     check_pod(cfg, mesh, shape)
     c = constants or constants_from(mesh)
-    found = list(candidates(cfg, mesh, c, shape, methods=methods))
+    at_capacity = objective == "max-throughput"
+    found = list(
+        candidates(cfg, mesh, c, shape, methods=methods, engine=engine, at_capacity=at_capacity)
+    )
     if not found:
         per_layer = layer_weight_bytes(cfg)
         raise ConfigError(

@@ -22,16 +22,24 @@ def baseline_plan(
     tp: int = DEFAULT_TP,
     pp: int = DEFAULT_PP,
     devices: int | None = None,
+    sizes: list[int] | None = None,
 ) -> Plan:
-    """TP=tp x PP=pp, replicated for data parallelism over the rest of the devices."""
+    """TP=tp x PP=pp, replicated for data parallelism over the rest of the devices; ``sizes``:
+    the layers of each stage (default: as equal as they can be, ``stage_sizes``)."""
     n_devices = mesh.n_devices if devices is None else devices
     check_shape(model, tp, pp, n_devices)
-    sizes = stage_sizes(model.n_layers, pp)
+    if sizes is None:
+        sizes = stage_sizes(model.n_layers, pp)
+    elif len(sizes) != pp or sum(sizes) != model.n_layers or min(sizes) < 1:
+        raise ConfigError(
+            f"layers per stage = {sizes}: must be {pp} counts >= 1 that sum to the model's "
+            f"{model.n_layers} layers"
+        )
     ends = [sum(sizes[: i + 1]) for i in range(pp)]
     stages = [list(range(end - n, end)) for end, n in zip(ends, sizes, strict=True)]
     replicas = n_devices // (tp * pp)
     rows = microbatch_rows(shape, replicas, pp)
-    per_stage = f"{sizes[0]}" if len(set(sizes)) == 1 else "-".join(map(str, sorted(set(sizes))))
+    per_stage = f"{sizes[0]}" if len(set(sizes)) == 1 else "-".join(map(str, sizes))
     notes = [
         f"baseline TP={tp} x PP={pp}: heads and MLP split {tp} ways, {per_stage} layers a stage"
     ]

@@ -90,7 +90,9 @@ class Plan:
 
     @classmethod
     def from_dict(cls, d: dict) -> Plan:
-        d = {k: v for k, v in d.items() if k not in ("devices", "fit_definition_text")}
+        # what `plan --json` writes beside the plan (derived figures, an engine's settings)
+        extra = ("devices", "fit_definition_text", "max_batch", "export")
+        d = {k: v for k, v in d.items() if k not in extra}
         stages = tuple(
             Stage(
                 layers=tuple(s["layers"]),
