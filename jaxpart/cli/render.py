@@ -16,10 +16,14 @@ from jaxpart.config import (
     RunShape,
     format_bytes,
 )
+from jaxpart.planning.baseline import stage_sizes
+from jaxpart.planning.capacity import balanced_split, capacity
+from jaxpart.planning.export import ENGINE_NAMES, default_split
 from jaxpart.planning.memory import discrepancies, embedding_params, layer_memory
 from jaxpart.planning.plan import Plan
 
 if TYPE_CHECKING:
+    from jaxpart.perf.engines import Engine
     from jaxpart.perf.search import Candidate
     from jaxpart.perf.simulate import Simulation
 
@@ -404,4 +408,49 @@ def describe_generation(g, result) -> str:
     return (
         f"{how}{stops}; {int(result.lengths.sum()):,} tokens generated "
         f"({result.decode_steps} decode steps in {result.decode_calls} compiled call(s))"
+    )
+
+
+def capacity_source(mesh, profile) -> str:
+    return f"memory model, meshes/{mesh.name}.toml, engine {profile.name}"
+
+
+def capacity_lines(
+    model: ModelConfig, mesh: MeshConfig, shape: RunShape, plan: Plan, profile: Engine
+) -> list[str]:
+    """The largest batch the plan holds at the run's context, its tightest stage, and, for a
+    pipeline, what the split that gives that stage the most room would hold against the
+    engine's default split."""
+    room = capacity(
+        model, mesh, plan.layers_per_stage, plan.split, plan.data_parallel, shape, profile.memory
+    )
+    limit = room.limiting_stage
+    out = [
+        f"max batch: {room.batch:,} sequences at a context of {room.positions:,} "
+        f"({room.per_replica:,} a replica, x{room.replicas}; stage {limit} with "
+        f"{room.stages[limit].layers} layers is the tightest) (predicted: "
+        f"{capacity_source(mesh, profile)})"
+    ]
+    if plan.n_stages > 1:
+        out.append(
+            "  "
+            + split_gain(model, mesh, shape, plan.n_stages, plan.split, plan.data_parallel, profile)
+        )
+    return out
+
+
+def split_gain(model, mesh, shape, stages: int, split: int, replicas: int, profile: Engine) -> str:
+    """The balanced split's max batch against the engine's default split's."""
+    balanced = balanced_split(model, mesh, stages, split, shape, profile.memory)
+    if profile.name in ENGINE_NAMES:
+        default = default_split(profile.name, model.n_layers, stages)
+        words = f"{ENGINE_NAMES[profile.name]}'s"
+    else:  # jaxpart's baseline and the engines without a partition setting
+        default, words = stage_sizes(model.n_layers, stages), f"{profile.name}'s"
+    a = capacity(model, mesh, balanced, split, replicas, shape, profile.memory).batch
+    b = capacity(model, mesh, default, split, replicas, shape, profile.memory).batch
+    gain = f"{(a / b - 1) * 100:+.1f}%" if b else "the default holds none"
+    return (
+        f"balanced split {','.join(map(str, balanced))} holds {a:,}; {words} default split "
+        f"{','.join(map(str, default))} holds {b:,} ({gain})"
     )

@@ -236,11 +236,11 @@ def candidates(
             for m in counts:
                 if per_replica % m:
                     continue
-                if engine is JAXPART:  # its own executors: the memory model's whole account
+                if engine is JAXPART and not at_capacity:  # the memory model's whole account
                     size = _fits(cfg, mesh, plan, per_replica // m, per_replica, run.prompt_len)
                     if size is None:
                         continue
-                else:  # the engine's: its KV pool at this batch beside the fixed bytes
+                else:  # its KV pool at this batch beside the fixed bytes (planning.capacity)
                     size = max(
                         st.fixed_bytes + st.kv_bytes_per_sequence * per_replica
                         for st in room.stages

@@ -12,11 +12,11 @@ from rich.console import Console
 from jaxpart.cli import render
 from jaxpart.cli.args import model_and_shape, refuse_beside
 from jaxpart.cli.outputs import write_text_atomically
-from jaxpart.config import ConfigError, MeshConfig, ModelConfig, RunShape, load_mesh
+from jaxpart.config import ConfigError, MeshConfig, load_mesh
 from jaxpart.perf.engines import Engine, engine
 from jaxpart.perf.search import search_plans
-from jaxpart.planning.capacity import balanced_split, capacity
-from jaxpart.planning.export import ENGINE_NAMES, default_split, export_plan
+from jaxpart.planning.capacity import capacity
+from jaxpart.planning.export import export_plan
 from jaxpart.planning.plan import Plan, make_plan
 
 
@@ -49,7 +49,7 @@ def run(args, console: Console) -> int:
         figures=args.figures,
         layers_per_stage=args.layers_per_stage,
     )
-    lines = capacity_lines(model, mesh, shape, plan, profile)
+    lines = render.capacity_lines(model, mesh, shape, plan, profile)
     export = _export(args, plan, mesh, profile)
     render.print_plan(console, model, mesh, shape, plan)
     for line in lines:
@@ -90,50 +90,7 @@ def _capacity(model, mesh, shape, plan: Plan, profile: Engine) -> dict:
     room = capacity(
         model, mesh, plan.layers_per_stage, plan.split, plan.data_parallel, shape, profile.memory
     )
-    return room.to_dict() | {"predicted_by": _source(mesh, profile)}
-
-
-def _source(mesh: MeshConfig, profile: Engine) -> str:
-    return f"memory model, meshes/{mesh.name}.toml, engine {profile.name}"
-
-
-def capacity_lines(
-    model: ModelConfig, mesh: MeshConfig, shape: RunShape, plan: Plan, profile: Engine
-) -> list[str]:
-    """The largest batch the plan holds at the run's context, its tightest stage, and, for a
-    pipeline, what the split that gives that stage the most room would hold against the
-    engine's default split."""
-    room = capacity(
-        model, mesh, plan.layers_per_stage, plan.split, plan.data_parallel, shape, profile.memory
-    )
-    limit = room.limiting_stage
-    out = [
-        f"max batch: {room.batch:,} sequences at a context of {room.positions:,} "
-        f"({room.per_replica:,} a replica, x{room.replicas}; stage {limit} with "
-        f"{room.stages[limit].layers} layers is the tightest) (predicted: "
-        f"{_source(mesh, profile)})"
-    ]
-    if plan.n_stages > 1:
-        out.append(
-            "  "
-            + split_gain(model, mesh, shape, plan.n_stages, plan.split, plan.data_parallel, profile)
-        )
-    return out
-
-
-def split_gain(model, mesh, shape, stages: int, split: int, replicas: int, profile: Engine) -> str:
-    """The balanced split's max batch against the engine's default split's."""
-    balanced = balanced_split(model, mesh, stages, split, shape, profile.memory)
-    name = profile.name if profile.name in ENGINE_NAMES else "trtllm"
-    default = default_split(name, model.n_layers, stages)
-    words = ENGINE_NAMES.get(profile.name, f"{profile.name}'s (as TensorRT-LLM's)")
-    a = capacity(model, mesh, balanced, split, replicas, shape, profile.memory).batch
-    b = capacity(model, mesh, default, split, replicas, shape, profile.memory).batch
-    gain = f"{(a / b - 1) * 100:+.1f}%" if b else "the default holds none"
-    return (
-        f"balanced split {','.join(map(str, balanced))} holds {a:,}; {words} default split "
-        f"{','.join(map(str, default))} holds {b:,} ({gain})"
-    )
+    return room.to_dict() | {"predicted_by": render.capacity_source(mesh, profile)}
 
 
 def _auto(args, console: Console, profile: Engine) -> int:
@@ -153,8 +110,15 @@ def _auto(args, console: Console, profile: Engine) -> int:
     for line in render.search_terms(top):
         console.print(f"  {line}")
     console.print(f"#1, {best.method}: {best.how}")
-    for line in capacity_lines(model, mesh, best.shape, best.plan, profile):
+    for line in render.capacity_lines(model, mesh, best.shape, best.plan, profile):
         console.print(f"  {line}")
+    piped = next((k for k in top if k.plan.n_stages > 1), None)
+    if best.plan.n_stages == 1 and piped is not None:  # the best pipeline's split, too
+        plan = piped.plan
+        gain = render.split_gain(
+            model, mesh, piped.shape, plan.n_stages, plan.split, plan.data_parallel, profile
+        )
+        console.print(f"  the best pipeline, {piped.method}: {piped.how}: {gain}")
     if export is not None:
         console.print(export.text(), markup=False, highlight=False)
     if args.json:
