@@ -447,6 +447,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--sweep", default=None, help="e.g. d_model=1024,2048,4096,8192 or batch=..."
     )
     predict.add_argument(
+        "--map",
+        nargs=2,
+        metavar=("X=V1,V2", "Y=V1,V2"),
+        default=None,
+        help="a crossover map over two of batch, prompt, gen, mesh and model (e.g. "
+        "batch=1,8,64,256 prompt=1024,8192): the winner of each cell and its margin",
+    )
+    predict.add_argument(
+        "--plot", type=png_file, default=None, help="with --map: write the map as a PNG heatmap"
+    )
+    predict.add_argument(
         "--validate",
         action="store_true",
         help="print the model's predictions beside published GPU measurements, and its error",

@@ -425,11 +425,11 @@ def capacity_lines(
         model, mesh, plan.layers_per_stage, plan.split, plan.data_parallel, shape, profile.memory
     )
     limit = room.limiting_stage
+    split = ",".join(map(str, plan.layers_per_stage))
     out = [
         f"max batch: {room.batch:,} sequences at a context of {room.positions:,} "
-        f"({room.per_replica:,} a replica, x{room.replicas}; stage {limit} with "
-        f"{room.stages[limit].layers} layers is the tightest) (predicted: "
-        f"{capacity_source(mesh, profile)})"
+        f"({room.per_replica:,} a replica, x{room.replicas}; layers per stage {split}, stage "
+        f"{limit} the tightest) (predicted: {capacity_source(mesh, profile)})"
     ]
     if plan.n_stages > 1:
         out.append(
@@ -454,3 +454,28 @@ def split_gain(model, mesh, shape, stages: int, split: int, replicas: int, profi
         f"balanced split {','.join(map(str, balanced))} holds {a:,}; {words} default split "
         f"{','.join(map(str, default))} holds {b:,} ({gain})"
     )
+
+
+def map_table(m, title: str) -> Table:
+    """A crossover map: a row per Y value, a column per X value; each cell the winner and its
+    margin, or "no winner" where the band covers 1, or "-" where nothing could be planned."""
+    from jaxpart.perf.crossover import AXIS_WORDS
+
+    table = Table(title=f"Crossover map: {title} (predicted)", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column(f"{AXIS_WORDS[m.y_key]} \\ {AXIS_WORDS[m.x_key]}", justify="right")
+    for x in m.x_values:
+        table.add_column(x, justify="center")
+    for y in m.y_values:
+        row = [y]
+        for x in m.x_values:
+            c = m.cell(x, y)
+            if c.fastest is None:
+                row.append("-")
+            elif c.margin is None:
+                row.append(f"{c.fastest} (alone)")
+            elif c.winner is None:
+                row.append(f"no winner ({c.fastest} x{c.margin:.2f})")
+            else:
+                row.append(f"{c.winner} x{c.margin:.2f}")
+        table.add_row(*row)
+    return table

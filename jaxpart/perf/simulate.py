@@ -4,7 +4,7 @@ that cannot be planned for the run is named with the reason, and the other still
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from jaxpart.config import (
     PLACEMENTS,
@@ -30,6 +30,7 @@ from jaxpart.perf.predict import (
 )
 from jaxpart.perf.ratios import verdict_band
 from jaxpart.planning.baseline import baseline_plan
+from jaxpart.planning.capacity import Capacity, capacity
 from jaxpart.planning.memory import check_pod
 from jaxpart.planning.partition import PlanError
 from jaxpart.planning.placement import PlanChoice, plan_for, resolved
@@ -93,6 +94,8 @@ class Simulation:
     calibration: tuple[str, ...]  # what a bench_gpu.py calibration replaced
     notes: tuple[str, ...]
     sweep: Sweep | None = None
+    # each plan's largest batch at the run's context, as the engine uses memory (predicted)
+    capacities: dict[Method, Capacity] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         out = {
@@ -110,6 +113,7 @@ class Simulation:
             "floor": self.floor.to_dict(),
             "seed_verdicts": [v.to_dict() for v in self.seed_verdicts],
             "plans": {k: v.to_dict() for k, v in self.plans.items()},
+            "max_batch": {k: v.to_dict() for k, v in self.capacities.items()},
             "calibration": list(self.calibration),
             "notes": list(self.notes),
         }
@@ -201,6 +205,18 @@ def run_simulate(
         seed_verdicts=verdicts(fl) if cfg.stated is not None else (),
         calibration=tuple(c.replaced),
         notes=tuple(notes),
+        capacities={
+            name: capacity(
+                cfg,
+                mesh,
+                plan.layers_per_stage,
+                plan.split,
+                plan.data_parallel,
+                shape,
+                engine.memory,
+            )
+            for name, plan in plans.items()
+        },
     )
 
 

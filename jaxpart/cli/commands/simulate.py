@@ -11,9 +11,16 @@ from dataclasses import asdict, replace
 from rich.console import Console
 
 from jaxpart.cli import render
-from jaxpart.cli.args import check_tp_pp, model_and_shape, plan_choice, refuse_beside
-from jaxpart.cli.outputs import write_text_atomically
-from jaxpart.config import MeshConfig, ModelConfig, RunShape, load_mesh
+from jaxpart.cli.args import (
+    check_tp_pp,
+    model_and_default,
+    model_and_shape,
+    plan_choice,
+    refuse_beside,
+)
+from jaxpart.cli.outputs import write_outputs, write_text_atomically
+from jaxpart.config import ConfigError, MeshConfig, ModelConfig, RunShape, load_mesh
+from jaxpart.config.model import load_model_file
 from jaxpart.perf.engines import engine
 from jaxpart.perf.predict import constants_from, parse_sweep
 from jaxpart.perf.ratios import (
@@ -35,9 +42,15 @@ def run(args, console: Console) -> int:
             "--validate",
             "--validate predicts each published point at its own model, GPUs and shape",
             ("model", "mesh", "sweep", "calibration", "engine", "batch", "prompt_len", "gen_len")
-            + ("microbatches", "dtype", "capacity", "strategy", "layers_per_stage", "tp", "pp"),
+            + ("microbatches", "dtype", "capacity", "strategy", "layers_per_stage", "tp", "pp")
+            + ("map", "plot"),
         )
         return _validate(args, console)
+    if args.plot and not args.map:
+        raise ConfigError(f"--plot = {args.plot}: draws a --map; add --map X=... Y=...")
+    if args.map:
+        refuse_beside(args, "--map", "--map sweeps its own axes", ("sweep",))
+        return _map(args, console)
     model, shape = model_and_shape(args)
     mesh = load_mesh(args.mesh)
     sweep = parse_sweep(args.sweep) if args.sweep else None
@@ -55,6 +68,9 @@ def run(args, console: Console) -> int:
     print_prediction(console, sim, mesh, "layerwise / baseline TPS", f"; {sim.why}")
     for line in [*render.verdict_lines(sim), *sim.notes]:
         console.print(f"  {line}")
+    for method, plan in sim.plans.items():
+        for line in render.capacity_lines(model, mesh, shape, plan, profile):
+            console.print(f"  {method}: {line}" if line[0] != " " else f"  {line}")
     if sim.sweep:
         sw = sim.sweep
         for row in sw.rows:
@@ -69,6 +85,74 @@ def run(args, console: Console) -> int:
     if args.json:
         write_text_atomically(args.json, json.dumps(sim.to_dict(), indent=2))
         console.print(f"written to {args.json}")
+    return 0
+
+
+def _map(args, console: Console) -> int:
+    """``simulate --map``: the winner of every cell of a grid over two axes."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from jaxpart.perf.crossover import AXIS_WORDS, parse_axis, run_map
+
+    x, y = (parse_axis(a) for a in args.map)
+    if args.plot:
+        from jaxpart.measure.plot import require_matplotlib
+
+        require_matplotlib()
+    model, default = model_and_default(args)
+    mesh = load_mesh(args.mesh)
+    for key, values in (x, y):  # every value checked before any work
+        for value in values:
+            if key == "mesh":
+                load_mesh(value)
+            elif key == "model":
+                load_model_file(value)
+
+    def resolve(model_name: str | None, mesh_name: str | None):
+        m, d = load_model_file(model_name) if model_name else (model, default)
+        me = load_mesh(mesh_name) if mesh_name else mesh
+        shape = RunShape(
+            batch=args.batch or d.batch,
+            prompt_len=args.prompt_len or d.prompt_len,
+            gen_len=args.gen_len or d.gen_len,
+            microbatches=args.microbatches or d.microbatches,
+        )
+        return m, me, shape, plan_choice(args, me)
+
+    profile = engine(args.engine)
+    with Progress(
+        TextColumn("map"), BarColumn(), MofNCompleteColumn(), console=console, transient=True
+    ) as bar:
+        task = bar.add_task("map", total=len(x[1]) * len(y[1]))
+        m = run_map(
+            resolve, profile, x, y, progress=lambda done, total: bar.update(task, completed=done)
+        )
+    title = (
+        f"{model.name if 'model' not in (x[0], y[0]) else 'each model'} on "
+        f"{mesh.name if 'mesh' not in (x[0], y[0]) else 'each mesh'}"
+    )
+    render.print_table(console, render.map_table(m, title), keep=1)
+    lo, hi = m.band
+    tp, pp = (f"{v}" if v else "default" for v in (args.tp, args.pp))
+    console.print(
+        f"each cell: the fastest of the baseline (TP {tp} x PP {pp}), the best "
+        f"layer-wise plan and the best TP x PP by predicted TPS, and its margin over the next "
+        f"({m.predicted_by}); 'no winner' where the band x{lo:.2f}-x{hi:.2f} (the model's error "
+        "on published placement ratios) covers 1"
+    )
+    for c in m.cells:
+        if c.note:
+            console.print(f"  {AXIS_WORDS[m.x_key]} {c.x}, {AXIS_WORDS[m.y_key]} {c.y}: {c.note}")
+    outputs: dict[str, str | bytes] = {}
+    if args.plot:
+        from jaxpart.perf.map_plot import plot_map
+
+        outputs[args.plot] = plot_map(m, title)
+    if args.json:
+        outputs[args.json] = json.dumps(m.to_dict(), indent=2)
+    if outputs:
+        write_outputs(outputs)
+        console.print(f"written to {', '.join(outputs)}")
     return 0
 
 
