@@ -472,10 +472,10 @@ def map_table(m, title: str) -> Table:
             if c.fastest is None:
                 row.append("-")
             elif c.margin is None:
-                row.append(f"{c.fastest} (alone)")
+                row.append(f"{c.shown(c.fastest)} (alone)")
             elif c.winner is None:
-                row.append(f"no winner ({c.fastest} x{c.margin:.2f})")
+                row.append(f"no winner ({c.shown(c.fastest)} x{c.margin:.2f})")
             else:
-                row.append(f"{c.winner} x{c.margin:.2f}")
+                row.append(f"{c.shown(c.winner)} x{c.margin:.2f}")
         table.add_row(*row)
     return table

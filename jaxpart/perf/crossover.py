@@ -47,6 +47,15 @@ class Cell:
     def fastest(self) -> str | None:
         return max(self.tps, key=self.tps.get) if self.tps else None
 
+    def shown(self, name: str) -> str:
+        """A candidate with its TP x PP (``baseline TP8xPP1``), for tables and plots."""
+        plan = self.labels.get(name, "").split(",")[0].split(" (")[0]
+        return (
+            f"{name} {plan}"
+            if plan.startswith("TP") and name != "best TPxPP"
+            else (f"{plan}" if name == "best TPxPP" else name)
+        )
+
     def to_dict(self) -> dict:
         return asdict(self) | {"fastest": self.fastest}
 

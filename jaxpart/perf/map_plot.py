@@ -32,7 +32,7 @@ def plot_map(m: CrossoverMap, title: str) -> bytes:
         else:
             shade = 0.35 + 0.65 * min(1.0, math.log(c.margin or 1.0) / top)
             face = tuple(1 - shade * (1 - v) for v in to_rgb(COLOURS[fastest]))
-            text = f"{fastest}\nx{c.margin:.2f}" if c.margin else fastest
+            text = f"{c.shown(fastest)}\nx{c.margin:.2f}" if c.margin else c.shown(fastest)
         ax.add_patch(
             Rectangle(
                 (i, j),
@@ -44,7 +44,7 @@ def plot_map(m: CrossoverMap, title: str) -> bytes:
             )
         )
         if c.winner is None and fastest is not None:
-            text = f"no winner\n({fastest} x{c.margin:.2f})"
+            text = f"no winner\n({c.shown(fastest)} x{c.margin:.2f})"
         ax.text(i + 0.5, j + 0.5, text, ha="center", va="center", fontsize=8)
     ax.set_xlim(0, nx)
     ax.set_ylim(0, ny)

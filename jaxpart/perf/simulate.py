@@ -150,6 +150,17 @@ def _check_fits(plan, mesh, name: str) -> None:
         )
 
 
+def _check_pool(cfg, mesh, shape: RunShape, plan: Plan, engine: Engine, label: str) -> None:
+    room = capacity(
+        cfg, mesh, plan.layers_per_stage, plan.split, plan.data_parallel, shape, engine.memory
+    )
+    if room.batch < shape.batch:
+        raise ConfigError(
+            f"{label}: {engine.name}'s KV cache holds {room.batch:,} sequences at a context of "
+            f"{room.positions:,} (memory model), fewer than the batch of {shape.batch:,}"
+        )
+
+
 def predict_both(
     cfg, mesh, c: Constants, choice: PlanChoice, shape: RunShape, engine: Engine = JAXPART
 ):
@@ -159,11 +170,16 @@ def predict_both(
     notes, preds, plans, unplanned = [], {}, {}, {}
     for name in PLACEMENTS:
         try:
+            label = f"TP{choice.tp}xPP{choice.pp}"
             if name == Method.BASELINE:
                 plan = baseline_plan(cfg, mesh, shape, choice.tp, choice.pp)
-                _check_fits(plan, mesh, f"TP{choice.tp}xPP{choice.pp}")
+                if engine is JAXPART:  # its executors: the memory model's whole account
+                    _check_fits(plan, mesh, label)
             else:
                 plan = _layerwise_plan(cfg, mesh, shape, choice, notes)
+                label = "the layer-wise plan"
+            if engine is not JAXPART:  # the engine's KV pool must hold the batch
+                _check_pool(cfg, mesh, shape, plan, engine, label)
             at = resolved(name, plan, shape, choice)
             preds[name] = predict(name, cfg, plan, c, at, engine=engine)
             plans[name] = plan
