@@ -34,7 +34,7 @@ from jaxpart.planning.capacity import Capacity, capacity
 from jaxpart.planning.memory import check_pod
 from jaxpart.planning.partition import PlanError
 from jaxpart.planning.placement import PlanChoice, plan_for, resolved
-from jaxpart.planning.plan import Plan, make_plan
+from jaxpart.planning.plan import Plan, make_plan, microbatch_count
 
 
 @dataclass(frozen=True)
@@ -159,6 +159,22 @@ def _check_pool(cfg, mesh, shape: RunShape, plan: Plan, engine: Engine, label: s
             f"{label}: {engine.name}'s KV cache holds {room.batch:,} sequences at a context of "
             f"{room.positions:,} (memory model), fewer than the batch of {shape.batch:,}"
         )
+
+
+def at_capacity(
+    name: Method, cfg, plan: Plan, c: Constants, shape: RunShape, room: Capacity, engine: Engine
+) -> tuple[RunShape, Prediction] | None:
+    """``plan`` predicted at the largest batch its KV pools hold (whole rounds of its stages
+    per replica, enough microbatches to fill its pipe), with that run; None if it holds no
+    sequence."""
+    per_replica = room.per_replica
+    if per_replica >= plan.n_stages:
+        per_replica -= per_replica % plan.n_stages
+    if per_replica < 1:
+        return None
+    at = shape.replace(batch=per_replica * plan.data_parallel, microbatches=None)
+    at = at.replace(microbatches=microbatch_count(plan.n_stages, per_replica))
+    return at, predict(name, cfg, plan, c, at, engine=engine)
 
 
 def predict_both(

@@ -64,12 +64,14 @@ class Export:
     commands: tuple[str, ...]  # shell lines, in order
     files: dict[str, str] = field(default_factory=dict)  # name -> contents, written beside
     notes: tuple[str, ...] = ()
+    chosen_by: str = ""  # what chose the plan (a prediction's source), printed with it
 
     def text(self) -> str:
         out = [
             f"# {ENGINE_NAMES[self.engine]}: TP={self.tp} x PP={self.pp}"
             + (f", {self.replicas} replicas" if self.replicas > 1 else "")
             + f", layers per stage {','.join(map(str, self.layers_per_stage))}"
+            + (f" ({self.chosen_by})" if self.chosen_by else "")
         ]
         for name, body in self.files.items():
             out.append(f"cat > {name} <<'EOF'\n{body.rstrip()}\nEOF")
@@ -88,6 +90,7 @@ class Export:
             "commands": list(self.commands),
             "files": dict(self.files),
             "notes": list(self.notes),
+            "chosen_by": self.chosen_by,
         }
 
 
@@ -99,7 +102,12 @@ def _devices(mesh: MeshConfig, first: int, count: int) -> tuple[int, str]:
 
 
 def export_plan(
-    plan: Plan, mesh: MeshConfig, engine: str, memory: Memory, model_ref: str = "$MODEL"
+    plan: Plan,
+    mesh: MeshConfig,
+    engine: str,
+    memory: Memory,
+    model_ref: str = "$MODEL",
+    chosen_by: str = "",
 ) -> Export:
     """``plan`` as ``engine``'s settings, with the memory shares its profile predicts with
     (``memory``: vLLM's and SGLang's share of the device, TensorRT-LLM's share of what the
@@ -167,4 +175,6 @@ def export_plan(
             f"{replicas} servers, one a replica, on ports {8000}-{8000 + replicas - 1}: "
             "balance requests over them"
         )
-    return Export(engine, tp, pp, replicas, layers, default, tuple(commands), files, tuple(notes))
+    return Export(
+        engine, tp, pp, replicas, layers, default, tuple(commands), files, tuple(notes), chosen_by
+    )

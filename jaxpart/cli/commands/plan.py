@@ -50,7 +50,9 @@ def run(args, console: Console) -> int:
         layers_per_stage=args.layers_per_stage,
     )
     lines = render.capacity_lines(model, mesh, shape, plan, profile)
-    export = _export(args, plan, mesh, profile)
+    export = _export(
+        args, plan, mesh, profile, f"planned by the memory model, meshes/{mesh.name}.toml"
+    )
     render.print_plan(console, model, mesh, shape, plan)
     for line in lines:
         console.print(line)
@@ -80,10 +82,10 @@ def _model_ref(args) -> str:
     return str(Path(args.model).resolve()) if Path(args.model).is_dir() else "$MODEL"
 
 
-def _export(args, plan: Plan, mesh: MeshConfig, profile: Engine):
+def _export(args, plan: Plan, mesh: MeshConfig, profile: Engine, chosen_by: str):
     if args.export is None:
         return None
-    return export_plan(plan, mesh, args.export, profile.memory, _model_ref(args))
+    return export_plan(plan, mesh, args.export, profile.memory, _model_ref(args), chosen_by)
 
 
 def _capacity(model, mesh, shape, plan: Plan, profile: Engine) -> dict:
@@ -100,7 +102,11 @@ def _auto(args, console: Console, profile: Engine) -> int:
     ranked = search_plans(model, mesh, shape, objective=args.objective, engine=profile)
     top = ranked[:10]
     best = top[0]
-    export = _export(args, best.plan, mesh, profile)
+    chosen = (
+        f"the best by predicted {args.objective}: perf model, meshes/{mesh.name}.toml, engine "
+        f"{profile.name}"
+    )
+    export = _export(args, best.plan, mesh, profile, chosen)
     render.print_table(
         console,
         render.search_table(top, model, mesh, shape, args.objective, len(ranked), profile.name),

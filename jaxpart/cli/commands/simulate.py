@@ -31,7 +31,7 @@ from jaxpart.perf.ratios import (
     set_stats,
     verdict_band,
 )
-from jaxpart.perf.simulate import Simulation, run_simulate, run_sweep
+from jaxpart.perf.simulate import Simulation, at_capacity, run_simulate, run_sweep
 from jaxpart.planning.placement import DEFAULT_CHOICE
 
 
@@ -71,6 +71,13 @@ def run(args, console: Console) -> int:
     for method, plan in sim.plans.items():
         for line in render.capacity_lines(model, mesh, shape, plan, profile):
             console.print(f"  {method}: {line}" if line[0] != " " else f"  {line}")
+        full = at_capacity(method, model, plan, constants, shape, sim.capacities[method], profile)
+        if full is not None:
+            run, pred = full
+            console.print(
+                f"    at batch {run.batch:,}: {pred.tps:,.0f} TPS, TPOT {pred.tpot_ms:.2f} ms "
+                f"(predicted: {sim.predicted_by})"
+            )
     if sim.sweep:
         sw = sim.sweep
         for row in sw.rows:
