@@ -6,7 +6,10 @@ jaxpart's loader and layers are checked against.
     python scripts/hf_golden.py          # writes tests/golden/hf_llama_tiny.json
 
 For each variant: the first step's logits of each prompt and the greedy tokens (GEN_LEN of them,
-the first included) of its transformers class (LlamaForCausalLM, ...), in float32.
+the first included) of its transformers class (LlamaForCausalLM, ...), in float32. Greedy
+decoding runs on transformers' KV cache, one token a step, as jaxpart decodes: the RoPE
+scalings that depend on the current length (dynamic NTK, longrope) rotate each key once, with
+the frequencies of its own step, and keep it so.
 """
 
 from __future__ import annotations
@@ -37,20 +40,24 @@ def main() -> None:
         "variants": {},
     }
     with tempfile.TemporaryDirectory() as tmp:
-        for name, (_, architecture, _) in tiny.VARIANTS.items():
+        for name, (_, architecture, _, _) in tiny.VARIANTS.items():
             folder = tiny.write_checkpoint(Path(tmp) / name, name)
             model_class = getattr(transformers, architecture)
             model = model_class.from_pretrained(folder, torch_dtype=torch.float32)
             model.eval()
             prompts = torch.tensor(tiny.PROMPTS)
             with torch.no_grad():
-                first = model(prompts).logits[:, -1].numpy()
-                # Plain greedy steps (generate() would suppress or stop at the EOS token).
-                sequence = prompts
-                for _ in range(tiny.GEN_LEN):
-                    step = model(sequence).logits[:, -1].argmax(-1, keepdim=True)
-                    sequence = torch.cat([sequence, step], dim=1)
-                tokens = sequence[:, prompts.shape[1] :]
+                res = model(prompts, use_cache=True)
+                first = res.logits[:, -1].numpy()
+                # Plain greedy steps on the cache (generate() would suppress or stop at the EOS
+                # token).
+                step = res.logits[:, -1].argmax(-1, keepdim=True)
+                generated = [step]
+                for _ in range(tiny.GEN_LEN - 1):
+                    res = model(step, past_key_values=res.past_key_values, use_cache=True)
+                    step = res.logits[:, -1].argmax(-1, keepdim=True)
+                    generated.append(step)
+                tokens = torch.cat(generated, dim=1)
             out["variants"][name] = {
                 "first_logits": first.tolist(),
                 "tokens": tokens.tolist(),

@@ -40,6 +40,15 @@ def test_real_architectures_ship_with_their_public_dims():
         500000.0,
         1e-5,
     )
+    # Llama 3.1's rope_scaling block, as its config.json writes it
+    s = llama.rope_scaling
+    assert (s.type, s.factor, s.low_freq_factor, s.high_freq_factor, s.original_max) == (
+        "llama3",
+        8.0,
+        1.0,
+        4.0,
+        8192,
+    )
     assert load_model("llama3.1-405b").d_model == 16384
     assert load_model("qwen2.5-72b").d_ff == 29568
     tiny = load_model("gqa-tiny")
@@ -216,6 +225,18 @@ def test_a_model_file_by_path(tmp_path):
         (("gen_len = 4", "gen_len = 4\nmicrobatches = 0"), "field 'run.microbatches' = 0"),
         (("vocab = 32", "vocab = 32\nvocabb = 3"), "unknown field 'model.vocabb'"),
         (("[model]", "[model"), "not valid TOML"),
+        (
+            ("[run]", '[model.rope_scaling]\nrope_type = "su"\nfactor = 2.0\n\n[run]'),
+            "model.rope_scaling: rope type 'su' is not implemented",
+        ),
+        (
+            ("[run]", '[model.rope_scaling]\nrope_type = "linear"\nfactor = -2.0\n\n[run]'),
+            "field 'factor' = -2.0: must be > 0",
+        ),
+        (
+            ("[run]", '[model.rope_scaling]\nrope_type = "linear"\nfactr = 2.0\n\n[run]'),
+            "field 'factr' = 2.0: not a rope parameter",
+        ),
     ],
 )
 def test_bad_model_files_name_the_field(tmp_path, edit, fragment):

@@ -61,7 +61,21 @@ def test_logits_and_tokens_equal_transformers(folders, variant, method):
 @pytest.mark.parametrize(
     "change, fragment",
     [
-        ({"rope_scaling": {"rope_type": "llama3", "factor": 8.0}}, "field 'rope_scaling'"),
+        (
+            {"rope_scaling": {"rope_type": "llama3", "factor": 8.0}},
+            "field 'rope_scaling': rope type 'llama3' needs field 'low_freq_factor'",
+        ),
+        ({"rope_scaling": {"type": "su", "factor": 2.0}}, "rope type 'su' is not implemented"),
+        (
+            {"rope_parameters": {"rope_type": "linear", "factor": 2.0, "alpha": 1.0}},
+            "field 'alpha' = 1.0: not a rope parameter",
+        ),
+        (
+            {"rope_parameters": {"full_attention": {"rope_type": "default"}}},
+            "field 'full_attention'",
+        ),
+        ({"rope_scaling": {"type": "linear"}}, "rope type 'linear' needs field 'factor'"),
+        ({"dtype": "int8"}, "field 'dtype' = 'int8'"),
         ({"model_type": "mixtral"}, "field 'model_type' = 'mixtral'"),
         ({"num_local_experts": 8}, "field 'num_local_experts' = 8"),
         ({"hidden_act": "gelu"}, "field 'hidden_act' = 'gelu'"),

@@ -1,8 +1,10 @@
 """Tiny random Hugging Face checkpoints, written the same way every time from a seed:
 config.json, model.safetensors and a tokenizer.json. The Llama architecture (GQA: 4 query heads
 per K/V head, SwiGLU) tied and untied, Mistral, Qwen2 (q/k/v biases) and Qwen3 (per-head q/k
-norms). scripts/hf_golden.py runs them through Hugging Face transformers for the golden file;
-the tests run them through jaxpart."""
+norms); and Llama with each RoPE scaling transformers ships (llama3 as Llama 3.1 writes it, in
+the keys of transformers before 5.0 and in 5.x's, yarn, linear, dynamic, longrope), and a
+transformers 5 folder with a non-default rope_theta. scripts/hf_golden.py runs them through
+Hugging Face transformers for the golden file; the tests run them through jaxpart."""
 
 from __future__ import annotations
 
@@ -11,20 +13,99 @@ from pathlib import Path
 
 import numpy as np
 
-# name -> (model_type, architecture class, tied head)
+# Llama 3.1's own block (meta-llama/Llama-3.1-8B config.json), theta 5e5; the tiny model's
+# head_dim of 16 puts its 8 frequencies in all three of llama3's wavelength bands.
+LLAMA31 = {
+    "factor": 8.0,
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 8192,
+    "rope_type": "llama3",
+}
+# How transformers 5 writes a config: rope_parameters with rope_theta inside, dtype.
+V5 = {"rope_theta": None, "rope_scaling": None, "torch_dtype": None, "dtype": "float32"}
+# name -> (model_type, architecture class, tied head, config changes: None values are dropped)
 VARIANTS = {
-    "llama-tiny-untied": ("llama", "LlamaForCausalLM", False),
-    "llama-tiny-tied": ("llama", "LlamaForCausalLM", True),
-    "mistral-tiny": ("mistral", "MistralForCausalLM", False),
-    "qwen2-tiny": ("qwen2", "Qwen2ForCausalLM", True),
-    "qwen3-tiny": ("qwen3", "Qwen3ForCausalLM", False),
+    "llama-tiny-untied": ("llama", "LlamaForCausalLM", False, {}),
+    "llama-tiny-tied": ("llama", "LlamaForCausalLM", True, {}),
+    "mistral-tiny": ("mistral", "MistralForCausalLM", False, {}),
+    "qwen2-tiny": ("qwen2", "Qwen2ForCausalLM", True, {}),
+    "qwen3-tiny": ("qwen3", "Qwen3ForCausalLM", False, {}),
+    "llama-theta5e5-v5": (
+        "llama",
+        "LlamaForCausalLM",
+        False,
+        V5 | {"rope_parameters": {"rope_type": "default", "rope_theta": 500000.0}},
+    ),
+    "llama31-rope": (
+        "llama",
+        "LlamaForCausalLM",
+        False,
+        {"rope_theta": 500000.0, "rope_scaling": LLAMA31, "max_position_embeddings": 131072},
+    ),
+    "llama31-rope-v5": (
+        "llama",
+        "LlamaForCausalLM",
+        False,
+        V5
+        | {
+            "rope_parameters": LLAMA31 | {"rope_theta": 500000.0},
+            "max_position_embeddings": 131072,
+        },
+    ),
+    "llama-yarn": (
+        "llama",
+        "LlamaForCausalLM",
+        False,
+        {
+            "rope_scaling": {
+                "rope_type": "yarn",
+                "factor": 4.0,
+                "original_max_position_embeddings": 32,
+            },
+            "max_position_embeddings": 128,
+        },
+    ),
+    "llama-linear": (
+        "llama",
+        "LlamaForCausalLM",
+        False,
+        {"rope_scaling": {"type": "linear", "factor": 2.0}},
+    ),
+    # max_position_embeddings 10: decoding runs past it, where dynamic NTK rescales
+    "llama-dynamic": (
+        "llama",
+        "LlamaForCausalLM",
+        False,
+        {"rope_scaling": {"rope_type": "dynamic", "factor": 2.0}, "max_position_embeddings": 10},
+    ),
+    # original context 10: the prompt uses the short factors, decoding past it the long ones
+    "llama-longrope": (
+        "llama",
+        "LlamaForCausalLM",
+        False,
+        {
+            "rope_scaling": {
+                "rope_type": "longrope",
+                "short_factor": [1.0, 1.0, 1.1, 1.2, 1.4, 1.8, 2.5, 3.0],
+                "long_factor": [1.0, 1.3, 1.9, 2.8, 4.0, 6.0, 9.0, 12.0],
+                "original_max_position_embeddings": 10,
+            },
+            "max_position_embeddings": 64,
+        },
+    ),
 }
 PROMPTS = [[1, 5, 9, 2, 33, 17, 8, 41], [7, 7, 3, 60, 12, 5, 29, 50]]
 GEN_LEN = 6
 WORDS = ["<unk>", "<s>", "</s>"] + [f"w{i}" for i in range(61)]
 
 
-def config(tied: bool, model_type: str = "llama", architecture: str = "LlamaForCausalLM") -> dict:
+def config(
+    tied: bool,
+    model_type: str = "llama",
+    architecture: str = "LlamaForCausalLM",
+    changes: dict | None = None,
+) -> dict:
     extra = {
         "llama": {"attention_bias": False, "mlp_bias": False},
         "mistral": {"sliding_window": None},
@@ -51,7 +132,7 @@ def config(tied: bool, model_type: str = "llama", architecture: str = "LlamaForC
         "torch_dtype": "float32",
         "bos_token_id": 1,
         "eos_token_id": 2,
-    }
+    } | (changes or {})
 
 
 def tensors(cfg: dict, seed: int) -> dict[str, np.ndarray]:
@@ -100,10 +181,11 @@ def write_tokenizer(path: Path) -> None:
 def write_checkpoint(folder: Path, variant: str, seed: int = 0) -> Path:
     from safetensors.numpy import save_file
 
-    model_type, architecture, tied = VARIANTS[variant]
+    model_type, architecture, tied, changes = VARIANTS[variant]
     folder.mkdir(parents=True, exist_ok=True)
-    cfg = config(tied, model_type, architecture)
-    (folder / "config.json").write_text(json.dumps(cfg, indent=2))
+    cfg = config(tied, model_type, architecture, changes)
+    written = {k: v for k, v in cfg.items() if v is not None or k not in changes}
+    (folder / "config.json").write_text(json.dumps(written, indent=2))
     save_file(tensors(cfg, seed), str(folder / "model.safetensors"))
     write_tokenizer(folder / "tokenizer.json")
     return folder

@@ -14,6 +14,7 @@ from jaxpart.config.errors import ConfigError
 from jaxpart.config.fields import Fields, positive_int, positive_number, read_toml
 from jaxpart.config.files import is_shipped, resolve
 from jaxpart.config.kinds import DTYPE_BYTES, RUN_DTYPES
+from jaxpart.config.rope import RopeScaling, context_cap, parse_scaling
 from jaxpart.config.shape import RunShape, serving_default
 
 MLP_KINDS = {"gelu": 2, "swiglu": 3}  # kind -> d_model x d_ff matrices
@@ -47,6 +48,7 @@ class ModelConfig:
     mlp: str = "gelu"  # "gelu": w2(gelu(x w1)); "swiglu": w2(silu(x w1) * (x w3))
     tie_embeddings: bool = False  # the LM head is the embedding, transposed
     rope_theta: float = 10_000.0
+    rope_scaling: RopeScaling | None = None  # None: plain RoPE (config/rope.py)
     norm_eps: float = 1e-6
     attention_bias: bool = False  # biases on the q, k and v projections (Qwen2)
     qk_norm: bool = False  # RMSNorm of each query and key head before the rotation (Qwen3)
@@ -184,6 +186,7 @@ def load_model_file(name_or_path: str) -> tuple[ModelConfig, RunShape]:
             buffer_bytes=s.size("buffer_bytes"),
         )
         s.done()
+    scaling = _toml_scaling(m.take("rope_scaling", None), src, m)
     model = ModelConfig(
         name=m.take("name", path.name.removesuffix(".toml")),
         n_layers=m.take("n_layers"),
@@ -201,6 +204,7 @@ def load_model_file(name_or_path: str) -> tuple[ModelConfig, RunShape]:
         mlp=m.take("mlp", "gelu"),
         tie_embeddings=m.take("tie_embeddings", False),
         rope_theta=m.take("rope_theta", 10_000.0),
+        rope_scaling=scaling,
         norm_eps=m.take("norm_eps", 1e-6),
         attention_bias=m.take("attention_bias", False),
         qk_norm=m.take("qk_norm", False),
@@ -226,6 +230,24 @@ def load_model_file(name_or_path: str) -> tuple[ModelConfig, RunShape]:
     return model, shape
 
 
+def _toml_scaling(table, src: str, m: Fields) -> RopeScaling | None:
+    """A model file's [model.rope_scaling] table (Hugging Face's keys)."""
+    if table is None:
+        return None
+    scaling, theta = parse_scaling(
+        table,
+        f"{src}: model.rope_scaling",
+        max_positions=int(table.get("original_max_position_embeddings", 0))
+        or m.table.get("seq_len", 1),
+        head_dim=m.table.get("head_dim", 2),
+    )
+    if theta is not None:
+        raise ConfigError(
+            f"{src}: field 'model.rope_scaling.rope_theta': give it as model.rope_theta"
+        )
+    return scaling
+
+
 HF_ARCHITECTURES = {
     "llama": {},
     "mistral": {},
@@ -237,9 +259,12 @@ HF_ARCHITECTURES = {
 def load_hf_model(folder: Path) -> ModelConfig:
     """A Hugging Face folder's config.json (Llama, Mistral, Qwen2, Qwen3; dense) as a model.
 
-    What jaxpart does not implement (rope scaling, a sliding window, MLP biases, experts,
-    partial rotary, another activation) is a one-line error naming the field and its value.
-    The context is capped at 4096 positions; the default run shape is ``serving_default``.
+    RoPE scaling of every type transformers ships (config/rope.py) is read from ``rope_scaling``
+    or 5.x's ``rope_parameters``, the dtype from ``torch_dtype`` or 5.x's ``dtype``. What jaxpart
+    does not implement (a sliding window, MLP biases, experts, partial rotary, another
+    activation) is a one-line error naming the field and its value. The context is capped at
+    4096 positions (dynamic NTK: max_position_embeddings x factor, which it scales into); the
+    default run shape is ``serving_default``.
     """
     path = folder / "config.json"
     if not path.is_file():
@@ -265,8 +290,6 @@ def load_hf_model(folder: Path) -> ModelConfig:
             f"{src}: field 'quantization_config' = {method!r}: quantized checkpoints are not "
             "supported (a model file's weight_dtype = 'float8_e4m3fn' plans and simulates FP8)"
         )
-    if hf.get("rope_scaling") is not None:
-        unsupported("rope_scaling", "rope scaling is not implemented")
     if hf.get("hidden_act", "silu") != "silu":
         unsupported("hidden_act", "only SwiGLU (silu) MLPs are implemented for these models")
     if hf.get("mlp_bias"):
@@ -278,27 +301,43 @@ def load_hf_model(folder: Path) -> ModelConfig:
         unsupported(field, "sliding-window attention is not implemented")
     if hf.get("partial_rotary_factor", 1.0) != 1.0:
         unsupported("partial_rotary_factor", "only full rotary embeddings are implemented")
-    if hf.get("torch_dtype", "bfloat16") not in RUN_DTYPES:
-        unsupported("torch_dtype", f"use one of {list(RUN_DTYPES)}")
+    dtype_key = "dtype" if hf.get("dtype") is not None else "torch_dtype"  # 5.x, pre-5.0
+    dtype = hf.get(dtype_key) or "bfloat16"
+    if dtype not in RUN_DTYPES:
+        unsupported(dtype_key, f"use one of {list(RUN_DTYPES)}")
     try:
         heads, d_model = int(hf["num_attention_heads"]), int(hf["hidden_size"])
-        context = min(int(hf.get("max_position_embeddings", 4096)), 4096)
+        head_dim = int(hf.get("head_dim") or d_model // heads)
+        max_positions = int(hf.get("max_position_embeddings", 4096))
+        # transformers 5 writes rope_parameters (rope_theta inside); earlier ones rope_scaling
+        key = "rope_parameters" if hf.get("rope_parameters") is not None else "rope_scaling"
+        top_original = hf.get("original_max_position_embeddings")
+        scaling, table_theta = parse_scaling(
+            hf.get(key),
+            f"{src}: field '{key}'",
+            max_positions=max_positions,
+            head_dim=head_dim,
+            top_original_max=int(top_original) if top_original else None,
+        )
+        theta = table_theta or float(hf.get("rope_theta") or 10_000.0)
+        context = context_cap(max_positions, scaling)
         return ModelConfig(
             name=folder.name,
             n_layers=int(hf["num_hidden_layers"]),
             d_model=d_model,
             n_heads=heads,
             n_kv_heads=int(hf.get("num_key_value_heads") or heads),
-            head_dim=int(hf.get("head_dim") or d_model // heads),
+            head_dim=head_dim,
             d_ff=int(hf["intermediate_size"]),
             vocab=int(hf["vocab_size"]),
-            dtype=hf.get("torch_dtype", "bfloat16"),
+            dtype=dtype,
             seq_len=context,
             buffer_bytes=0,
             source=src,
             mlp="swiglu",
             tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
-            rope_theta=float(hf.get("rope_theta", 10_000.0)),
+            rope_theta=theta,
+            rope_scaling=scaling,
             norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
             **HF_ARCHITECTURES[kind],
         )

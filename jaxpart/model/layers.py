@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 
+from jaxpart.config.rope import RopeScaling, inv_freq
 from jaxpart.model.kernels.attention import decode_attention, prefill_attention
 from jaxpart.model.kernels.backend import AUTO, XLA, KernelChoice, cpu_barrier
 from jaxpart.model.kernels.mlp import mlp as mlp_kernel
@@ -29,6 +30,7 @@ class Arch:
 
     rope_theta: float = ROPE_THETA
     norm_eps: float = NORM_EPS
+    rope_scaling: RopeScaling | None = None
 
 
 DEFAULT_ARCH = Arch()
@@ -36,7 +38,11 @@ DEFAULT_ARCH = Arch()
 
 def arch_of(cfg) -> Arch:
     """A model config's architecture constants."""
-    return Arch(rope_theta=float(cfg.rope_theta), norm_eps=float(cfg.norm_eps))
+    return Arch(
+        rope_theta=float(cfg.rope_theta),
+        norm_eps=float(cfg.norm_eps),
+        rope_scaling=cfg.rope_scaling,
+    )
 
 
 def jnp_dtype(name: str):
@@ -72,19 +78,50 @@ def rms_norm(x: jax.Array, scale: jax.Array, eps: float = NORM_EPS) -> jax.Array
     return (y * scale.astype(jnp.float32)).astype(x.dtype)
 
 
+def rope_frequencies(
+    dim: int, positions: jax.Array, theta: float, scaling: RopeScaling | None
+) -> tuple[jax.Array, float]:
+    """The inverse frequencies ``[dim / 2]`` and the factor on cos and sin, as transformers
+    makes them (``config.rope``). Dynamic NTK and longrope depend on the current length, the
+    largest position of the call plus one (transformers: ``max(position_ids) + 1``): a decode
+    step's keys are rotated with the frequencies of their own step and cached as they are, as
+    transformers caches them."""
+    if scaling is None or scaling.type not in ("dynamic", "longrope"):
+        freq = jnp.asarray(inv_freq(theta, dim, scaling))
+        return freq, scaling.attention_factor if scaling else 1.0
+    length = jnp.max(positions).astype(jnp.float32) + 1
+    if scaling.type == "longrope":
+        short = jnp.asarray(inv_freq(theta, dim, scaling))
+        long = jnp.asarray(inv_freq(theta, dim, scaling, long=True))
+        return jnp.where(length > scaling.original_max, long, short), scaling.attention_factor
+    # dynamic NTK: a larger base once the length passes max_position_embeddings
+    seen = jnp.maximum(length, scaling.max_positions)
+    factor = scaling.factor
+    base = theta * ((factor * seen / scaling.max_positions) - (factor - 1)) ** (dim / (dim - 2))
+    exponent = jnp.arange(0, dim, 2, dtype=jnp.float32) / dim
+    return 1.0 / (base**exponent), 1.0
+
+
 def rope(
-    x: jax.Array, positions: jax.Array, seq_axis: int = 1, theta: float = ROPE_THETA
+    x: jax.Array,
+    positions: jax.Array,
+    seq_axis: int = 1,
+    theta: float = ROPE_THETA,
+    scaling: RopeScaling | None = None,
 ) -> jax.Array:
     """Rotary positions on ``x [..., K]`` whose axis ``seq_axis`` holds ``positions [T]``, or
-    ``[b, T]`` per row with the rows on the axis before it (rotate-half form)."""
+    ``[b, T]`` per row with the rows on the axis before it (rotate-half form), with the
+    model's RoPE scaling (``rope_frequencies``)."""
     half = x.shape[-1] // 2
-    freq = theta ** (-jnp.arange(half, dtype=jnp.float32) / half)
+    freq, attention_factor = rope_frequencies(x.shape[-1], positions, theta, scaling)
     angle = positions.astype(jnp.float32)[..., None] * freq  # [T, half] or [b, T, half]
     shape = [1] * x.ndim
     shape[seq_axis], shape[-1] = angle.shape[-2:]
     if angle.ndim == 3:
         shape[seq_axis - 1] = angle.shape[0]
     cos, sin = jnp.cos(angle).reshape(shape), jnp.sin(angle).reshape(shape)
+    if attention_factor != 1.0:  # yarn, longrope: on both cos and sin
+        cos, sin = cos * attention_factor, sin * attention_factor
     x1, x2 = x[..., :half].astype(jnp.float32), x[..., half:].astype(jnp.float32)
     return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
 
@@ -121,8 +158,8 @@ def attention(
     q, k, v = (a.astype(dtype) for a in (q, k, v))
     if "q_norm" in p:  # each head normalised before the rotation (Qwen3)
         q, k = rms_norm(q, p["q_norm"], arch.norm_eps), rms_norm(k, p["k_norm"], arch.norm_eps)
-    q = rope(q, positions, theta=arch.rope_theta)
-    k = rope(k, positions, 2, arch.rope_theta)
+    q = rope(q, positions, theta=arch.rope_theta, scaling=arch.rope_scaling)
+    k = rope(k, positions, 2, arch.rope_theta, arch.rope_scaling)
     if t == 1:
         o, k_cache, v_cache = decode_attention(
             q[:, 0], k[:, :, 0], v[:, :, 0], k_cache, v_cache, layer, row, pos, kernel=kernel
