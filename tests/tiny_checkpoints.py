@@ -79,6 +79,30 @@ VARIANTS = {
         False,
         {"rope_scaling": {"rope_type": "dynamic", "factor": 2.0}, "max_position_embeddings": 10},
     ),
+    # a Mistral-v0.1-style window, wider than the run: jaxpart caps the context at it
+    "mistral-window": (
+        "mistral",
+        "MistralForCausalLM",
+        False,
+        {"sliding_window": 16},
+    ),
+    # Phi-3: fused qkv_proj and gate_up_proj, a window (as Phi-3-mini-4k's 2047), and longrope
+    # as Phi-3-mini-128k writes it ("type", the top-level original_max_position_embeddings)
+    "phi3-tiny": ("phi3", "Phi3ForCausalLM", False, {"sliding_window": 16}),
+    "phi3-longrope": (
+        "phi3",
+        "Phi3ForCausalLM",
+        False,
+        {
+            "rope_scaling": {
+                "type": "longrope",
+                "short_factor": [1.0, 1.0, 1.1, 1.2, 1.4, 1.8, 2.5, 3.0],
+                "long_factor": [1.0, 1.3, 1.9, 2.8, 4.0, 6.0, 9.0, 12.0],
+            },
+            "original_max_position_embeddings": 10,
+            "max_position_embeddings": 64,
+        },
+    ),
     # original context 10: the prompt uses the short factors, decoding past it the long ones
     "llama-longrope": (
         "llama",
@@ -111,6 +135,7 @@ def config(
         "mistral": {"sliding_window": None},
         "qwen2": {"use_sliding_window": False, "sliding_window": None},
         "qwen3": {"attention_bias": False, "use_sliding_window": False, "sliding_window": None},
+        "phi3": {"sliding_window": None, "pad_token_id": 2},
     }[model_type]
     return {
         **extra,
@@ -164,6 +189,15 @@ def tensors(cfg: dict, seed: int) -> dict[str, np.ndarray]:
         out[p + "mlp.gate_proj.weight"] = normal(f, d, scale=d**-0.5)
         out[p + "mlp.up_proj.weight"] = normal(f, d, scale=d**-0.5)
         out[p + "mlp.down_proj.weight"] = normal(d, f, scale=f**-0.5)
+    if cfg["model_type"] == "phi3":  # fused: q, k, v rows in one tensor; gate, then up
+        for i in range(cfg["num_hidden_layers"]):
+            p = f"model.layers.{i}."
+            out[p + "self_attn.qkv_proj.weight"] = np.concatenate(
+                [out.pop(p + f"self_attn.{x}_proj.weight") for x in "qkv"]
+            )
+            out[p + "mlp.gate_up_proj.weight"] = np.concatenate(
+                [out.pop(p + "mlp.gate_proj.weight"), out.pop(p + "mlp.up_proj.weight")]
+            )
     out["model.norm.weight"] = 1 + normal(d, scale=0.1)
     if not cfg["tie_word_embeddings"]:
         out["lm_head.weight"] = normal(v, d, scale=d**-0.5)

@@ -54,6 +54,7 @@ class ModelConfig:
     qk_norm: bool = False  # RMSNorm of each query and key head before the rotation (Qwen3)
     weight_dtype: str | None = None  # how weights are stored; None: dtype
     kv_dtype: str | None = None  # how the KV cache is stored; None: dtype
+    seq_len_why: str = ""  # where seq_len is a cap, why (a Hugging Face folder's window)
 
     def __post_init__(self) -> None:
         if self.n_kv_heads is None:
@@ -253,11 +254,37 @@ HF_ARCHITECTURES = {
     "mistral": {},
     "qwen2": {"attention_bias": True},
     "qwen3": {"qk_norm": True},
+    "phi3": {},  # fused qkv_proj and gate_up_proj, split as the weights are read (io/weights.py)
 }
 
 
+def sliding_window(hf: dict, kind: str, src: str = "config.json") -> int | None:
+    """The attention window of a config's windowed layers (None: none is windowed), as each
+    family's transformers code reads it: Mistral and Phi-3 window every layer by
+    ``sliding_window``; Qwen2 and Qwen3 the layers from ``max_window_layers`` up, where
+    ``use_sliding_window`` is set. A window admits W keys, the query's own included."""
+    window = hf.get("sliding_window")
+    if kind in ("qwen2", "qwen3"):
+        windowed = hf.get("use_sliding_window") and hf.get(
+            "max_window_layers", hf.get("num_hidden_layers", 0)
+        ) < hf.get("num_hidden_layers", 0)
+        window = window if windowed else None
+    elif kind not in ("mistral", "phi3"):
+        window = None
+    if window is None:
+        return None
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+        raise ConfigError(
+            f"{hf.get('_source', 'config.json')}: field 'sliding_window' = {window!r}"
+        )
+    return window
+
+
 def load_hf_model(folder: Path) -> ModelConfig:
-    """A Hugging Face folder's config.json (Llama, Mistral, Qwen2, Qwen3; dense) as a model.
+    """A Hugging Face folder's config.json (Llama, Mistral, Qwen2, Qwen3, Phi-3; dense) as a
+    model. A sliding attention window caps the context at the window: inside it, windowed
+    attention is exactly full attention (a longer context needs the window in the attention
+    kernels, which jaxpart does not have yet).
 
     RoPE scaling of every type transformers ships (config/rope.py) is read from ``rope_scaling``
     or 5.x's ``rope_parameters``, the dtype from ``torch_dtype`` or 5.x's ``dtype``. What jaxpart
@@ -296,9 +323,7 @@ def load_hf_model(folder: Path) -> ModelConfig:
         unsupported("mlp_bias", "MLP biases are not implemented")
     if kind != "qwen2" and hf.get("attention_bias"):
         unsupported("attention_bias", f"attention biases are implemented for qwen2, not {kind}")
-    if hf.get("use_sliding_window") or (kind == "mistral" and hf.get("sliding_window")):
-        field = "use_sliding_window" if hf.get("use_sliding_window") else "sliding_window"
-        unsupported(field, "sliding-window attention is not implemented")
+    window = sliding_window(hf, kind, src)
     if hf.get("partial_rotary_factor", 1.0) != 1.0:
         unsupported("partial_rotary_factor", "only full rotary embeddings are implemented")
     dtype_key = "dtype" if hf.get("dtype") is not None else "torch_dtype"  # 5.x, pre-5.0
@@ -312,8 +337,16 @@ def load_hf_model(folder: Path) -> ModelConfig:
         # transformers 5 writes rope_parameters (rope_theta inside); earlier ones rope_scaling
         key = "rope_parameters" if hf.get("rope_parameters") is not None else "rope_scaling"
         top_original = hf.get("original_max_position_embeddings")
+        table = hf.get(key)
+        if kind == "phi3":  # Phi3Config: its own default, and "su" / "yarn" mean longrope
+            top_original = top_original or 4096
+            if isinstance(table, dict) and table.get("rope_type", table.get("type")) in (
+                "su",
+                "yarn",
+            ):
+                table = {k: v for k, v in table.items() if k != "type"} | {"rope_type": "longrope"}
         scaling, table_theta = parse_scaling(
-            hf.get(key),
+            table,
             f"{src}: field '{key}'",
             max_positions=max_positions,
             head_dim=head_dim,
@@ -321,6 +354,13 @@ def load_hf_model(folder: Path) -> ModelConfig:
         )
         theta = table_theta or float(hf.get("rope_theta") or 10_000.0)
         context = context_cap(max_positions, scaling)
+        why = ""
+        if window is not None and window < context:
+            context = window  # inside one window, sliding-window attention is full attention
+            why = (
+                f"capped at its sliding window of {window}: longer contexts need windowed "
+                "attention kernels, which jaxpart does not have yet"
+            )
         return ModelConfig(
             name=folder.name,
             n_layers=int(hf["num_hidden_layers"]),
@@ -338,6 +378,7 @@ def load_hf_model(folder: Path) -> ModelConfig:
             tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
             rope_theta=theta,
             rope_scaling=scaling,
+            seq_len_why=why,
             norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
             **HF_ARCHITECTURES[kind],
         )

@@ -1,5 +1,6 @@
-"""Hugging Face ``*.safetensors`` weights (Llama, Mistral, Qwen2, Qwen3 names) into jaxpart's
-canonical ``[L, ...]`` layout, with numpy and the safetensors library: no jax, no torch.
+"""Hugging Face ``*.safetensors`` weights (Llama, Mistral, Qwen2, Qwen3 names; Phi-3's fused
+``qkv_proj`` and ``gate_up_proj``) into jaxpart's canonical ``[L, ...]`` layout, with numpy and
+the safetensors library: no jax, no torch.
 
 A checkpoint is one ``model.safetensors`` or several files listed in
 ``model.safetensors.index.json``. Hugging Face stores a linear layer as ``[out, in]``; jaxpart
@@ -32,6 +33,19 @@ LAYER_TENSORS = {
     "w1": ("mlp.gate_proj.weight", "transpose"),
     "w3": ("mlp.up_proj.weight", "transpose"),
     "w2": ("mlp.down_proj.weight", "transpose"),
+}
+
+
+# Phi-3 stores q, k and v as one qkv_proj ([(H + 2 Hkv) K, d]: q's rows, then k's, then v's) and
+# the gate and up projections as one gate_up_proj ([2 f, d]: the gate first), as its modelling
+# code splits them (transformers' modeling_phi3.py: query_pos = H * K, then k, then v;
+# ``gate, up_states = up_states.chunk(2, dim=-1)``). Leaf -> (fused name, part).
+FUSED_TENSORS = {
+    "wq": ("self_attn.qkv_proj.weight", "q"),
+    "wk": ("self_attn.qkv_proj.weight", "k"),
+    "wv": ("self_attn.qkv_proj.weight", "v"),
+    "w1": ("mlp.gate_up_proj.weight", "gate"),
+    "w3": ("mlp.gate_up_proj.weight", "up"),
 }
 
 
@@ -84,9 +98,12 @@ class Checkpoint:
         return block
 
 
-def _read_block(ckpt: Checkpoint, name: str, how: str, ranges: list[range], k: int):
+def _read_block(ckpt: Checkpoint, name: str, how: str, ranges: list[range], k: int, rows: int = 0):
     """The canonical block ``ranges`` (one contiguous range an axis) of a leaf stored in
-    Hugging Face's layout as tensor ``name``: only that block is read from disk."""
+    Hugging Face's layout as tensor ``name`` (from its row ``rows`` on, where several leaves are
+    fused in one tensor): only that block is read from disk."""
+    if rows:
+        ckpt = _Offset(ckpt, rows)
 
     def sl(r: range) -> slice:
         return slice(r.start, r.stop)
@@ -109,6 +126,19 @@ def _read_block(ckpt: Checkpoint, name: str, how: str, ranges: list[range], k: i
     return block.T.reshape(len(h), k, len(d))[:, sl(ranges[1]), :]
 
 
+class _Offset:
+    """A checkpoint whose reads start ``rows`` rows into a (fused) tensor."""
+
+    def __init__(self, ckpt: Checkpoint, rows: int):
+        self.ckpt, self.rows = ckpt, rows
+
+    def read(self, name: str, index: tuple) -> np.ndarray:
+        first = index[0]
+        return self.ckpt.read(
+            name, (slice(first.start + self.rows, first.stop + self.rows),) + index[1:]
+        )
+
+
 def _hf_shape(how: str, canonical: tuple) -> tuple:
     """The shape Hugging Face stores a canonical (per-layer) leaf in."""
     if how == "transpose":
@@ -126,9 +156,10 @@ class LazyLeaf:
     """A canonical leaf that is read from the checkpoint a block at a time, when asked: under
     ``jax.distributed`` each process reads only the blocks of its own devices."""
 
-    def __init__(self, ckpt, shape, dtype, names, how, head_dim):
+    def __init__(self, ckpt, shape, dtype, names, how, head_dim, rows=0):
         self.ckpt, self.shape, self.dtype = ckpt, tuple(shape), np.dtype(dtype)
         self.names, self.how, self.head_dim = names, how, head_dim  # names: one a layer, or one
+        self.rows = rows  # the leaf's first row in a fused tensor
         self._blocks: dict = {}  # while placing: devices that hold the same block read it once
 
     def forget(self) -> None:
@@ -151,12 +182,14 @@ class LazyLeaf:
         spans = [range(int(i.min()), int(i.max()) + 1) for i in ids]
         if len(self.names) > 1:  # stacked layers: one tensor a layer
             layers = [
-                _read_block(self.ckpt, self.names[layer], self.how, spans[1:], self.head_dim)
+                _read_block(
+                    self.ckpt, self.names[layer], self.how, spans[1:], self.head_dim, self.rows
+                )
                 for layer in spans[0]
             ]
             block = np.stack(layers)
         else:
-            block = _read_block(self.ckpt, self.names[0], self.how, spans, self.head_dim)
+            block = _read_block(self.ckpt, self.names[0], self.how, spans, self.head_dim, self.rows)
         for axis, (i, span) in enumerate(zip(ids, spans, strict=True)):
             block = np.take(block, i - span.start, axis=axis)
         return block
@@ -168,9 +201,11 @@ def lazy_hf_params(folder: str | Path, cfg: ModelConfig, leaves: dict) -> tuple[
     ckpt = Checkpoint(Path(folder))
     k = cfg.head_dim
 
-    def leaf(like, names, how):
+    def leaf(like, names, how, rows=0, fused_rows=None):
         per_tensor = like.shape[1:] if len(names) > 1 else like.shape
         expected = _hf_shape(how, per_tensor)
+        if fused_rows is not None:  # the whole fused tensor: every part's rows
+            expected = (fused_rows, *expected[1:])
         for name in names:
             found = tuple(ckpt.shape(name))
             if found != expected:
@@ -178,7 +213,7 @@ def lazy_hf_params(folder: str | Path, cfg: ModelConfig, leaves: dict) -> tuple[
                     f"--model = '{folder}': tensor {name} has shape {list(found)} where "
                     f"config.json implies {list(expected)}"
                 )
-        return LazyLeaf(ckpt, like.shape, like.dtype, names, how, k)
+        return LazyLeaf(ckpt, like.shape, like.dtype, names, how, k, rows)
 
     tree = {
         "embed": leaf(leaves["embed"], ["model.embed_tokens.weight"], "copy"),
@@ -187,9 +222,18 @@ def lazy_hf_params(folder: str | Path, cfg: ModelConfig, leaves: dict) -> tuple[
     if "head" in leaves:
         tree["head"] = leaf(leaves["head"], ["lm_head.weight"], "transpose")
     tree["layers"] = {}
+    fused = "model.layers.0.self_attn.qkv_proj.weight" in ckpt.weight_map
+    q, kv, f = cfg.n_heads * k, cfg.n_kv_heads * k, cfg.d_ff
+    first = {"q": 0, "k": q, "v": q + kv, "gate": 0, "up": f}
+    total = {"q": q + 2 * kv, "k": q + 2 * kv, "v": q + 2 * kv, "gate": 2 * f, "up": 2 * f}
     for name, like in leaves["layers"].items():
-        hf_name, how = LAYER_TENSORS[name]
-        names = [f"model.layers.{i}.{hf_name}" for i in range(cfg.n_layers)]
+        how = LAYER_TENSORS[name][1]
+        if fused and name in FUSED_TENSORS:
+            hf_name, part = FUSED_TENSORS[name]
+            names = [f"model.layers.{i}.{hf_name}" for i in range(cfg.n_layers)]
+            tree["layers"][name] = leaf(like, names, how, first[part], total[part])
+            continue
+        names = [f"model.layers.{i}.{LAYER_TENSORS[name][0]}" for i in range(cfg.n_layers)]
         tree["layers"][name] = leaf(like, names, how)
     return tree, ckpt
 
