@@ -26,6 +26,27 @@ def folders(tmp_path_factory):
     return {name: tiny.write_checkpoint(root / name, name) for name in tiny.VARIANTS}
 
 
+def test_a_window_caps_the_context_and_says_why(folders):
+    # Mistral-v0.1-style and Phi-3-mini-4k-style windows: inside one window, full attention
+    for name in ("mistral-window", "phi3-tiny"):
+        cfg = load_model(str(folders[name]))
+        assert cfg.seq_len == 16 and "sliding window of 16" in cfg.seq_len_why
+    assert load_model(str(folders["llama-tiny-untied"])).seq_len == 64
+    with pytest.raises(ConfigError, match="capped at its sliding window of 16"):
+        RunShape(1, 10, 10).check(load_model(str(folders["phi3-tiny"])))
+
+
+def test_rope_scaling_is_read_from_both_key_layouts(folders):
+    old, new = (load_model(str(folders[n])) for n in ("llama31-rope", "llama31-rope-v5"))
+    assert old.rope_scaling == new.rope_scaling and old.rope_scaling.type == "llama3"
+    assert old.rope_theta == new.rope_theta == 500000.0 and new.dtype == "float32"
+    assert load_model(str(folders["llama-theta5e5-v5"])).rope_theta == 500000.0
+    phi = load_model(str(folders["phi3-longrope"])).rope_scaling
+    assert (phi.type, phi.original_max) == ("longrope", 10)  # the top-level value wins
+    dynamic = load_model(str(folders["llama-dynamic"]))
+    assert dynamic.seq_len == 20  # max_position_embeddings 10 x factor 2: it scales into it
+
+
 def test_config_json_becomes_a_model(folders):
     cfg = load_model(str(folders["llama-tiny-untied"]))
     assert (cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim) == (
@@ -81,7 +102,8 @@ def test_logits_and_tokens_equal_transformers(folders, variant, method):
         ({"hidden_act": "gelu"}, "field 'hidden_act' = 'gelu'"),
         ({"attention_bias": True}, "field 'attention_bias' = True"),
         ({"mlp_bias": True}, "field 'mlp_bias' = True"),
-        ({"model_type": "mistral", "sliding_window": 4096}, "field 'sliding_window' = 4096"),
+        ({"model_type": "mistral", "sliding_window": "wide"}, "field 'sliding_window' = 'wide'"),
+        ({"model_type": "phi3", "sliding_window": 0}, "field 'sliding_window' = 0"),
         ({"partial_rotary_factor": 0.5}, "field 'partial_rotary_factor' = 0.5"),
         ({"num_key_value_heads": 3}, "field 'n_kv_heads' = 3"),
     ],
