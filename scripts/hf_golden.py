@@ -63,6 +63,19 @@ def main() -> None:
                 "tokens": tokens.tolist(),
             }
             print(f"{name}: tokens {tokens.tolist()}")
+        # The chat template, as transformers' apply_chat_template renders and tokenizes it.
+        folder = tiny.write_chat(tiny.write_checkpoint(Path(tmp) / "chat", "llama-tiny-untied"))
+        tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+        out["chat"] = {
+            text: tokenizer.apply_chat_template(
+                [{"role": "user", "content": text}],
+                add_generation_prompt=True,
+                tokenize=True,
+                return_dict=False,
+            )
+            for text in tiny.CHAT_TEXTS
+        }
+        print(f"chat: {out['chat']}")
     path = ROOT / "tests" / "golden" / "hf_tiny.json"
     path.write_text(json.dumps(out) + "\n")
     print(f"written to {path.relative_to(ROOT)}", file=sys.stderr)

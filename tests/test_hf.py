@@ -203,3 +203,45 @@ def test_bad_text_input(folders, capsys, args, fragment):
     assert main(["generate", *model, "--mesh", "cpu16", *args]) == 2
     err = capsys.readouterr().err
     assert fragment in err and err.count("\n") == 1
+
+
+def test_chat_prompts_equal_apply_chat_template(tmp_path, capsys):
+    # The folder's chat template renders each text as a user turn, as transformers'
+    # apply_chat_template(add_generation_prompt=True, tokenize=True) does (golden file).
+    from jaxpart.io.text import decode, encode, tokenizer_for
+
+    folder = tiny.write_chat(tiny.write_checkpoint(tmp_path / "chat", "llama-tiny-untied"))
+    cfg = load_model(str(folder))
+    tokenizer = tokenizer_for(cfg)
+    expected = GOLDEN["chat"]
+    got = encode(tokenizer, tiny.CHAT_TEXTS, cfg.vocab, folder)
+    assert got == [expected[t] for t in tiny.CHAT_TEXTS]
+    assert got[0] != encode(tokenizer, tiny.CHAT_TEXTS[:1], cfg.vocab)[0]  # not the raw text
+    args = ["generate", "--model", str(folder), "--mesh", "cpu16", "--method", "reference"]
+    assert main([*args, "--chat", "--text", "Hi", "--gen-len", "2"]) == 0
+    assert repr(decode(tokenizer, expected["Hi"])) in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["--chat", "--prompt", "1,2"], "--chat renders text prompts"),
+        (["--chat", "--text", "Hi"], "has no chat template"),
+    ],
+)
+def test_chat_without_text_or_template_is_one_line(tmp_path, capsys, argv, words):
+    folder = tiny.write_checkpoint(tmp_path / "plain", "llama-tiny-untied")
+    args = ["generate", "--model", str(folder), "--mesh", "cpu16", "--method", "reference"]
+    assert main([*args, *argv]) == 2
+    err = capsys.readouterr().err
+    assert words in err and err.count("\n") == 1
+
+
+def test_a_template_that_raises_is_one_line(tmp_path):
+    from jaxpart.io.chat import render
+
+    folder = tiny.write_chat(tiny.write_checkpoint(tmp_path / "chat", "llama-tiny-untied"))
+    text = (folder / "tokenizer_config.json").read_text().replace("'system'", "'user'")
+    (folder / "tokenizer_config.json").write_text(text)
+    with pytest.raises(ConfigError, match="failed: no system turns"):
+        render(folder, "Hi")

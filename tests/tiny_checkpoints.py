@@ -223,3 +223,33 @@ def write_checkpoint(folder: Path, variant: str, seed: int = 0) -> Path:
     save_file(tensors(cfg, seed), str(folder / "model.safetensors"))
     write_tokenizer(folder / "tokenizer.json")
     return folder
+
+
+# A chat template in the style of the Hub's: the BOS token, a turn per message, the generation
+# prompt; trim_blocks / lstrip_blocks matter (the newlines after the tags), and a system turn is
+# refused with raise_exception. Words from the tiny vocabulary, so that the ids mean something.
+CHAT_TEMPLATE = (
+    "{{ bos_token }}\n"
+    "{% for message in messages %}\n"
+    "    {% if message['role'] == 'system' %}\n"
+    "        {{ raise_exception('no system turns') }}\n"
+    "    {% endif %}\n"
+    "w1 {{ message['role'] }} {{ message['content'] | trim }} w2 \n"
+    "{% endfor %}\n"
+    "{% if add_generation_prompt %}w3 assistant{% endif %}"
+)
+CHAT_TEXTS = ["w5 w6 w7", "Hi", "  w9  "]
+
+
+def write_chat(folder: Path) -> Path:
+    """The tokenizer's config beside its tokenizer.json: its special tokens and the chat
+    template, as transformers saves them."""
+    config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": "<s>",
+        "eos_token": "</s>",
+        "unk_token": "<unk>",
+        "chat_template": CHAT_TEMPLATE,
+    }
+    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
+    return folder

@@ -251,6 +251,12 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
         "(needs a tokenizer); lengths may differ",
     )
     inputs.add_argument(
+        "--chat",
+        action="store_true",
+        help="render each --text / --prompts text as a user turn through the model folder's "
+        "chat template (as transformers' apply_chat_template, with the generation prompt)",
+    )
+    inputs.add_argument(
         "--task",
         choices=TASKS,
         default=None,

@@ -64,6 +64,8 @@ def resolve_prompts(args, model: ModelConfig, default: RunShape) -> Prompts:
     is broadcast to the batch (--batch, else the model file's)."""
     check_prompt_flags(args)
     batch = args.batch or default.batch
+    if getattr(args, "chat", False) and not (args.text or args.prompts):
+        raise ConfigError("--chat renders text prompts: give --text or a --prompts file of text")
     if getattr(args, "task", None):
         import numpy as np
 
@@ -102,14 +104,20 @@ def resolve_prompts(args, model: ModelConfig, default: RunShape) -> Prompts:
     if ids is not None:
         if texts:
             raise ConfigError("--text and a --prompts file of token ids: give one of them")
+        if getattr(args, "chat", False):
+            raise ConfigError(
+                f"--chat and --prompts = {args.prompts}: it holds token ids, not text"
+            )
         bad = [t for row in ids for t in row if t >= model.vocab]
         if bad:
             raise ConfigError(f"--prompts: token {bad[0]} is outside the vocab [0, {model.vocab})")
         described = f"{len(ids)} prompt(s) of token ids"
         return Prompts(ids, tokenizer=_tokenizer_if_any(model), described=described)
     tokenizer = tokenizer_for(model)
-    rows = encode(tokenizer, texts, model.vocab)
-    return Prompts(rows, tokenizer=tokenizer, described=f"{len(rows)} text prompt(s)")
+    chat = model.hf_folder if getattr(args, "chat", False) else None
+    rows = encode(tokenizer, texts, model.vocab, chat)
+    described = f"{len(rows)} text prompt(s)" + (" as chat turns" if chat else "")
+    return Prompts(rows, tokenizer=tokenizer, described=described)
 
 
 def has_tokenizer(model: ModelConfig) -> bool:

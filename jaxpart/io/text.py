@@ -52,9 +52,15 @@ def _token_ids(line: str) -> list[int] | None:
     return None
 
 
-def encode(tokenizer, texts: list[str], vocab: int) -> list[list[int]]:
-    """Token ids of each prompt (their lengths may differ)."""
-    ids = [tokenizer.encode(t).ids for t in texts]
+def encode(tokenizer, texts: list[str], vocab: int, chat=None) -> list[list[int]]:
+    """Token ids of each prompt (their lengths may differ); with ``chat`` (the model folder),
+    each rendered as a user turn by its chat template (``jaxpart.io.chat``)."""
+    if chat is not None:
+        from jaxpart.io.chat import encode_chat
+
+        ids = encode_chat(chat, tokenizer, texts)
+    else:
+        ids = [tokenizer.encode(t).ids for t in texts]
     for text, row in zip(texts, ids, strict=True):
         if not row:
             raise ConfigError(f"--text = {text!r}: no tokens")
