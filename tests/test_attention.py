@@ -97,6 +97,48 @@ def test_prefill_matches_reference(dtype, bound, backend, t):
     assert relative_error(out, ref) < bound
 
 
+@pytest.mark.parametrize("window", [1, 7, 150])
+def test_a_sliding_window_matches_its_reference_and_reads_only_the_window(window):
+    # Decode (XLA, the path a window runs) at rows of different lengths: every block before the
+    # earliest row's window is NaN, so reading it, even under a mask, would show.
+    seq_len = 1000
+    k, v = cache(seq_len, jnp.float32)
+    q = normal((2, 4, 16), jnp.float32, 3)
+    new = normal((2, 2, 2, 16), jnp.float32, 4)
+    lengths = jnp.array([700, 650], jnp.int32)
+    first_used = (650 - window) // 32 * 32  # the CPU path reads blocks of XLA_CPU_BLOCK = 32
+    poisoned = [x.at[:, :, :, :first_used].set(jnp.nan) for x in (k, v)]
+    args = (1, 0, 699, lengths)
+    out, _, _ = decode_attention(q, *new, *poisoned, *args, kernel=KernelChoice(), window=window)
+    ref, _, _ = decode_attention_reference(q, *new, k, v, *args, window=window)
+    full, _, _ = decode_attention_reference(q, *new, k, v, *args)
+    assert np.isfinite(np.asarray(out)).all() and relative_error(out, ref) < 1e-5
+    assert relative_error(ref, full) > 1e-3  # the window changes the answer
+    # Prefill: a query sees its last `window` keys, its own included.
+    t = 40
+    qp = normal((2, t, 4, 16), jnp.float32, 1)
+    kp, vp = normal((2, t, 2, 16), jnp.float32, 2), normal((2, t, 2, 16), jnp.float32, 3)
+    got = prefill_attention(qp, kp, vp, KernelChoice(attention="xla"), window=window)
+    want = prefill_attention_reference(qp, kp, vp, window=window)
+    assert relative_error(got, want) < 1e-5
+    if window < t:  # a key older than the window changes nothing
+        later = prefill_attention(
+            qp, kp.at[:, 0].set(9.0), vp.at[:, 0].set(-9.0), KernelChoice(attention="xla"), window
+        )
+        np.testing.assert_array_equal(np.asarray(later)[:, window:], np.asarray(got)[:, window:])
+
+
+def test_a_window_runs_the_xla_path_with_a_warning():
+    k, v = cache(64, jnp.float32)
+    q = normal((3, 4, 16), jnp.float32, 7)
+    new = normal((2, 2, 3, 16), jnp.float32, 8)
+    strict = KernelChoice(attention="pallas", strict=True)
+    with pytest.raises(KernelFallbackError, match="sliding window of 8"):
+        decode_attention(q, *new, k, v, 1, 2, 30, kernel=strict, window=8)
+    # a window no shorter than the cache is full attention: the Pallas kernel runs it
+    decode_attention(q, *new, k, v, 1, 2, 30, kernel=KernelChoice(attention="pallas"), window=64)
+
+
 def test_prefill_is_causal():
     # Changing a later key or value changes no earlier position's output.
     q, k, v = (normal((1, 12, 2, 16), jnp.float32, s) for s in (1, 2, 3))

@@ -26,14 +26,20 @@ def folders(tmp_path_factory):
     return {name: tiny.write_checkpoint(root / name, name) for name in tiny.VARIANTS}
 
 
-def test_a_window_caps_the_context_and_says_why(folders):
-    # Mistral-v0.1-style and Phi-3-mini-4k-style windows: inside one window, full attention
-    for name in ("mistral-window", "phi3-tiny"):
+def test_windows_run_in_the_kernels_or_cap_the_context(folders):
+    # Mistral's and Phi-3's window is on every layer: the attention kernels apply it
+    for name, window in (("mistral-window", 5), ("phi3-tiny", 6)):
         cfg = load_model(str(folders[name]))
-        assert cfg.seq_len == 16 and "sliding window of 16" in cfg.seq_len_why
-    assert load_model(str(folders["llama-tiny-untied"])).seq_len == 64
-    with pytest.raises(ConfigError, match="capped at its sliding window of 16"):
-        RunShape(1, 10, 10).check(load_model(str(folders["phi3-tiny"])))
+        assert (cfg.sliding_window, cfg.seq_len, cfg.seq_len_why) == (window, 64, "")
+    # Qwen2's only from max_window_layers up: the context is capped at it, and says why
+    qwen = load_model(str(folders["qwen2-window"]))
+    assert (qwen.sliding_window, qwen.seq_len) == (
+        0,
+        16,
+    ) and "some of its layers" in qwen.seq_len_why
+    with pytest.raises(ConfigError, match="sliding window of 16 of some of its layers"):
+        RunShape(1, 10, 10).check(qwen)
+    assert load_model(str(folders["llama-tiny-untied"])).sliding_window == 0
 
 
 def test_rope_scaling_is_read_from_both_key_layouts(folders):

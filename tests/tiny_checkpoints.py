@@ -79,16 +79,24 @@ VARIANTS = {
         False,
         {"rope_scaling": {"rope_type": "dynamic", "factor": 2.0}, "max_position_embeddings": 10},
     ),
-    # a Mistral-v0.1-style window, wider than the run: jaxpart caps the context at it
+    # a Mistral-v0.1-style window on every layer, shorter than the prompt: the prefill and every
+    # decode step see only their last 5 keys
     "mistral-window": (
         "mistral",
         "MistralForCausalLM",
         False,
-        {"sliding_window": 16},
+        {"sliding_window": 5},
+    ),
+    # Qwen2's window on the layers from max_window_layers up only: jaxpart caps the context
+    "qwen2-window": (
+        "qwen2",
+        "Qwen2ForCausalLM",
+        True,
+        {"use_sliding_window": True, "sliding_window": 16, "max_window_layers": 8},
     ),
     # Phi-3: fused qkv_proj and gate_up_proj, a window (as Phi-3-mini-4k's 2047), and longrope
     # as Phi-3-mini-128k writes it ("type", the top-level original_max_position_embeddings)
-    "phi3-tiny": ("phi3", "Phi3ForCausalLM", False, {"sliding_window": 16}),
+    "phi3-tiny": ("phi3", "Phi3ForCausalLM", False, {"sliding_window": 6}),
     "phi3-longrope": (
         "phi3",
         "Phi3ForCausalLM",

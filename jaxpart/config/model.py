@@ -55,6 +55,7 @@ class ModelConfig:
     weight_dtype: str | None = None  # how weights are stored; None: dtype
     kv_dtype: str | None = None  # how the KV cache is stored; None: dtype
     seq_len_why: str = ""  # where seq_len is a cap, why (a Hugging Face folder's window)
+    sliding_window: int = 0  # every layer attends to its last W keys (its own included); 0: all
 
     def __post_init__(self) -> None:
         if self.n_kv_heads is None:
@@ -85,6 +86,15 @@ class ModelConfig:
                 )
         for name in ("rope_theta", "norm_eps"):
             positive_number(self.source, name, getattr(self, name))
+        if (
+            isinstance(self.sliding_window, bool)
+            or not isinstance(self.sliding_window, int)
+            or (self.sliding_window < 0)
+        ):
+            raise ConfigError(
+                f"{self.source}: field 'sliding_window' = {self.sliding_window!r}: a whole "
+                "number of positions >= 0 (0: no window)"
+            )
         positive_int(self.source, "seq_len", self.seq_len)
         if self.buffer_bytes < 0:
             raise ConfigError(
@@ -209,6 +219,7 @@ def load_model_file(name_or_path: str) -> tuple[ModelConfig, RunShape]:
         norm_eps=m.take("norm_eps", 1e-6),
         attention_bias=m.take("attention_bias", False),
         qk_norm=m.take("qk_norm", False),
+        sliding_window=m.take("sliding_window", 0),
         weight_dtype=m.take("weight_dtype", None),
         kv_dtype=m.take("kv_dtype", None),
     )
@@ -258,9 +269,9 @@ HF_ARCHITECTURES = {
 }
 
 
-def sliding_window(hf: dict, kind: str, src: str = "config.json") -> int | None:
-    """The attention window of a config's windowed layers (None: none is windowed), as each
-    family's transformers code reads it: Mistral and Phi-3 window every layer by
+def sliding_window(hf: dict, kind: str, src: str = "config.json") -> tuple[int | None, bool]:
+    """(the attention window of a config's windowed layers or None, whether every layer has
+    it), as each family's transformers code reads it: Mistral and Phi-3 window every layer by
     ``sliding_window``; Qwen2 and Qwen3 the layers from ``max_window_layers`` up, where
     ``use_sliding_window`` is set. A window admits W keys, the query's own included."""
     window = hf.get("sliding_window")
@@ -272,19 +283,17 @@ def sliding_window(hf: dict, kind: str, src: str = "config.json") -> int | None:
     elif kind not in ("mistral", "phi3"):
         window = None
     if window is None:
-        return None
+        return None, False
     if isinstance(window, bool) or not isinstance(window, int) or window < 1:
-        raise ConfigError(
-            f"{hf.get('_source', 'config.json')}: field 'sliding_window' = {window!r}"
-        )
-    return window
+        raise ConfigError(f"{src}: field 'sliding_window' = {window!r}: must be a whole number")
+    return window, kind in ("mistral", "phi3")
 
 
 def load_hf_model(folder: Path) -> ModelConfig:
     """A Hugging Face folder's config.json (Llama, Mistral, Qwen2, Qwen3, Phi-3; dense) as a
-    model. A sliding attention window caps the context at the window: inside it, windowed
-    attention is exactly full attention (a longer context needs the window in the attention
-    kernels, which jaxpart does not have yet).
+    model. A sliding attention window on every layer (Mistral, Phi-3) runs in the attention
+    kernels; one on some layers only (Qwen2's, from ``max_window_layers`` up) caps the context
+    at the window, where windowed attention is exactly full attention.
 
     RoPE scaling of every type transformers ships (config/rope.py) is read from ``rope_scaling``
     or 5.x's ``rope_parameters``, the dtype from ``torch_dtype`` or 5.x's ``dtype``. What jaxpart
@@ -323,7 +332,7 @@ def load_hf_model(folder: Path) -> ModelConfig:
         unsupported("mlp_bias", "MLP biases are not implemented")
     if kind != "qwen2" and hf.get("attention_bias"):
         unsupported("attention_bias", f"attention biases are implemented for qwen2, not {kind}")
-    window = sliding_window(hf, kind, src)
+    window, every_layer = sliding_window(hf, kind, src)
     if hf.get("partial_rotary_factor", 1.0) != 1.0:
         unsupported("partial_rotary_factor", "only full rotary embeddings are implemented")
     dtype_key = "dtype" if hf.get("dtype") is not None else "torch_dtype"  # 5.x, pre-5.0
@@ -355,11 +364,13 @@ def load_hf_model(folder: Path) -> ModelConfig:
         theta = table_theta or float(hf.get("rope_theta") or 10_000.0)
         context = context_cap(max_positions, scaling)
         why = ""
-        if window is not None and window < context:
-            context = window  # inside one window, sliding-window attention is full attention
+        if window is not None and not every_layer and window < context:
+            # windows on some layers only: inside one window, windowed attention is full
+            # attention; beyond it those layers would need a window of their own
+            context = window
             why = (
-                f"capped at its sliding window of {window}: longer contexts need windowed "
-                "attention kernels, which jaxpart does not have yet"
+                f"capped at the sliding window of {window} of some of its layers: jaxpart "
+                "windows every layer or none"
             )
         return ModelConfig(
             name=folder.name,
@@ -379,6 +390,7 @@ def load_hf_model(folder: Path) -> ModelConfig:
             rope_theta=theta,
             rope_scaling=scaling,
             seq_len_why=why,
+            sliding_window=window if window is not None and every_layer else 0,
             norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
             **HF_ARCHITECTURES[kind],
         )

@@ -31,6 +31,7 @@ class Arch:
     rope_theta: float = ROPE_THETA
     norm_eps: float = NORM_EPS
     rope_scaling: RopeScaling | None = None
+    window: int = 0  # sliding attention window of every layer (0: none)
 
 
 DEFAULT_ARCH = Arch()
@@ -42,6 +43,7 @@ def arch_of(cfg) -> Arch:
         rope_theta=float(cfg.rope_theta),
         norm_eps=float(cfg.norm_eps),
         rope_scaling=cfg.rope_scaling,
+        window=int(cfg.sliding_window),
     )
 
 
@@ -162,14 +164,25 @@ def attention(
     k = rope(k, positions, 2, arch.rope_theta, arch.rope_scaling)
     if t == 1:
         o, k_cache, v_cache = decode_attention(
-            q[:, 0], k[:, :, 0], v[:, :, 0], k_cache, v_cache, layer, row, pos, kernel=kernel
+            q[:, 0],
+            k[:, :, 0],
+            v[:, :, 0],
+            k_cache,
+            v_cache,
+            layer,
+            row,
+            pos,
+            kernel=kernel,
+            window=arch.window,
         )
         o = o[:, None]
     else:
         at = (0, layer, row, 0, 0)
         k_cache = jax.lax.dynamic_update_slice(k_cache, k[:, None].astype(k_cache.dtype), at)
         v_cache = jax.lax.dynamic_update_slice(v_cache, v[:, None].astype(v_cache.dtype), at)
-        o = prefill_attention(q, k.transpose(1, 2, 0, 3), v.transpose(1, 2, 0, 3), kernel)
+        o = prefill_attention(
+            q, k.transpose(1, 2, 0, 3), v.transpose(1, 2, 0, 3), kernel, arch.window
+        )
     out = _reduce(_dot("bthk,hkd->btd", o, p["wo"]), tensor_axis)
     return out.astype(dtype), k_cache, v_cache
 

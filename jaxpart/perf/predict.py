@@ -257,12 +257,14 @@ def stage_kernels(
         ),
         Kernel("projections", q * d * wb + n_tok * q * nb + act, 2 * n_tok * q * d),
     ]
+    window = cfg.sliding_window or float("inf")  # a query attends to at most its window
     if prefill:  # causal: each query attends to half the prompt on average
         attn_bytes = n_tok * (2 * q + 2 * kv) * nb + kv_bytes(cfg, rows, tokens, t)
-        attn_flops = 4 * n_tok * (tokens / 2) * q
-    else:  # read the context's keys and values, write the new ones
-        attn_bytes = kv_bytes(cfg, rows, context, t) + n_tok * (2 * q + 2 * kv) * nb
-        attn_flops = 4 * n_tok * context * q
+        attn_flops = 4 * n_tok * min(tokens / 2, window) * q
+    else:  # read the context's (window's) keys and values, write the new ones
+        seen = min(context, window)
+        attn_bytes = kv_bytes(cfg, rows, seen, t) + n_tok * (2 * q + 2 * kv) * nb
+        attn_flops = 4 * n_tok * seen * q
     per_layer.append(
         Kernel("attention", attn_bytes, attn_flops, attention=True, kv_stream=not prefill)
     )

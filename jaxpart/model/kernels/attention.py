@@ -73,35 +73,45 @@ def _check_cache(q, k_cache):
 # -- references (pure jnp, f32 softmax over the whole window under a mask) --------------------
 
 
-def decode_attention_reference(q, k_new, v_new, k_cache, v_cache, layer, row, pos, lengths=None):
+def decode_attention_reference(
+    q, k_new, v_new, k_cache, v_cache, layer, row, pos, lengths=None, window=0
+):
     """``decode_attention`` in plain jnp: write, then softmax(q k^T / sqrt(K)) v over positions
-    < ``lengths`` of the whole window under a mask (it reads every position: for tests only)."""
+    < ``lengths`` (and, with a sliding ``window``, >= lengths - window) of the whole cache
+    under a mask (it reads every position: for tests only)."""
     k_cache = _write(k_cache, k_new, layer, row, pos)
     v_cache = _write(v_cache, v_new, layer, row, pos)
     hkv, _, _, s, kdim = k_cache.shape
     b, hq, _ = q.shape
     lengths = pos + 1 if lengths is None else lengths
     lengths = jnp.broadcast_to(jnp.asarray(lengths, jnp.int32), (b,))
-    window = (hkv, 1, b, s, kdim)
-    keys = jax.lax.dynamic_slice(k_cache, (0, layer, row, 0, 0), window)[:, 0]
-    values = jax.lax.dynamic_slice(v_cache, (0, layer, row, 0, 0), window)[:, 0]
+    rows = (hkv, 1, b, s, kdim)
+    keys = jax.lax.dynamic_slice(k_cache, (0, layer, row, 0, 0), rows)[:, 0]
+    values = jax.lax.dynamic_slice(v_cache, (0, layer, row, 0, 0), rows)[:, 0]
     qg = q.reshape(b, hkv, hq // hkv, kdim).astype(jnp.float32)
     scores = _f32_dot("bhgk,hbsk->bhgs", qg, keys.astype(jnp.float32)) * kdim**-0.5
-    visible = jnp.arange(s)[None, :] < jnp.asarray(lengths)[:, None]
+    visible = _visible(jnp.arange(s)[None, :], jnp.asarray(lengths)[:, None], window)
     scores = jnp.where(visible[:, None, None], scores, -jnp.inf)
     probs = jax.nn.softmax(scores, axis=-1)
     out = _f32_dot("bhgs,hbsk->bhgk", probs, values.astype(jnp.float32))
     return out.reshape(b, hq, kdim).astype(q.dtype), k_cache, v_cache
 
 
-def prefill_attention_reference(q, k, v):
+def _visible(positions, lengths, window: int):
+    """Key positions a query sees: below its length, and with a sliding ``window`` (0: none)
+    the last ``window`` of them, its own included (transformers: kv_idx > q_idx - window)."""
+    seen = positions < lengths
+    return seen & (positions >= lengths - window) if window else seen
+
+
+def prefill_attention_reference(q, k, v, window=0):
     """Causal softmax(q k^T / sqrt(K)) v over one prompt, ``q [b, T, Hq, K]``, ``k/v [b, T, Hkv,
-    K]`` (positions 0..T-1), f32 throughout."""
+    K]`` (positions 0..T-1), f32 throughout; a sliding ``window`` (0: none) of keys a query."""
     b, t, hq, kdim = q.shape
     group = hq // k.shape[2]
     k, v = (jnp.repeat(a, group, axis=2).astype(jnp.float32) for a in (k, v))
     scores = _f32_dot("bthk,bshk->bhts", q.astype(jnp.float32), k) * kdim**-0.5
-    causal = jnp.tril(jnp.ones((t, t), bool))
+    causal = _visible(jnp.arange(t)[None, :], jnp.arange(t)[:, None] + 1, window)
     probs = jax.nn.softmax(jnp.where(causal, scores, -jnp.inf), axis=-1)
     return _f32_dot("bhts,bshk->bthk", probs, v).astype(q.dtype)
 
@@ -131,7 +141,9 @@ def _write(cache, new, layer, row, pos, kernel: KernelChoice = AUTO):
     return jax.lax.fori_loop(0, new.shape[1], one, cache)
 
 
-def _decode_xla(q, k_new, v_new, k_cache, v_cache, layer, row, pos, lengths, block, kernel):
+def _decode_xla(
+    q, k_new, v_new, k_cache, v_cache, layer, row, pos, lengths, block, kernel, window=0
+):
     hkv, _, _, s, kdim = k_cache.shape
     b, hq, _ = q.shape
     block = min(block, s)
@@ -155,7 +167,7 @@ def _decode_xla(q, k_new, v_new, k_cache, v_cache, layer, row, pos, lengths, blo
         if keys.dtype != q.dtype:  # an 8-bit cache: widened a block at a time
             keys, values = keys.astype(q.dtype), values.astype(q.dtype)
         scores = _f32_dot("bhgk,hbsk->bhgs", qg, keys) * scale
-        visible = (start + jnp.arange(block))[None, :] < lengths[:, None]  # [b, block]
+        visible = _visible((start + jnp.arange(block))[None, :], lengths[:, None], window)
         scores = jnp.where(visible[:, None, None], scores, -jnp.inf)
         new_top = jnp.maximum(top, scores.max(axis=-1))
         weights = jnp.exp(scores - new_top[..., None])
@@ -174,7 +186,9 @@ def _decode_xla(q, k_new, v_new, k_cache, v_cache, layer, row, pos, lengths, blo
         v_cache,
     )
     n_blocks = jnp.maximum((jnp.max(lengths) + block - 1) // block, 1)  # a dynamic trip count
-    out, _, total, k_cache, v_cache = jax.lax.fori_loop(0, n_blocks, body, init)
+    # With a sliding window, only the blocks that hold a row's last ``window`` positions.
+    first = jnp.maximum(jnp.min(lengths) - window, 0) // block if window else 0
+    out, _, total, k_cache, v_cache = jax.lax.fori_loop(first, n_blocks, body, init)
     return (out / total[..., None]).reshape(b, hq, kdim).astype(q.dtype), k_cache, v_cache
 
 
@@ -210,13 +224,25 @@ def _decode_paged(q, k_new, v_new, k_cache, v_cache, layer, row, pos, lengths, i
 
 
 def decode_attention(
-    q, k_new, v_new, k_cache, v_cache, layer, row, pos, lengths=None, kernel: KernelChoice = AUTO
+    q,
+    k_new,
+    v_new,
+    k_cache,
+    v_cache,
+    layer,
+    row,
+    pos,
+    lengths=None,
+    kernel: KernelChoice = AUTO,
+    window: int = 0,
 ):
     """One decode step's attention: write the new keys and values ``k_new, v_new [H_kv, b, K]``
     at position ``pos`` of cache rows row..row+b of ``layer`` (caches ``[H_kv, n, B, S, K]``),
-    then attend ``q [b, Hq, K]`` over positions < ``lengths [b]`` (default: pos + 1).
+    then attend ``q [b, Hq, K]`` over positions < ``lengths [b]`` (default: pos + 1), and with
+    a sliding ``window`` (0: none) over the last ``window`` of them only.
 
-    Reads only the filled positions, whatever ``S`` is. Returns (out, k_cache, v_cache).
+    Reads only the filled positions (of the window), whatever ``S`` is. The Pallas kernel has no
+    window: a window shorter than the cache runs the XLA path. Returns (out, k_cache, v_cache).
     """
     _check_cache(q, k_cache)
     b = q.shape[0]
@@ -227,17 +253,21 @@ def decode_attention(
         backend = fallback(
             "attention", f"a {jnp.dtype(k_cache.dtype).name} KV cache", kernel.strict
         )
+    if window and window >= k_cache.shape[3]:
+        window = 0  # the cache is no longer than the window: full attention, exactly
+    if backend == "pallas" and window:
+        backend = fallback("attention", f"a sliding window of {window}", kernel.strict)
     args = (q, k_new, v_new, k_cache, v_cache, layer, row, pos, lengths)
     if backend == "pallas":
         return _decode_paged(*args, interpret)
     block = XLA_CPU_BLOCK if target_platform(kernel) == "cpu" else KV_BLOCK
-    return _decode_xla(*args, block, kernel)
+    return _decode_xla(*args, block, kernel, window)
 
 
 # -- prefill ------------------------------------------------------------------------------------
 
 
-def _prefill_xla(q, k, v):
+def _prefill_xla(q, k, v, window=0):
     b, t, hq, kdim = q.shape
     group = hq // k.shape[2]
     if group > 1:
@@ -245,7 +275,7 @@ def _prefill_xla(q, k, v):
 
     def block(q, positions):
         scores = _f32_dot("bthk,bshk->bhts", q, k) * kdim**-0.5
-        visible = jnp.arange(t)[None, :] <= positions[:, None]  # [chunk, T]
+        visible = _visible(jnp.arange(t)[None, :], positions[:, None] + 1, window)
         scores = jnp.where(visible[None, None], scores, -jnp.inf)
         probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
         return _f32_dot("bhts,bshk->bthk", probs, v).astype(q.dtype)
@@ -295,12 +325,18 @@ def _prefill_pallas(q, k, v, interpret):
     return out[:, :t]
 
 
-def prefill_attention(q, k, v, kernel: KernelChoice = AUTO):
+def prefill_attention(q, k, v, kernel: KernelChoice = AUTO, window: int = 0):
     """Causal attention of a prompt that starts at position 0 over its own keys:
-    ``q [b, T, Hq, K]``, ``k/v [b, T, Hkv, K]`` -> ``[b, T, Hq, K]``."""
+    ``q [b, T, Hq, K]``, ``k/v [b, T, Hkv, K]`` -> ``[b, T, Hq, K]``; with a sliding ``window``
+    (0: none) each query sees its last ``window`` keys, its own included. The Pallas kernel has
+    no window: a window shorter than the prompt runs the XLA path."""
     if q.shape[-1] != k.shape[-1] or q.shape[2] % k.shape[2]:
         raise ValueError(f"q {q.shape} and k {k.shape}: head_dim must match, heads divide")
     backend, interpret = resolve("attention", kernel.attention, kernel)
+    if window and window >= q.shape[1]:
+        window = 0  # the prompt fits in the window: causal attention, exactly
+    if backend == "pallas" and window:
+        backend = fallback("attention", f"a sliding window of {window}", kernel.strict)
     if backend == "pallas":
         return _prefill_pallas(q, k, v, interpret)
-    return _prefill_xla(q, k, v)
+    return _prefill_xla(q, k, v, window)
