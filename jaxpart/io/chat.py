@@ -73,6 +73,7 @@ def special_tokens(folder: Path) -> dict[str, str]:
 def render(folder: Path, text: str) -> str:
     """One user message ``text``, rendered by the folder's template with the generation
     prompt."""
+    template = chat_template(folder)  # a folder without one is refused first
     try:
         import jinja2
         import jinja2.ext
@@ -98,7 +99,7 @@ def render(folder: Path, text: str) -> str:
     env.globals["raise_exception"] = raise_exception
     env.globals["strftime_now"] = strftime_now
     try:
-        compiled = env.from_string(chat_template(folder))
+        compiled = env.from_string(template)
         return compiled.render(
             messages=[{"role": "user", "content": text}],
             add_generation_prompt=True,
