@@ -111,6 +111,25 @@ VARIANTS = {
             "max_position_embeddings": 64,
         },
     ),
+    # Gemma 2: tanh-GeGLU, (1 + w) norms around both blocks, embeddings times sqrt(d), its
+    # own score scale (query_pre_attn_scalar 32, not head_dim 16), soft-capped scores and
+    # logits (Gemma 2's cap of 30, on logits of about that size), windows on every other layer
+    "gemma2-tiny": (
+        "gemma2",
+        "Gemma2ForCausalLM",
+        True,
+        {
+            "hidden_act": None,
+            "hidden_activation": "gelu_pytorch_tanh",
+            "query_pre_attn_scalar": 32,
+            "attn_logit_softcapping": 50.0,
+            "final_logit_softcapping": 30.0,
+            "sliding_window": 32,
+            "layer_types": ["sliding_attention", "full_attention"] * 8,
+            "rms_norm_eps": 1e-6,
+            "pad_token_id": 0,
+        },
+    ),
     # original context 10: the prompt uses the short factors, decoding past it the long ones
     "llama-longrope": (
         "llama",
@@ -144,6 +163,7 @@ def config(
         "qwen2": {"use_sliding_window": False, "sliding_window": None},
         "qwen3": {"attention_bias": False, "use_sliding_window": False, "sliding_window": None},
         "phi3": {"sliding_window": None, "pad_token_id": 2},
+        "gemma2": {},
     }[model_type]
     return {
         **extra,
@@ -178,11 +198,16 @@ def tensors(cfg: dict, seed: int) -> dict[str, np.ndarray]:
     def normal(*shape, scale):
         return (rng.standard_normal(shape) * scale).astype(np.float32)
 
+    gemma = cfg["model_type"] == "gemma2"
+    one = 0.0 if gemma else 1.0  # Gemma's norms scale by 1 + w: w near 0 is a scale near 1
     out = {"model.embed_tokens.weight": normal(v, d, scale=1.0)}
     for i in range(cfg["num_hidden_layers"]):
         p = f"model.layers.{i}."
-        out[p + "input_layernorm.weight"] = 1 + normal(d, scale=0.1)
-        out[p + "post_attention_layernorm.weight"] = 1 + normal(d, scale=0.1)
+        out[p + "input_layernorm.weight"] = one + normal(d, scale=0.1)
+        out[p + "post_attention_layernorm.weight"] = one + normal(d, scale=0.1)
+        if gemma:
+            out[p + "pre_feedforward_layernorm.weight"] = normal(d, scale=0.1)
+            out[p + "post_feedforward_layernorm.weight"] = normal(d, scale=0.1)
         out[p + "self_attn.q_proj.weight"] = normal(q, d, scale=d**-0.5)
         out[p + "self_attn.k_proj.weight"] = normal(kv, d, scale=d**-0.5)
         out[p + "self_attn.v_proj.weight"] = normal(kv, d, scale=d**-0.5)
@@ -206,7 +231,7 @@ def tensors(cfg: dict, seed: int) -> dict[str, np.ndarray]:
             out[p + "mlp.gate_up_proj.weight"] = np.concatenate(
                 [out.pop(p + "mlp.gate_proj.weight"), out.pop(p + "mlp.up_proj.weight")]
             )
-    out["model.norm.weight"] = 1 + normal(d, scale=0.1)
+    out["model.norm.weight"] = one + normal(d, scale=0.1)
     if not cfg["tie_word_embeddings"]:
         out["lm_head.weight"] = normal(v, d, scale=d**-0.5)
     return out

@@ -17,7 +17,7 @@ from jaxpart.config.kinds import DTYPE_BYTES, RUN_DTYPES
 from jaxpart.config.rope import RopeScaling, context_cap, parse_scaling
 from jaxpart.config.shape import RunShape, serving_default
 
-MLP_KINDS = {"gelu": 2, "swiglu": 3}  # kind -> d_model x d_ff matrices
+MLP_KINDS = {"gelu": 2, "swiglu": 3, "geglu": 3}  # kind -> d_model x d_ff matrices
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,8 @@ class ModelConfig:
     stated: StatedFigures | None = None
     source: str = "<memory>"
     n_kv_heads: int | None = None  # K/V heads (grouped-query attention); None: n_heads
-    mlp: str = "gelu"  # "gelu": w2(gelu(x w1)); "swiglu": w2(silu(x w1) * (x w3))
+    mlp: str = "gelu"  # "gelu": w2(gelu(x w1)); "swiglu": w2(silu(x w1) * (x w3)); "geglu":
+    # w2(gelu_tanh(x w1) * (x w3)) (Gemma)
     tie_embeddings: bool = False  # the LM head is the embedding, transposed
     rope_theta: float = 10_000.0
     rope_scaling: RopeScaling | None = None  # None: plain RoPE (config/rope.py)
@@ -56,6 +57,16 @@ class ModelConfig:
     kv_dtype: str | None = None  # how the KV cache is stored; None: dtype
     seq_len_why: str = ""  # where seq_len is a cap, why (a Hugging Face folder's window)
     sliding_window: int = 0  # every layer attends to its last W keys (its own included); 0: all
+    # Gemma 2: RMSNorm scaled by (1 + w); norms after attention and before and after the MLP;
+    # embeddings times sqrt(d_model); scores scaled by query_pre_attn_scalar ** -0.5 (0: by
+    # head_dim ** -0.5); attention scores and final logits soft-capped (cap * tanh(x / cap); 0:
+    # none)
+    norm_plus_one: bool = False
+    sandwich_norms: bool = False
+    scale_embeddings: bool = False
+    query_pre_attn_scalar: float = 0.0
+    attn_softcap: float = 0.0
+    final_softcap: float = 0.0
 
     def __post_init__(self) -> None:
         if self.n_kv_heads is None:
@@ -79,13 +90,24 @@ class ModelConfig:
             raise ConfigError(
                 f"{self.source}: field 'mlp' = {self.mlp!r}: use one of {list(MLP_KINDS)}"
             )
-        for name in ("tie_embeddings", "attention_bias", "qk_norm"):
+        for name in (
+            "tie_embeddings",
+            "attention_bias",
+            "qk_norm",
+            "norm_plus_one",
+            "sandwich_norms",
+            "scale_embeddings",
+        ):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(
                     f"{self.source}: field '{name}' = {getattr(self, name)!r}: use true or false"
                 )
         for name in ("rope_theta", "norm_eps"):
             positive_number(self.source, name, getattr(self, name))
+        for name in ("query_pre_attn_scalar", "attn_softcap", "final_softcap"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+                raise ConfigError(f"{self.source}: field '{name}' = {value!r}: must be >= 0")
         if (
             isinstance(self.sliding_window, bool)
             or not isinstance(self.sliding_window, int)
@@ -220,6 +242,12 @@ def load_model_file(name_or_path: str) -> tuple[ModelConfig, RunShape]:
         attention_bias=m.take("attention_bias", False),
         qk_norm=m.take("qk_norm", False),
         sliding_window=m.take("sliding_window", 0),
+        norm_plus_one=m.take("norm_plus_one", False),
+        sandwich_norms=m.take("sandwich_norms", False),
+        scale_embeddings=m.take("scale_embeddings", False),
+        query_pre_attn_scalar=m.take("query_pre_attn_scalar", 0.0),
+        attn_softcap=m.take("attn_softcap", 0.0),
+        final_softcap=m.take("final_softcap", 0.0),
         weight_dtype=m.take("weight_dtype", None),
         kv_dtype=m.take("kv_dtype", None),
     )
@@ -266,6 +294,15 @@ HF_ARCHITECTURES = {
     "qwen2": {"attention_bias": True},
     "qwen3": {"qk_norm": True},
     "phi3": {},  # fused qkv_proj and gate_up_proj, split as the weights are read (io/weights.py)
+    # Gemma 2 (transformers' modeling_gemma2.py): tanh-GeGLU, (1 + w) norms around both blocks,
+    # embeddings times sqrt(d_model), its own score scale and soft-caps (read from config.json)
+    "gemma2": {
+        "mlp": "geglu",
+        "norm_plus_one": True,
+        "sandwich_norms": True,
+        "scale_embeddings": True,
+        "tie_embeddings": True,
+    },
 }
 
 
@@ -280,6 +317,9 @@ def sliding_window(hf: dict, kind: str, src: str = "config.json") -> tuple[int |
             "max_window_layers", hf.get("num_hidden_layers", 0)
         ) < hf.get("num_hidden_layers", 0)
         window = window if windowed else None
+    elif kind == "gemma2":  # its layer_types: sliding_attention on every other layer
+        types = hf.get("layer_types") or []
+        window = window if "sliding_attention" in types or not types else None
     elif kind not in ("mistral", "phi3"):
         window = None
     if window is None:
@@ -326,7 +366,10 @@ def load_hf_model(folder: Path) -> ModelConfig:
             f"{src}: field 'quantization_config' = {method!r}: quantized checkpoints are not "
             "supported (a model file's weight_dtype = 'float8_e4m3fn' plans and simulates FP8)"
         )
-    if hf.get("hidden_act", "silu") != "silu":
+    if kind == "gemma2":
+        if hf.get("hidden_activation", "gelu_pytorch_tanh") != "gelu_pytorch_tanh":
+            unsupported("hidden_activation", "Gemma 2's MLP is implemented with tanh GELU only")
+    elif hf.get("hidden_act", "silu") != "silu":
         unsupported("hidden_act", "only SwiGLU (silu) MLPs are implemented for these models")
     if hf.get("mlp_bias"):
         unsupported("mlp_bias", "MLP biases are not implemented")
@@ -362,6 +405,15 @@ def load_hf_model(folder: Path) -> ModelConfig:
             top_original_max=int(top_original) if top_original else None,
         )
         theta = table_theta or float(hf.get("rope_theta") or 10_000.0)
+        family = {k: v for k, v in HF_ARCHITECTURES[kind].items() if k != "tie_embeddings"}
+        tied_default = HF_ARCHITECTURES[kind].get("tie_embeddings", False)
+        gemma = {}
+        if kind == "gemma2":
+            gemma = {
+                "query_pre_attn_scalar": float(hf.get("query_pre_attn_scalar") or head_dim),
+                "attn_softcap": float(hf.get("attn_logit_softcapping") or 0.0),
+                "final_softcap": float(hf.get("final_logit_softcapping") or 0.0),
+            }
         context = context_cap(max_positions, scaling)
         why = ""
         if window is not None and not every_layer and window < context:
@@ -385,14 +437,14 @@ def load_hf_model(folder: Path) -> ModelConfig:
             seq_len=context,
             buffer_bytes=0,
             source=src,
-            mlp="swiglu",
-            tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
+            **({"mlp": "swiglu"} | family),
+            tie_embeddings=bool(hf.get("tie_word_embeddings", tied_default)),
             rope_theta=theta,
             rope_scaling=scaling,
             seq_len_why=why,
             sliding_window=window if window is not None and every_layer else 0,
             norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
-            **HF_ARCHITECTURES[kind],
+            **gemma,
         )
     except ConfigError:
         raise

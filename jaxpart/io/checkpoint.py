@@ -23,6 +23,12 @@ LATER_FIELDS = {
     "tie_embeddings": False,
     "attention_bias": False,
     "qk_norm": False,
+    "norm_plus_one": False,
+    "sandwich_norms": False,
+    "scale_embeddings": False,
+    "query_pre_attn_scalar": 0.0,
+    "attn_softcap": 0.0,
+    "final_softcap": 0.0,
 }
 
 

@@ -33,7 +33,12 @@ LAYER_TENSORS = {
     "w1": ("mlp.gate_proj.weight", "transpose"),
     "w3": ("mlp.up_proj.weight", "transpose"),
     "w2": ("mlp.down_proj.weight", "transpose"),
+    "ln1_out": ("post_attention_layernorm.weight", "copy"),
+    "ln2_out": ("post_feedforward_layernorm.weight", "copy"),
 }
+# Gemma 2's norms around both blocks: its post_attention_layernorm is on the attention's
+# output, and the MLP's input norm is pre_feedforward_layernorm.
+SANDWICH_NAMES = {"ln2": "pre_feedforward_layernorm.weight"}
 
 
 # Phi-3 stores q, k and v as one qkv_proj ([(H + 2 Hkv) K, d]: q's rows, then k's, then v's) and
@@ -233,7 +238,10 @@ def lazy_hf_params(folder: str | Path, cfg: ModelConfig, leaves: dict) -> tuple[
             names = [f"model.layers.{i}.{hf_name}" for i in range(cfg.n_layers)]
             tree["layers"][name] = leaf(like, names, how, first[part], total[part])
             continue
-        names = [f"model.layers.{i}.{LAYER_TENSORS[name][0]}" for i in range(cfg.n_layers)]
+        hf_name = LAYER_TENSORS[name][0]
+        if cfg.sandwich_norms:
+            hf_name = SANDWICH_NAMES.get(name, hf_name)
+        names = [f"model.layers.{i}.{hf_name}" for i in range(cfg.n_layers)]
         tree["layers"][name] = leaf(like, names, how)
     return tree, ckpt
 

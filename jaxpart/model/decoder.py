@@ -29,6 +29,8 @@ LOGICAL_AXES = {
         "wv": ("layers", "embed", "kv_heads", "head_dim"),
         "wo": ("layers", "heads", "head_dim", "embed"),
         "ln2": ("layers", "embed"),
+        "ln1_out": ("layers", "embed"),  # sandwich norms only (Gemma 2): after attention
+        "ln2_out": ("layers", "embed"),  # and after the MLP
         "bq": ("layers", "heads", "head_dim"),  # attention_bias only
         "bk": ("layers", "kv_heads", "head_dim"),
         "bv": ("layers", "kv_heads", "head_dim"),
@@ -43,7 +45,14 @@ CACHE_AXES = ("kv_heads", "layers", "batch", "seq", "head_dim")
 
 
 def _param(rngs: nnx.Rngs, shape, axes, dtype, std: float | None) -> nnx.Param:
-    init = nnx.initializers.ones if std is None else nnx.initializers.normal(std)
+    """std: a normal's; None: ones (a norm's scale); 0: zeros (a (1 + w) norm's scale)."""
+    init = (
+        nnx.initializers.ones
+        if std is None
+        else nnx.initializers.zeros
+        if std == 0
+        else nnx.initializers.normal(std)
+    )
     # eager_sharding=False: the model names logical axes only; placement happens in sharding.py.
     return nnx.Param(
         nnx.with_partitioning(init, axes, eager_sharding=False)(rngs.params(), shape, dtype)
@@ -57,7 +66,8 @@ class LayerStack(nnx.Module):
         L, d, h, k, f = cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.head_dim, cfg.d_ff
         hkv = cfg.n_kv_heads
         ax = LOGICAL_AXES["layers"]
-        self.ln1 = _param(rngs, (L, d), ax["ln1"], dtype, None)
+        norm = 0 if cfg.norm_plus_one else None  # scales of 1 either way
+        self.ln1 = _param(rngs, (L, d), ax["ln1"], dtype, norm)
         self.wq = _param(rngs, (L, d, h, k), ax["wq"], dtype, d**-0.5)
         self.wk = _param(rngs, (L, d, hkv, k), ax["wk"], dtype, d**-0.5)
         self.wv = _param(rngs, (L, d, hkv, k), ax["wv"], dtype, d**-0.5)
@@ -67,11 +77,14 @@ class LayerStack(nnx.Module):
             self.bk = _param(rngs, (L, hkv, k), ax["bk"], dtype, 0.1)
             self.bv = _param(rngs, (L, hkv, k), ax["bv"], dtype, 0.1)
         if cfg.qk_norm:
-            self.q_norm = _param(rngs, (L, k), ax["q_norm"], dtype, None)
-            self.k_norm = _param(rngs, (L, k), ax["k_norm"], dtype, None)
-        self.ln2 = _param(rngs, (L, d), ax["ln2"], dtype, None)
+            self.q_norm = _param(rngs, (L, k), ax["q_norm"], dtype, norm)
+            self.k_norm = _param(rngs, (L, k), ax["k_norm"], dtype, norm)
+        self.ln2 = _param(rngs, (L, d), ax["ln2"], dtype, norm)
+        if cfg.sandwich_norms:
+            self.ln1_out = _param(rngs, (L, d), ax["ln1_out"], dtype, norm)
+            self.ln2_out = _param(rngs, (L, d), ax["ln2_out"], dtype, norm)
         self.w1 = _param(rngs, (L, d, f), ax["w1"], dtype, d**-0.5)
-        if cfg.mlp == "swiglu":
+        if cfg.mlp in ("swiglu", "geglu"):
             self.w3 = _param(rngs, (L, d, f), ax["w3"], dtype, d**-0.5)
         self.w2 = _param(rngs, (L, f, d), ax["w2"], dtype, f**-0.5)
 
@@ -84,7 +97,8 @@ class DenseDecoder(nnx.Module):
         dt = jnp_dtype(dtype or cfg.dtype)
         self.embed = _param(rngs, (cfg.vocab, cfg.d_model), LOGICAL_AXES["embed"], dt, 1.0)
         self.layers = LayerStack(cfg, dt, rngs)
-        self.final_norm = _param(rngs, (cfg.d_model,), LOGICAL_AXES["final_norm"], dt, None)
+        norm = 0 if cfg.norm_plus_one else None
+        self.final_norm = _param(rngs, (cfg.d_model,), LOGICAL_AXES["final_norm"], dt, norm)
         if not cfg.tie_embeddings:
             self.head = _param(
                 rngs, (cfg.d_model, cfg.vocab), LOGICAL_AXES["head"], dt, cfg.d_model**-0.5

@@ -32,6 +32,13 @@ class Arch:
     norm_eps: float = NORM_EPS
     rope_scaling: RopeScaling | None = None
     window: int = 0  # sliding attention window of every layer (0: none)
+    norm_plus_one: bool = False  # Gemma: RMSNorm scaled by (1 + w)
+    sandwich: bool = False  # Gemma 2: norms after attention and around the MLP
+    embed_scale: float = 0.0  # embeddings times this (Gemma: sqrt(d_model)); 0: none
+    query_scale: float = 1.0  # q multiplied by this before the kernels' head_dim ** -0.5
+    attn_softcap: float = 0.0
+    final_softcap: float = 0.0
+    gated_act: str = "silu"  # the gated MLP's activation: "silu" (SwiGLU) or "gelu" (GeGLU)
 
 
 DEFAULT_ARCH = Arch()
@@ -44,6 +51,15 @@ def arch_of(cfg) -> Arch:
         norm_eps=float(cfg.norm_eps),
         rope_scaling=cfg.rope_scaling,
         window=int(cfg.sliding_window),
+        norm_plus_one=bool(cfg.norm_plus_one),
+        sandwich=bool(cfg.sandwich_norms),
+        embed_scale=float(cfg.d_model) ** 0.5 if cfg.scale_embeddings else 0.0,
+        query_scale=(
+            (cfg.head_dim / cfg.query_pre_attn_scalar) ** 0.5 if cfg.query_pre_attn_scalar else 1.0
+        ),
+        attn_softcap=float(cfg.attn_softcap),
+        final_softcap=float(cfg.final_softcap),
+        gated_act="gelu" if cfg.mlp == "geglu" else "silu",
     )
 
 
@@ -74,10 +90,19 @@ def _dot(spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
     return jnp.einsum(spec, a, widen(b, a), preferred_element_type=jnp.float32)
 
 
-def rms_norm(x: jax.Array, scale: jax.Array, eps: float = NORM_EPS) -> jax.Array:
+def rms_norm(
+    x: jax.Array, scale: jax.Array, eps: float = NORM_EPS, plus_one: bool = False
+) -> jax.Array:
+    """RMSNorm in f32, scaled by ``scale`` (Gemma's ``plus_one``: by 1 + scale)."""
     x32 = x.astype(jnp.float32)
     y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
-    return (y * scale.astype(jnp.float32)).astype(x.dtype)
+    w = scale.astype(jnp.float32)
+    return (y * (1.0 + w if plus_one else w)).astype(x.dtype)
+
+
+def softcap(x: jax.Array, cap: float) -> jax.Array:
+    """cap * tanh(x / cap) (Gemma 2's attention scores and logits); x itself where cap is 0."""
+    return cap * jnp.tanh(x / cap) if cap else x
 
 
 def rope_frequencies(
@@ -159,9 +184,12 @@ def attention(
         v = v + p["bv"].astype(jnp.float32)[:, None, None, :]
     q, k, v = (a.astype(dtype) for a in (q, k, v))
     if "q_norm" in p:  # each head normalised before the rotation (Qwen3)
-        q, k = rms_norm(q, p["q_norm"], arch.norm_eps), rms_norm(k, p["k_norm"], arch.norm_eps)
+        eps, one = arch.norm_eps, arch.norm_plus_one
+        q, k = rms_norm(q, p["q_norm"], eps, one), rms_norm(k, p["k_norm"], eps, one)
     q = rope(q, positions, theta=arch.rope_theta, scaling=arch.rope_scaling)
     k = rope(k, positions, 2, arch.rope_theta, arch.rope_scaling)
+    if arch.query_scale != 1.0:  # the kernels scale by head_dim ** -0.5; Gemma's scalar instead
+        q = (q.astype(jnp.float32) * arch.query_scale).astype(dtype)
     if t == 1:
         o, k_cache, v_cache = decode_attention(
             q[:, 0],
@@ -174,6 +202,7 @@ def attention(
             pos,
             kernel=kernel,
             window=arch.window,
+            softcap=arch.attn_softcap,
         )
         o = o[:, None]
     else:
@@ -181,13 +210,18 @@ def attention(
         k_cache = jax.lax.dynamic_update_slice(k_cache, k[:, None].astype(k_cache.dtype), at)
         v_cache = jax.lax.dynamic_update_slice(v_cache, v[:, None].astype(v_cache.dtype), at)
         o = prefill_attention(
-            q, k.transpose(1, 2, 0, 3), v.transpose(1, 2, 0, 3), kernel, arch.window
+            q,
+            k.transpose(1, 2, 0, 3),
+            v.transpose(1, 2, 0, 3),
+            kernel,
+            arch.window,
+            arch.attn_softcap,
         )
     out = _reduce(_dot("bthk,hkd->btd", o, p["wo"]), tensor_axis)
     return out.astype(dtype), k_cache, v_cache
 
 
-def mlp(p, x, tensor_axis=None, kernel: KernelChoice = AUTO, layer=None):
+def mlp(p, x, tensor_axis=None, kernel: KernelChoice = AUTO, layer=None, gated_act="silu"):
     """gelu(x @ w1) @ w2, or with w3 (SwiGLU) (silu(x @ w1) * (x @ w3)) @ w2, through
     ``kernel``; column- then row-split under ``tensor_axis``, whose partial sums are added in
     f32. With ``layer``, p's weights are the whole stack ``[n, ...]`` and that layer is used
@@ -202,7 +236,14 @@ def mlp(p, x, tensor_axis=None, kernel: KernelChoice = AUTO, layer=None):
 
     def run(r):
         out = mlp_kernel(
-            r, p["w1"], p["w2"], w3=p.get("w3"), layer=layer, kernel=kernel, out_dtype=jnp.float32
+            r,
+            p["w1"],
+            p["w2"],
+            w3=p.get("w3"),
+            layer=layer,
+            kernel=kernel,
+            out_dtype=jnp.float32,
+            gated_act=gated_act,
         )
         return _reduce(out, tensor_axis).astype(x.dtype)
 
@@ -229,12 +270,27 @@ def decoder_layer(
 ):
     """One block; the caches are the whole stack, this block's slot is ``layer`` (see attention).
     ``mlp_stack`` holds the MLP weights of the whole stack, read at ``layer``."""
-    eps = arch.norm_eps
+    eps, one = arch.norm_eps, arch.norm_plus_one
     a, k_cache, v_cache = attention(
-        p, rms_norm(x, p["ln1"], eps), k_cache, v_cache, pos, tensor_axis, layer, row, kernel, arch
+        p,
+        rms_norm(x, p["ln1"], eps, one),
+        k_cache,
+        v_cache,
+        pos,
+        tensor_axis,
+        layer,
+        row,
+        kernel,
+        arch,
     )
+    if arch.sandwich:  # Gemma 2: a norm on the attention's output before the residual
+        a = rms_norm(a, p["ln1_out"], eps, one)
     h = x + a
-    out = mlp(mlp_stack, rms_norm(h, p["ln2"], eps), tensor_axis, kernel, layer)
+    out = mlp(
+        mlp_stack, rms_norm(h, p["ln2"], eps, one), tensor_axis, kernel, layer, arch.gated_act
+    )
+    if arch.sandwich:  # and on the MLP's
+        out = rms_norm(out, p["ln2_out"], eps, one)
     return h + out, k_cache, v_cache
 
 
@@ -281,19 +337,22 @@ def run_layers(
     return x, k_cache, v_cache
 
 
-def embed_tokens(params, tokens: jax.Array, dtype=None) -> jax.Array:
-    """Token embeddings, in ``dtype`` (the activations') when the table is stored otherwise."""
+def embed_tokens(params, tokens: jax.Array, dtype=None, arch: Arch = DEFAULT_ARCH) -> jax.Array:
+    """Token embeddings, in ``dtype`` (the activations') when the table is stored otherwise;
+    Gemma's scaled by sqrt(d_model), in the table's dtype as transformers scales them."""
     x = jnp.take(params["embed"], tokens, axis=0)
+    if arch.embed_scale:
+        x = x * jnp.asarray(arch.embed_scale, x.dtype)
     return x if dtype is None else x.astype(dtype)
 
 
 def lm_logits(params, x_last: jax.Array, arch: Arch = DEFAULT_ARCH) -> jax.Array:
     """Logits (f32) from hidden states ``[..., d]`` (the last position's, when generating),
     through the LM head, or the embedding transposed when there is none (tied)."""
-    x = rms_norm(x_last, params["final_norm"], arch.norm_eps)
+    x = rms_norm(x_last, params["final_norm"], arch.norm_eps, arch.norm_plus_one)
     if "head" in params:
-        return _dot("...d,dv->...v", x, params["head"])
-    return _dot("...d,vd->...v", x, params["embed"])
+        return softcap(_dot("...d,dv->...v", x, params["head"]), arch.final_softcap)
+    return softcap(_dot("...d,vd->...v", x, params["embed"]), arch.final_softcap)
 
 
 def forward(
@@ -309,7 +368,7 @@ def forward(
 ):
     """All layers on one device: tokens ``[B, T]`` at pos.. -> (logits, k_cache, v_cache), the
     logits at the last position, or at ``last [B]`` per row (a prompt padded on the right)."""
-    x = embed_tokens(params, tokens)
+    x = embed_tokens(params, tokens, arch=arch)
     x, k_cache, v_cache = run_layers(
         params["layers"], x, k_cache, v_cache, pos, kernel=kernel, unroll=unroll, arch=arch
     )
@@ -324,6 +383,6 @@ def forward_all(params, tokens, arch: Arch = DEFAULT_ARCH):
     b, t = tokens.shape
     k, v = empty_cache(cfg_shape[0], b, t, cfg_shape[2], cfg_shape[3], params["embed"].dtype)
     x, _, _ = run_layers(
-        params["layers"], embed_tokens(params, tokens), k, v, 0, kernel=XLA, arch=arch
+        params["layers"], embed_tokens(params, tokens, arch=arch), k, v, 0, kernel=XLA, arch=arch
     )
     return lm_logits(params, x, arch)

@@ -74,7 +74,7 @@ def _check_cache(q, k_cache):
 
 
 def decode_attention_reference(
-    q, k_new, v_new, k_cache, v_cache, layer, row, pos, lengths=None, window=0
+    q, k_new, v_new, k_cache, v_cache, layer, row, pos, lengths=None, window=0, softcap=0.0
 ):
     """``decode_attention`` in plain jnp: write, then softmax(q k^T / sqrt(K)) v over positions
     < ``lengths`` (and, with a sliding ``window``, >= lengths - window) of the whole cache
@@ -89,12 +89,17 @@ def decode_attention_reference(
     keys = jax.lax.dynamic_slice(k_cache, (0, layer, row, 0, 0), rows)[:, 0]
     values = jax.lax.dynamic_slice(v_cache, (0, layer, row, 0, 0), rows)[:, 0]
     qg = q.reshape(b, hkv, hq // hkv, kdim).astype(jnp.float32)
-    scores = _f32_dot("bhgk,hbsk->bhgs", qg, keys.astype(jnp.float32)) * kdim**-0.5
+    scores = _cap(_f32_dot("bhgk,hbsk->bhgs", qg, keys.astype(jnp.float32)) * kdim**-0.5, softcap)
     visible = _visible(jnp.arange(s)[None, :], jnp.asarray(lengths)[:, None], window)
     scores = jnp.where(visible[:, None, None], scores, -jnp.inf)
     probs = jax.nn.softmax(scores, axis=-1)
     out = _f32_dot("bhgs,hbsk->bhgk", probs, values.astype(jnp.float32))
     return out.reshape(b, hq, kdim).astype(q.dtype), k_cache, v_cache
+
+
+def _cap(scores, softcap: float):
+    """Gemma 2's soft-capped scores, cap * tanh(s / cap), before the mask; s where cap is 0."""
+    return softcap * jnp.tanh(scores / softcap) if softcap else scores
 
 
 def _visible(positions, lengths, window: int):
@@ -104,13 +109,13 @@ def _visible(positions, lengths, window: int):
     return seen & (positions >= lengths - window) if window else seen
 
 
-def prefill_attention_reference(q, k, v, window=0):
+def prefill_attention_reference(q, k, v, window=0, softcap=0.0):
     """Causal softmax(q k^T / sqrt(K)) v over one prompt, ``q [b, T, Hq, K]``, ``k/v [b, T, Hkv,
     K]`` (positions 0..T-1), f32 throughout; a sliding ``window`` (0: none) of keys a query."""
     b, t, hq, kdim = q.shape
     group = hq // k.shape[2]
     k, v = (jnp.repeat(a, group, axis=2).astype(jnp.float32) for a in (k, v))
-    scores = _f32_dot("bthk,bshk->bhts", q.astype(jnp.float32), k) * kdim**-0.5
+    scores = _cap(_f32_dot("bthk,bshk->bhts", q.astype(jnp.float32), k) * kdim**-0.5, softcap)
     causal = _visible(jnp.arange(t)[None, :], jnp.arange(t)[:, None] + 1, window)
     probs = jax.nn.softmax(jnp.where(causal, scores, -jnp.inf), axis=-1)
     return _f32_dot("bhts,bshk->bthk", probs, v).astype(q.dtype)
@@ -142,7 +147,19 @@ def _write(cache, new, layer, row, pos, kernel: KernelChoice = AUTO):
 
 
 def _decode_xla(
-    q, k_new, v_new, k_cache, v_cache, layer, row, pos, lengths, block, kernel, window=0
+    q,
+    k_new,
+    v_new,
+    k_cache,
+    v_cache,
+    layer,
+    row,
+    pos,
+    lengths,
+    block,
+    kernel,
+    window=0,
+    softcap=0.0,
 ):
     hkv, _, _, s, kdim = k_cache.shape
     b, hq, _ = q.shape
@@ -166,7 +183,7 @@ def _decode_xla(
         keys, values = cpu_barrier((keys, values), kernel)
         if keys.dtype != q.dtype:  # an 8-bit cache: widened a block at a time
             keys, values = keys.astype(q.dtype), values.astype(q.dtype)
-        scores = _f32_dot("bhgk,hbsk->bhgs", qg, keys) * scale
+        scores = _cap(_f32_dot("bhgk,hbsk->bhgs", qg, keys) * scale, softcap)
         visible = _visible((start + jnp.arange(block))[None, :], lengths[:, None], window)
         scores = jnp.where(visible[:, None, None], scores, -jnp.inf)
         new_top = jnp.maximum(top, scores.max(axis=-1))
@@ -235,6 +252,7 @@ def decode_attention(
     lengths=None,
     kernel: KernelChoice = AUTO,
     window: int = 0,
+    softcap: float = 0.0,
 ):
     """One decode step's attention: write the new keys and values ``k_new, v_new [H_kv, b, K]``
     at position ``pos`` of cache rows row..row+b of ``layer`` (caches ``[H_kv, n, B, S, K]``),
@@ -257,24 +275,26 @@ def decode_attention(
         window = 0  # the cache is no longer than the window: full attention, exactly
     if backend == "pallas" and window:
         backend = fallback("attention", f"a sliding window of {window}", kernel.strict)
+    if backend == "pallas" and softcap:
+        backend = fallback("attention", "soft-capped scores", kernel.strict)
     args = (q, k_new, v_new, k_cache, v_cache, layer, row, pos, lengths)
     if backend == "pallas":
         return _decode_paged(*args, interpret)
     block = XLA_CPU_BLOCK if target_platform(kernel) == "cpu" else KV_BLOCK
-    return _decode_xla(*args, block, kernel, window)
+    return _decode_xla(*args, block, kernel, window, softcap)
 
 
 # -- prefill ------------------------------------------------------------------------------------
 
 
-def _prefill_xla(q, k, v, window=0):
+def _prefill_xla(q, k, v, window=0, softcap=0.0):
     b, t, hq, kdim = q.shape
     group = hq // k.shape[2]
     if group > 1:
         k, v = jnp.repeat(k, group, axis=2), jnp.repeat(v, group, axis=2)
 
     def block(q, positions):
-        scores = _f32_dot("bthk,bshk->bhts", q, k) * kdim**-0.5
+        scores = _cap(_f32_dot("bthk,bshk->bhts", q, k) * kdim**-0.5, softcap)
         visible = _visible(jnp.arange(t)[None, :], positions[:, None] + 1, window)
         scores = jnp.where(visible[None, None], scores, -jnp.inf)
         probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
@@ -325,7 +345,7 @@ def _prefill_pallas(q, k, v, interpret):
     return out[:, :t]
 
 
-def prefill_attention(q, k, v, kernel: KernelChoice = AUTO, window: int = 0):
+def prefill_attention(q, k, v, kernel: KernelChoice = AUTO, window: int = 0, softcap: float = 0.0):
     """Causal attention of a prompt that starts at position 0 over its own keys:
     ``q [b, T, Hq, K]``, ``k/v [b, T, Hkv, K]`` -> ``[b, T, Hq, K]``; with a sliding ``window``
     (0: none) each query sees its last ``window`` keys, its own included. The Pallas kernel has
@@ -337,6 +357,8 @@ def prefill_attention(q, k, v, kernel: KernelChoice = AUTO, window: int = 0):
         window = 0  # the prompt fits in the window: causal attention, exactly
     if backend == "pallas" and window:
         backend = fallback("attention", f"a sliding window of {window}", kernel.strict)
+    if backend == "pallas" and softcap:
+        backend = fallback("attention", "soft-capped scores", kernel.strict)
     if backend == "pallas":
         return _prefill_pallas(q, k, v, interpret)
-    return _prefill_xla(q, k, v, window)
+    return _prefill_xla(q, k, v, window, softcap)

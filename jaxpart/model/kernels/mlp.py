@@ -163,15 +163,24 @@ def _swiglu(gate, up):
     return gate * jax.nn.sigmoid(gate) * up
 
 
-def mlp_reference(x, w1, w2, out_dtype=None, w3=None):
-    """gelu(x @ w1) @ w2, or (silu(x @ w1) * (x @ w3)) @ w2, with f32 accumulation; h is rounded
-    to x's dtype as the kernels do."""
+def _geglu(gate, up):
+    """Gemma's gated MLP: tanh-GELU of the gate times up."""
+    return _gelu(gate) * up
+
+
+GATED = {"silu": _swiglu, "gelu": _geglu}
+
+
+def mlp_reference(x, w1, w2, out_dtype=None, w3=None, gated_act="silu"):
+    """gelu(x @ w1) @ w2, or (act(x @ w1) * (x @ w3)) @ w2 (act: silu, SwiGLU; or tanh-GELU,
+    GeGLU), with f32 accumulation; h is rounded to x's dtype as the kernels do."""
     w1, w2 = w1.astype(x.dtype), w2.astype(x.dtype)  # no-ops, but for 8-bit weights
     a = jnp.dot(x, w1, preferred_element_type=jnp.float32)
     if w3 is None:
         h = _gelu(a)
     else:
-        h = _swiglu(a, jnp.dot(x, w3.astype(x.dtype), preferred_element_type=jnp.float32))
+        up = jnp.dot(x, w3.astype(x.dtype), preferred_element_type=jnp.float32)
+        h = GATED[gated_act](a, up)
     h = h.astype(x.dtype)
     return jnp.dot(h, w2, preferred_element_type=jnp.float32).astype(out_dtype or x.dtype)
 
@@ -232,7 +241,9 @@ def _tiled_matmul(
     )(layer, a, *stacks)
 
 
-@functools.partial(jax.jit, static_argnames=("block_sizes", "interpret", "out_dtype", "hints"))
+@functools.partial(
+    jax.jit, static_argnames=("block_sizes", "interpret", "out_dtype", "hints", "gated_act")
+)
 def _mlp_pallas(
     x,
     w1,
@@ -244,9 +255,11 @@ def _mlp_pallas(
     interpret: bool,
     out_dtype,
     hints: bool = True,
+    gated_act: str = "silu",
 ):
     """x [m, d]; w1 (and w3) [n, d, F] and w2 [n, F, d] stacks of which layer ``layer [1]`` is
-    used. ``hints=False`` drops the eviction hints (to measure what they buy)."""
+    used; a gated MLP's activation is ``gated_act``. ``hints=False`` drops the eviction hints
+    (to measure what they buy)."""
     m, d_model = x.shape
     d_ff = w1.shape[2]
     bs = block_sizes
@@ -272,7 +285,7 @@ def _mlp_pallas(
     if w3 is None:
         up = dict(stacks=(w1,), activation=_gelu, name="mlp_up")
     else:
-        up = dict(stacks=(w1, w3), activation=_swiglu, name="mlp_up_gated")
+        up = dict(stacks=(w1, w3), activation=GATED[gated_act], name="mlp_up_gated")
     h = _tiled_matmul(x, layer=layer, block_n=bs.block_f, out_dtype=x.dtype, **up, **common)
     y = _tiled_matmul(
         h,
@@ -297,10 +310,12 @@ def mlp(
     kernel: KernelChoice = AUTO,
     block_sizes: BlockSizes | None = None,
     out_dtype=None,
+    gated_act: str = "silu",
 ):
-    """gelu(x @ w1) @ w2, or with ``w3`` SwiGLU's (silu(x @ w1) * (x @ w3)) @ w2, for x
-    ``[..., d_model]``, w1 and w3 ``[d_model, d_ff]``, w2 ``[d_ff, d_model]``; or, given
-    ``layer``, ``[n, ...]`` stacks of which that layer is used. The kernels read the layer
+    """gelu(x @ w1) @ w2, or with ``w3`` SwiGLU's (silu(x @ w1) * (x @ w3)) @ w2 (GeGLU's, tanh
+    GELU for silu, with ``gated_act="gelu"``), for x ``[..., d_model]``, w1 and w3
+    ``[d_model, d_ff]``, w2 ``[d_ff, d_model]``; or, given ``layer``, ``[n, ...]`` stacks of
+    which that layer is used. The kernels read the layer
     straight from the stack: slicing it out first would copy the layer's weights on every call.
 
     ``kernel.mlp``: "pallas" (Triton on GPU, interpret mode on CPU), "xla" (the reference under
@@ -335,7 +350,7 @@ def mlp(
     if chosen == "xla":
         gate_up = None if w3 is None else cpu_barrier(w3[layer], kernel)
         w1l, w2l = cpu_barrier(w1[layer], kernel), cpu_barrier(w2[layer], kernel)
-        out = mlp_reference(x2, w1l, w2l, out_dtype, gate_up)
+        out = mlp_reference(x2, w1l, w2l, out_dtype, gate_up, gated_act)
     else:
         index = jnp.asarray(layer, jnp.int32).reshape(1)
         out = _mlp_pallas(
@@ -347,5 +362,6 @@ def mlp(
             block_sizes=bs,
             interpret=interpret,
             out_dtype=jnp.dtype(out_dtype),
+            gated_act=gated_act,
         )
     return out.reshape(*lead, d_model)

@@ -224,7 +224,8 @@ class PipelineExecutor(Executor):
                 m = i - s
                 active = (m >= 0) & (m < M)
                 m = jnp.clip(m, 0, M - 1)
-                first = embed_tokens(params, tokens[jnp.clip(i, 0, M - 1)], self.dtype)
+                batch_i = tokens[jnp.clip(i, 0, M - 1)]
+                first = embed_tokens(params, batch_i, self.dtype, self.arch)
                 x = jnp.where(s == 0, first, state)
                 y, kc, vc = self._stage_work(params, x, kc, vc, m, 0, active)
                 produce = active & (s == S - 1)
@@ -278,7 +279,7 @@ class PipelineExecutor(Executor):
                 k, m = u // Pd, u % Pd
                 active = (u >= 0) & (m < M) & (k < D)
                 m, k = jnp.minimum(m, M - 1), jnp.clip(k, 0, D - 1)
-                first = embed_tokens(params, token_buf[m], self.dtype)[:, None, :]
+                first = embed_tokens(params, token_buf[m], self.dtype, self.arch)[:, None, :]
                 x = jnp.where(s == 0, first, act)
                 pos = (lens[m] if ragged else self.shape.prompt_len) + start + k
                 y, kc, vc = self._stage_work(params, x, kc, vc, m, pos, active)
