@@ -26,20 +26,20 @@ def folders(tmp_path_factory):
     return {name: tiny.write_checkpoint(root / name, name) for name in tiny.VARIANTS}
 
 
-def test_windows_run_in_the_kernels_or_cap_the_context(folders):
-    # Mistral's and Phi-3's window is on every layer: the attention kernels apply it
+def test_windows_are_read_per_layer(folders):
+    # Mistral's and Phi-3's window is on every layer; Qwen2's from max_window_layers up, and
+    # Gemma's on the layers its layer_types call sliding (five in six for Gemma 3)
     for name, window in (("mistral-window", 5), ("phi3-tiny", 6)):
         cfg = load_model(str(folders[name]))
-        assert (cfg.sliding_window, cfg.seq_len, cfg.seq_len_why) == (window, 64, "")
-    # Qwen2's only from max_window_layers up: the context is capped at it, and says why
+        assert (cfg.sliding_window, cfg.layer_windows, cfg.seq_len) == (window, (), 64)
     qwen = load_model(str(folders["qwen2-window"]))
-    assert (qwen.sliding_window, qwen.seq_len) == (
-        0,
-        16,
-    ) and "some of its layers" in qwen.seq_len_why
-    with pytest.raises(ConfigError, match="sliding window of 16 of some of its layers"):
-        RunShape(1, 10, 10).check(qwen)
-    assert load_model(str(folders["llama-tiny-untied"])).sliding_window == 0
+    assert qwen.layer_windows == (0,) * 8 + (5,) * 8 and qwen.seq_len == 64
+    gemma = load_model(str(folders["gemma3-tiny"]))
+    assert gemma.layer_windows == tuple(0 if (i + 1) % 6 == 0 else 5 for i in range(16))
+    assert (gemma.local_rope_theta, gemma.rope_theta) == (10_000.0, 1_000_000.0)
+    assert gemma.rope_scaling.type == "linear" and gemma.rope_scaling.factor == 8.0
+    assert load_model(str(folders["gemma3-tiny-v5"])).layer_windows == gemma.layer_windows
+    assert load_model(str(folders["llama-tiny-untied"])).layer_windows == ()
 
 
 def test_rope_scaling_is_read_from_both_key_layouts(folders):

@@ -24,6 +24,17 @@ LLAMA31 = {
 }
 # How transformers 5 writes a config: rope_parameters with rope_theta inside, dtype.
 V5 = {"rope_theta": None, "rope_scaling": None, "torch_dtype": None, "dtype": "float32"}
+GEMMA3 = {
+    "hidden_act": None,
+    "hidden_activation": "gelu_pytorch_tanh",
+    "query_pre_attn_scalar": 32,
+    "sliding_window": 5,
+    "rope_theta": 1_000_000.0,
+    "rope_local_base_freq": 10_000.0,
+    "rope_scaling": {"rope_type": "linear", "factor": 8.0},
+    "rms_norm_eps": 1e-6,
+    "pad_token_id": 0,
+}
 # name -> (model_type, architecture class, tied head, config changes: None values are dropped)
 VARIANTS = {
     "llama-tiny-untied": ("llama", "LlamaForCausalLM", False, {}),
@@ -87,12 +98,12 @@ VARIANTS = {
         False,
         {"sliding_window": 5},
     ),
-    # Qwen2's window on the layers from max_window_layers up only: jaxpart caps the context
+    # Qwen2's window on the layers from max_window_layers up only
     "qwen2-window": (
         "qwen2",
         "Qwen2ForCausalLM",
         True,
-        {"use_sliding_window": True, "sliding_window": 16, "max_window_layers": 8},
+        {"use_sliding_window": True, "sliding_window": 5, "max_window_layers": 8},
     ),
     # Phi-3: fused qkv_proj and gate_up_proj, a window (as Phi-3-mini-4k's 2047), and longrope
     # as Phi-3-mini-128k writes it ("type", the top-level original_max_position_embeddings)
@@ -130,6 +141,25 @@ VARIANTS = {
             "pad_token_id": 0,
         },
     ),
+    # Gemma 3 text: Gemma 2's layer with per-head q/k norms, no soft-caps, windows of 5 on five
+    # layers in six (layers 5 and 11 attend to everything), and two RoPEs: the windowed layers'
+    # plain base 1e4, the global layers' 1e6 with linear x8 (as Gemma 3 4B and up), in the keys
+    # of transformers before 5.0 and in 5.x's nested rope_parameters
+    "gemma3-tiny": ("gemma3_text", "Gemma3ForCausalLM", True, GEMMA3),
+    "gemma3-tiny-v5": (
+        "gemma3_text",
+        "Gemma3ForCausalLM",
+        True,
+        GEMMA3
+        | V5
+        | {
+            "rope_local_base_freq": None,
+            "rope_parameters": {
+                "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1e6},
+                "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+            },
+        },
+    ),
     # original context 10: the prompt uses the short factors, decoding past it the long ones
     "llama-longrope": (
         "llama",
@@ -164,6 +194,7 @@ def config(
         "qwen3": {"attention_bias": False, "use_sliding_window": False, "sliding_window": None},
         "phi3": {"sliding_window": None, "pad_token_id": 2},
         "gemma2": {},
+        "gemma3_text": {},
     }[model_type]
     return {
         **extra,
@@ -198,7 +229,7 @@ def tensors(cfg: dict, seed: int) -> dict[str, np.ndarray]:
     def normal(*shape, scale):
         return (rng.standard_normal(shape) * scale).astype(np.float32)
 
-    gemma = cfg["model_type"] == "gemma2"
+    gemma = cfg["model_type"] in ("gemma2", "gemma3_text")
     one = 0.0 if gemma else 1.0  # Gemma's norms scale by 1 + w: w near 0 is a scale near 1
     out = {"model.embed_tokens.weight": normal(v, d, scale=1.0)}
     for i in range(cfg["num_hidden_layers"]):
@@ -216,9 +247,9 @@ def tensors(cfg: dict, seed: int) -> dict[str, np.ndarray]:
             out[p + "self_attn.q_proj.bias"] = normal(q, scale=0.1)
             out[p + "self_attn.k_proj.bias"] = normal(kv, scale=0.1)
             out[p + "self_attn.v_proj.bias"] = normal(kv, scale=0.1)
-        if cfg["model_type"] == "qwen3":
-            out[p + "self_attn.q_norm.weight"] = 1 + normal(cfg["head_dim"], scale=0.1)
-            out[p + "self_attn.k_norm.weight"] = 1 + normal(cfg["head_dim"], scale=0.1)
+        if cfg["model_type"] in ("qwen3", "gemma3_text"):
+            out[p + "self_attn.q_norm.weight"] = one + normal(cfg["head_dim"], scale=0.1)
+            out[p + "self_attn.k_norm.weight"] = one + normal(cfg["head_dim"], scale=0.1)
         out[p + "mlp.gate_proj.weight"] = normal(f, d, scale=d**-0.5)
         out[p + "mlp.up_proj.weight"] = normal(f, d, scale=d**-0.5)
         out[p + "mlp.down_proj.weight"] = normal(d, f, scale=f**-0.5)

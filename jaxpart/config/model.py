@@ -55,12 +55,15 @@ class ModelConfig:
     qk_norm: bool = False  # RMSNorm of each query and key head before the rotation (Qwen3)
     weight_dtype: str | None = None  # how weights are stored; None: dtype
     kv_dtype: str | None = None  # how the KV cache is stored; None: dtype
-    seq_len_why: str = ""  # where seq_len is a cap, why (a Hugging Face folder's window)
     sliding_window: int = 0  # every layer attends to its last W keys (its own included); 0: all
     # Gemma 2: RMSNorm scaled by (1 + w); norms after attention and before and after the MLP;
     # embeddings times sqrt(d_model); scores scaled by query_pre_attn_scalar ** -0.5 (0: by
     # head_dim ** -0.5); attention scores and final logits soft-capped (cap * tanh(x / cap); 0:
     # none)
+    # per layer: its sliding window (0: full attention), where layers differ (Qwen2's upper
+    # layers, Gemma's local ones); empty: sliding_window for every layer
+    layer_windows: tuple[int, ...] = ()
+    local_rope_theta: float = 0.0  # Gemma 3: windowed layers' own plain RoPE base; 0: the same
     norm_plus_one: bool = False
     sandwich_norms: bool = False
     scale_embeddings: bool = False
@@ -303,37 +306,71 @@ HF_ARCHITECTURES = {
         "scale_embeddings": True,
         "tie_embeddings": True,
     },
+    # Gemma 3 text (modeling_gemma3.py): Gemma 2's layer, per-head q/k norms, no soft-caps, and
+    # its local (windowed) layers on their own plain RoPE base
+    "gemma3_text": {
+        "mlp": "geglu",
+        "norm_plus_one": True,
+        "sandwich_norms": True,
+        "scale_embeddings": True,
+        "tie_embeddings": True,
+        "qk_norm": True,
+    },
 }
 
 
-def sliding_window(hf: dict, kind: str, src: str = "config.json") -> tuple[int | None, bool]:
-    """(the attention window of a config's windowed layers or None, whether every layer has
-    it), as each family's transformers code reads it: Mistral and Phi-3 window every layer by
-    ``sliding_window``; Qwen2 and Qwen3 the layers from ``max_window_layers`` up, where
-    ``use_sliding_window`` is set. A window admits W keys, the query's own included."""
+def _gemma3_rope(hf: dict, key: str, table, src: str) -> tuple[float, dict | None]:
+    """(the local layers' RoPE base, the global layers' rope table) of a Gemma 3 config: 5.x
+    nests them under sliding_attention and full_attention; earlier ones give the local base as
+    rope_local_base_freq (10000 by default) beside a global rope_scaling."""
+    if isinstance(table, dict) and ("full_attention" in table or "sliding_attention" in table):
+        local = table.get("sliding_attention") or {}
+        kind = local.get("rope_type", local.get("type", "default"))
+        if kind != "default" or set(local) - {"rope_type", "type", "rope_theta"}:
+            raise ConfigError(
+                f"{src}: field '{key}.sliding_attention' = {local!r}: the local layers' RoPE "
+                "must be plain (a rope_theta only)"
+            )
+        return float(local.get("rope_theta", 10_000.0)), table.get("full_attention")
+    return float(hf.get("rope_local_base_freq") or 10_000.0), table
+
+
+def layer_windows(hf: dict, kind: str, src: str = "config.json") -> tuple[int, ...]:
+    """Each layer's sliding attention window (0: full attention), as each family's transformers
+    code sets it: Mistral and Phi-3 window every layer by ``sliding_window``; Qwen2 and Qwen3
+    the layers from ``max_window_layers`` up where ``use_sliding_window`` is set; Gemma the
+    layers its ``layer_types`` call ``sliding_attention`` (by default every other one for
+    Gemma 2, five in six for Gemma 3). A window admits W keys, the query's own included."""
     window = hf.get("sliding_window")
-    if kind in ("qwen2", "qwen3"):
-        windowed = hf.get("use_sliding_window") and hf.get(
-            "max_window_layers", hf.get("num_hidden_layers", 0)
-        ) < hf.get("num_hidden_layers", 0)
-        window = window if windowed else None
-    elif kind == "gemma2":  # its layer_types: sliding_attention on every other layer
-        types = hf.get("layer_types") or []
-        window = window if "sliding_attention" in types or not types else None
-    elif kind not in ("mistral", "phi3"):
-        window = None
-    if window is None:
-        return None, False
+    n = hf.get("num_hidden_layers")
+    if window is None or not isinstance(n, int) or n < 1:
+        return ()
     if isinstance(window, bool) or not isinstance(window, int) or window < 1:
         raise ConfigError(f"{src}: field 'sliding_window' = {window!r}: must be a whole number")
-    return window, kind in ("mistral", "phi3")
+    if kind in ("mistral", "phi3"):
+        return (window,) * n
+    if kind in ("qwen2", "qwen3"):
+        if not hf.get("use_sliding_window"):
+            return ()
+        first = hf.get("max_window_layers", n)
+        return tuple(window if i >= first else 0 for i in range(n))
+    if kind in ("gemma2", "gemma3_text"):
+        types = hf.get("layer_types")
+        if types is None:
+            pattern = 2 if kind == "gemma2" else hf.get("sliding_window_pattern", 6)
+            types = [
+                "sliding_attention" if (i + 1) % pattern else "full_attention" for i in range(n)
+            ]
+        if not isinstance(types, list) or len(types) != n:
+            raise ConfigError(f"{src}: field 'layer_types': expected one entry a layer ({n})")
+        return tuple(window if t == "sliding_attention" else 0 for t in types)
+    return ()
 
 
 def load_hf_model(folder: Path) -> ModelConfig:
     """A Hugging Face folder's config.json (Llama, Mistral, Qwen2, Qwen3, Phi-3; dense) as a
-    model. A sliding attention window on every layer (Mistral, Phi-3) runs in the attention
-    kernels; one on some layers only (Qwen2's, from ``max_window_layers`` up) caps the context
-    at the window, where windowed attention is exactly full attention.
+    model. Sliding attention windows, on every layer (Mistral, Phi-3) or on some (Qwen2's upper
+    layers, Gemma's local ones), run in the attention kernels.
 
     RoPE scaling of every type transformers ships (config/rope.py) is read from ``rope_scaling``
     or 5.x's ``rope_parameters``, the dtype from ``torch_dtype`` or 5.x's ``dtype``. What jaxpart
@@ -366,16 +403,16 @@ def load_hf_model(folder: Path) -> ModelConfig:
             f"{src}: field 'quantization_config' = {method!r}: quantized checkpoints are not "
             "supported (a model file's weight_dtype = 'float8_e4m3fn' plans and simulates FP8)"
         )
-    if kind == "gemma2":
+    if kind in ("gemma2", "gemma3_text"):
         if hf.get("hidden_activation", "gelu_pytorch_tanh") != "gelu_pytorch_tanh":
-            unsupported("hidden_activation", "Gemma 2's MLP is implemented with tanh GELU only")
+            unsupported("hidden_activation", "Gemma's MLP is implemented with tanh GELU only")
     elif hf.get("hidden_act", "silu") != "silu":
         unsupported("hidden_act", "only SwiGLU (silu) MLPs are implemented for these models")
     if hf.get("mlp_bias"):
         unsupported("mlp_bias", "MLP biases are not implemented")
     if kind != "qwen2" and hf.get("attention_bias"):
         unsupported("attention_bias", f"attention biases are implemented for qwen2, not {kind}")
-    window, every_layer = sliding_window(hf, kind, src)
+    windows = layer_windows(hf, kind, src)
     if hf.get("partial_rotary_factor", 1.0) != 1.0:
         unsupported("partial_rotary_factor", "only full rotary embeddings are implemented")
     dtype_key = "dtype" if hf.get("dtype") is not None else "torch_dtype"  # 5.x, pre-5.0
@@ -390,6 +427,9 @@ def load_hf_model(folder: Path) -> ModelConfig:
         key = "rope_parameters" if hf.get("rope_parameters") is not None else "rope_scaling"
         top_original = hf.get("original_max_position_embeddings")
         table = hf.get(key)
+        local_theta = 0.0
+        if kind == "gemma3_text":  # global layers: full_attention; local: plain RoPE
+            local_theta, table = _gemma3_rope(hf, key, table, src)
         if kind == "phi3":  # Phi3Config: its own default, and "su" / "yarn" mean longrope
             top_original = top_original or 4096
             if isinstance(table, dict) and table.get("rope_type", table.get("type")) in (
@@ -404,26 +444,19 @@ def load_hf_model(folder: Path) -> ModelConfig:
             head_dim=head_dim,
             top_original_max=int(top_original) if top_original else None,
         )
-        theta = table_theta or float(hf.get("rope_theta") or 10_000.0)
+        default_theta = 1_000_000.0 if kind == "gemma3_text" else 10_000.0
+        theta = table_theta or float(hf.get("rope_theta") or default_theta)
         family = {k: v for k, v in HF_ARCHITECTURES[kind].items() if k != "tie_embeddings"}
         tied_default = HF_ARCHITECTURES[kind].get("tie_embeddings", False)
         gemma = {}
-        if kind == "gemma2":
+        if kind in ("gemma2", "gemma3_text"):
             gemma = {
                 "query_pre_attn_scalar": float(hf.get("query_pre_attn_scalar") or head_dim),
                 "attn_softcap": float(hf.get("attn_logit_softcapping") or 0.0),
                 "final_softcap": float(hf.get("final_logit_softcapping") or 0.0),
             }
         context = context_cap(max_positions, scaling)
-        why = ""
-        if window is not None and not every_layer and window < context:
-            # windows on some layers only: inside one window, windowed attention is full
-            # attention; beyond it those layers would need a window of their own
-            context = window
-            why = (
-                f"capped at the sliding window of {window} of some of its layers: jaxpart "
-                "windows every layer or none"
-            )
+        uniform = windows[0] if windows and len(set(windows)) == 1 else 0
         return ModelConfig(
             name=folder.name,
             n_layers=int(hf["num_hidden_layers"]),
@@ -441,8 +474,9 @@ def load_hf_model(folder: Path) -> ModelConfig:
             tie_embeddings=bool(hf.get("tie_word_embeddings", tied_default)),
             rope_theta=theta,
             rope_scaling=scaling,
-            seq_len_why=why,
-            sliding_window=window if window is not None and every_layer else 0,
+            sliding_window=uniform,
+            layer_windows=() if uniform or not any(windows) else windows,
+            local_rope_theta=local_theta,
             norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
             **gemma,
         )

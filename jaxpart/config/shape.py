@@ -52,8 +52,7 @@ class RunShape:
             value = self.prompt_len if flag == "--prompt-len" else self.gen_len
             raise ConfigError(
                 f"{flag} = {value}: prompt {self.prompt_len} + generation {self.gen_len} = "
-                f"{self.context} exceeds the model's seq_len = {model.seq_len} ({model.source}"
-                + (f"; {model.seq_len_why})" if model.seq_len_why else ")")
+                f"{self.context} exceeds the model's seq_len = {model.seq_len} ({model.source})"
             )
         return self
 

@@ -32,6 +32,8 @@ class Arch:
     norm_eps: float = NORM_EPS
     rope_scaling: RopeScaling | None = None
     window: int = 0  # sliding attention window of every layer (0: none)
+    layer_windows: tuple[int, ...] = ()  # each layer's window where they differ (0: none)
+    local_theta: float = 0.0  # windowed layers' own plain RoPE base (Gemma 3); 0: none
     norm_plus_one: bool = False  # Gemma: RMSNorm scaled by (1 + w)
     sandwich: bool = False  # Gemma 2: norms after attention and around the MLP
     embed_scale: float = 0.0  # embeddings times this (Gemma: sqrt(d_model)); 0: none
@@ -51,6 +53,8 @@ def arch_of(cfg) -> Arch:
         norm_eps=float(cfg.norm_eps),
         rope_scaling=cfg.rope_scaling,
         window=int(cfg.sliding_window),
+        layer_windows=tuple(int(w) for w in cfg.layer_windows),
+        local_theta=float(cfg.local_rope_theta),
         norm_plus_one=bool(cfg.norm_plus_one),
         sandwich=bool(cfg.sandwich_norms),
         embed_scale=float(cfg.d_model) ** 0.5 if cfg.scale_embeddings else 0.0,
@@ -153,12 +157,34 @@ def rope(
     return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
 
 
+def _layer_window(arch: Arch, model_layer, cache_positions: int, tokens: int):
+    """This layer's sliding window: the model's one (an int), or, where layers differ, the
+    layer's own, looked up by its index in the model (traced); 0 where no window is shorter
+    than what the layer reads (the cache, or a prompt), which is full attention exactly."""
+    if not arch.layer_windows:
+        return arch.window
+    reads = cache_positions if tokens == 1 else tokens
+    if all(w == 0 or w >= reads for w in arch.layer_windows):
+        return 0
+    return jnp.asarray(arch.layer_windows, jnp.int32)[model_layer]
+
+
 def _reduce(x: jax.Array, tensor_axis: str | None) -> jax.Array:
     return x if tensor_axis is None else jax.lax.psum(x, tensor_axis)
 
 
 def attention(
-    p, x, k_cache, v_cache, pos, tensor_axis=None, layer=0, row=0, kernel=AUTO, arch=DEFAULT_ARCH
+    p,
+    x,
+    k_cache,
+    v_cache,
+    pos,
+    tensor_axis=None,
+    layer=0,
+    row=0,
+    kernel=AUTO,
+    arch=DEFAULT_ARCH,
+    model_layer=None,
 ):
     """Causal attention of ``x [b, T, d]`` at positions pos..pos+T.
 
@@ -186,8 +212,22 @@ def attention(
     if "q_norm" in p:  # each head normalised before the rotation (Qwen3)
         eps, one = arch.norm_eps, arch.norm_plus_one
         q, k = rms_norm(q, p["q_norm"], eps, one), rms_norm(k, p["k_norm"], eps, one)
-    q = rope(q, positions, theta=arch.rope_theta, scaling=arch.rope_scaling)
-    k = rope(k, positions, 2, arch.rope_theta, arch.rope_scaling)
+    window = _layer_window(arch, model_layer, k_cache.shape[3], t)
+    if arch.local_theta and arch.layer_windows:  # Gemma 3: windowed layers' own plain RoPE
+        local = jnp.asarray([w > 0 for w in arch.layer_windows])[model_layer]
+        q = jnp.where(
+            local,
+            rope(q, positions, theta=arch.local_theta),
+            rope(q, positions, theta=arch.rope_theta, scaling=arch.rope_scaling),
+        )
+        k = jnp.where(
+            local,
+            rope(k, positions, 2, arch.local_theta),
+            rope(k, positions, 2, arch.rope_theta, arch.rope_scaling),
+        )
+    else:
+        q = rope(q, positions, theta=arch.rope_theta, scaling=arch.rope_scaling)
+        k = rope(k, positions, 2, arch.rope_theta, arch.rope_scaling)
     if arch.query_scale != 1.0:  # the kernels scale by head_dim ** -0.5; Gemma's scalar instead
         q = (q.astype(jnp.float32) * arch.query_scale).astype(dtype)
     if t == 1:
@@ -201,7 +241,7 @@ def attention(
             row,
             pos,
             kernel=kernel,
-            window=arch.window,
+            window=window,
             softcap=arch.attn_softcap,
         )
         o = o[:, None]
@@ -214,7 +254,7 @@ def attention(
             k.transpose(1, 2, 0, 3),
             v.transpose(1, 2, 0, 3),
             kernel,
-            arch.window,
+            window,
             arch.attn_softcap,
         )
     out = _reduce(_dot("bthk,hkd->btd", o, p["wo"]), tensor_axis)
@@ -267,8 +307,10 @@ def decoder_layer(
     row=0,
     mlp_stack=None,
     arch: Arch = DEFAULT_ARCH,
+    model_layer=None,
 ):
-    """One block; the caches are the whole stack, this block's slot is ``layer`` (see attention).
+    """One block; the caches are the whole stack, this block's slot is ``layer`` (see attention),
+    its index in the whole model ``model_layer`` (for per-layer windows and RoPE).
     ``mlp_stack`` holds the MLP weights of the whole stack, read at ``layer``."""
     eps, one = arch.norm_eps, arch.norm_plus_one
     a, k_cache, v_cache = attention(
@@ -282,6 +324,7 @@ def decoder_layer(
         row,
         kernel,
         arch,
+        layer if model_layer is None else model_layer,
     )
     if arch.sandwich:  # Gemma 2: a norm on the attention's output before the residual
         a = rms_norm(a, p["ln1_out"], eps, one)
@@ -306,10 +349,12 @@ def run_layers(
     row=0,
     unroll: bool = False,
     arch: Arch = DEFAULT_ARCH,
+    first_layer=0,
 ):
     """Apply a stack of layers ``[n, ...]`` in order; caches are ``[H, n, B, S, K]`` and x holds
-    cache rows row..row+b. ``unroll`` lays the layers out flat (XLA's cost analysis counts a
-    loop body once, so FLOP counting needs it).
+    cache rows row..row+b; the stack's first layer is layer ``first_layer`` of the model (a
+    pipeline stage's offset, traced). ``unroll`` lays the layers out flat (XLA's cost analysis
+    counts a loop body once, so FLOP counting needs it).
 
     With ``n_valid`` only the first ``n_valid`` layers run (the rest are padding of a shorter
     pipeline stage and are skipped, not computed and masked).
@@ -324,7 +369,9 @@ def run_layers(
             # This layer's attention weights and norms, sliced here rather than by scan, so that
             # on CPU the barrier keeps XLA from widening whole stacks to f32 (see cpu_barrier).
             p = cpu_barrier({k: v[j] for k, v in rest.items()}, kernel)
-            return decoder_layer(p, x, kc, vc, pos, tensor_axis, kernel, j, row, mlp_stack, arch)
+            return decoder_layer(
+                p, x, kc, vc, pos, tensor_axis, kernel, j, row, mlp_stack, arch, first_layer + j
+            )
 
         if n_valid is None:
             return apply(*carry), None

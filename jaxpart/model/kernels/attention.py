@@ -102,11 +102,18 @@ def _cap(scores, softcap: float):
     return softcap * jnp.tanh(scores / softcap) if softcap else scores
 
 
-def _visible(positions, lengths, window: int):
-    """Key positions a query sees: below its length, and with a sliding ``window`` (0: none)
-    the last ``window`` of them, its own included (transformers: kv_idx > q_idx - window)."""
+def _window_words(window) -> str:
+    return f"a sliding window of {window}" if isinstance(window, int) else "per-layer windows"
+
+
+def _visible(positions, lengths, window):
+    """Key positions a query sees: below its length, and with a sliding ``window`` (0: none;
+    an int, or traced where it depends on the layer) the last ``window`` of them, its own
+    included (transformers: kv_idx > q_idx - window)."""
     seen = positions < lengths
-    return seen & (positions >= lengths - window) if window else seen
+    if isinstance(window, int):
+        return seen & (positions >= lengths - window) if window else seen
+    return jnp.where(window > 0, seen & (positions >= lengths - window), seen)
 
 
 def prefill_attention_reference(q, k, v, window=0, softcap=0.0):
@@ -204,7 +211,10 @@ def _decode_xla(
     )
     n_blocks = jnp.maximum((jnp.max(lengths) + block - 1) // block, 1)  # a dynamic trip count
     # With a sliding window, only the blocks that hold a row's last ``window`` positions.
-    first = jnp.maximum(jnp.min(lengths) - window, 0) // block if window else 0
+    if isinstance(window, int):
+        first = jnp.maximum(jnp.min(lengths) - window, 0) // block if window else 0
+    else:  # a layer's own window, traced
+        first = jnp.where(window > 0, jnp.maximum(jnp.min(lengths) - window, 0) // block, 0)
     out, _, total, k_cache, v_cache = jax.lax.fori_loop(first, n_blocks, body, init)
     return (out / total[..., None]).reshape(b, hq, kdim).astype(q.dtype), k_cache, v_cache
 
@@ -271,10 +281,10 @@ def decode_attention(
         backend = fallback(
             "attention", f"a {jnp.dtype(k_cache.dtype).name} KV cache", kernel.strict
         )
-    if window and window >= k_cache.shape[3]:
+    if isinstance(window, int) and window >= k_cache.shape[3]:
         window = 0  # the cache is no longer than the window: full attention, exactly
-    if backend == "pallas" and window:
-        backend = fallback("attention", f"a sliding window of {window}", kernel.strict)
+    if backend == "pallas" and not (isinstance(window, int) and window == 0):
+        backend = fallback("attention", _window_words(window), kernel.strict)
     if backend == "pallas" and softcap:
         backend = fallback("attention", "soft-capped scores", kernel.strict)
     args = (q, k_new, v_new, k_cache, v_cache, layer, row, pos, lengths)
@@ -353,10 +363,10 @@ def prefill_attention(q, k, v, kernel: KernelChoice = AUTO, window: int = 0, sof
     if q.shape[-1] != k.shape[-1] or q.shape[2] % k.shape[2]:
         raise ValueError(f"q {q.shape} and k {k.shape}: head_dim must match, heads divide")
     backend, interpret = resolve("attention", kernel.attention, kernel)
-    if window and window >= q.shape[1]:
+    if isinstance(window, int) and window >= q.shape[1]:
         window = 0  # the prompt fits in the window: causal attention, exactly
-    if backend == "pallas" and window:
-        backend = fallback("attention", f"a sliding window of {window}", kernel.strict)
+    if backend == "pallas" and not (isinstance(window, int) and window == 0):
+        backend = fallback("attention", _window_words(window), kernel.strict)
     if backend == "pallas" and softcap:
         backend = fallback("attention", "soft-capped scores", kernel.strict)
     if backend == "pallas":

@@ -166,6 +166,11 @@ class PipelineExecutor(Executor):
     def _stage_work(self, params, x, kc, vc, m, pos, active):
         """Run this stage's layers on microbatch m (its rows of the cache), if ``active``."""
         n_valid = params["sizes"][0]
+        # this stage's first layer in the model (per-layer windows and RoPE need it)
+        starts = [0]
+        for n in self.plan.layers_per_stage[:-1]:
+            starts.append(starts[-1] + n)
+        first = jnp.asarray(starts, jnp.int32)[jax.lax.axis_index("stage")]
 
         def work(x, kc, vc):
             return run_layers(
@@ -179,6 +184,7 @@ class PipelineExecutor(Executor):
                 self.kernel,
                 row=m * self.b_mb,
                 arch=self.arch,
+                first_layer=first,
             )
 
         return jax.lax.cond(active, work, lambda *a: a, x, kc, vc)
