@@ -251,3 +251,17 @@ def test_a_template_that_raises_is_one_line(tmp_path):
     (folder / "tokenizer_config.json").write_text(text)
     with pytest.raises(ConfigError, match="failed: no system turns"):
         render(folder, "Hi")
+
+
+def test_plan_on_a_gemma3_folder_shows_its_local_and_global_kv(folders, capsys):
+    assert main(["plan", "--model", str(folders["gemma3-tiny"]), "--mesh", "cpu16"]) == 0
+    out = capsys.readouterr().out
+    # 14 local layers of window 5 and 2 global ones: the cache held to the windows, and what
+    # jaxpart allocates (every layer's whole context of 64 positions)
+    assert "sliding windows on 14 of 16 layers" in out
+    cfg = load_model(str(folders["gemma3-tiny"]))
+    from jaxpart.cli.render import window_kv_line
+
+    line = window_kv_line(cfg, RunShape(16, 32, 32))
+    assert "14 of 16" in line and load_model(str(folders["llama-tiny-untied"])).sliding_window == 0
+    assert window_kv_line(load_model(str(folders["llama-tiny-untied"])), RunShape(1, 4, 4)) == ""

@@ -19,7 +19,13 @@ from jaxpart.config import (
 from jaxpart.planning.baseline import stage_sizes
 from jaxpart.planning.capacity import balanced_split, capacity
 from jaxpart.planning.export import ENGINE_NAMES, default_split
-from jaxpart.planning.memory import discrepancies, embedding_params, layer_memory
+from jaxpart.planning.memory import (
+    cache_positions,
+    discrepancies,
+    embedding_params,
+    kv_bytes,
+    layer_memory,
+)
 from jaxpart.planning.plan import Plan
 
 if TYPE_CHECKING:
@@ -167,12 +173,33 @@ def plan_table(plan: Plan, mesh: MeshConfig) -> Table:
     return table
 
 
+def window_kv_line(model: ModelConfig, shape: RunShape) -> str:
+    """For a model with sliding windows: the KV cache its layers would hold kept to their
+    windows (local and global layers apart), beside what jaxpart allocates (every layer's whole
+    context)."""
+    windows = model.layer_windows or (model.sliding_window,) * model.n_layers
+    if not any(windows):
+        return ""
+    positions = cache_positions(model.seq_len)
+    whole = model.n_layers * kv_bytes(model, shape.batch, positions)
+    kept = sum(kv_bytes(model, shape.batch, min(w, positions) if w else positions) for w in windows)
+    local = sum(1 for w in windows if w)
+    return (
+        f"sliding windows on {local} of {model.n_layers} layers: their KV cache held to the "
+        f"window would be {format_bytes(kept)} for the batch, against the "
+        f"{format_bytes(whole)} jaxpart allocates (every layer's whole context; memory model)"
+    )
+
+
 def print_plan(
     console: Console, model: ModelConfig, mesh: MeshConfig, shape: RunShape, plan: Plan
 ) -> None:
     print_table(console, memory_table(model, shape, plan.figures))
     for line in discrepancies(model, shape):
         console.print(f"  seed discrepancy - {line}")
+    line = window_kv_line(model, shape)
+    if line:
+        console.print(f"  {line}")
     console.print()
     console.print(plan_summary(plan))
     print_table(console, plan_table(plan, mesh))
