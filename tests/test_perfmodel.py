@@ -507,3 +507,22 @@ def test_a_bad_fitted_table_is_a_one_line_error(text, words):
 
     with pytest.raises(ConfigError, match=words.replace("'", ".")):
         _fitted("engines.toml", "x", tomllib.loads(text))
+
+
+def test_a_window_caps_what_a_decode_step_reads():
+    # A step attends to at most its layer's window: every layer windowed reads less than none,
+    # and half the layers windowed lands between (the mean over the model's layers).
+    cfg = load_model("dense16-tiny")
+    shape = RunShape(8, 200, 9, microbatches=1)
+    mesh = load_mesh("cpu16")
+    plan = make_plan(cfg, mesh, shape, "hbm", devices=1)
+    c = constants()
+    n = cfg.n_layers
+
+    def attention(model):
+        return predict("x", model, plan, c, shape).decode_tick.attention_us
+
+    full = attention(cfg)
+    every = attention(cfg.replace(sliding_window=16))
+    half = attention(cfg.replace(layer_windows=(16, 0) * (n // 2)))
+    assert every < half < full

@@ -257,12 +257,17 @@ def stage_kernels(
         ),
         Kernel("projections", q * d * wb + n_tok * q * nb + act, 2 * n_tok * q * d),
     ]
-    window = cfg.sliding_window or float("inf")  # a query attends to at most its window
+    # a query attends to at most its layer's window: the mean over the model's layers
+    windows = cfg.layer_windows or (cfg.sliding_window,) * cfg.n_layers
+
+    def within(span: float) -> float:
+        return sum(min(span, w) if w else span for w in windows) / len(windows)
+
     if prefill:  # causal: each query attends to half the prompt on average
         attn_bytes = n_tok * (2 * q + 2 * kv) * nb + kv_bytes(cfg, rows, tokens, t)
-        attn_flops = 4 * n_tok * min(tokens / 2, window) * q
+        attn_flops = 4 * n_tok * within(tokens / 2) * q
     else:  # read the context's (window's) keys and values, write the new ones
-        seen = min(context, window)
+        seen = within(context)
         attn_bytes = kv_bytes(cfg, rows, seen, t) + n_tok * (2 * q + 2 * kv) * nb
         attn_flops = 4 * n_tok * seen * q
     per_layer.append(
