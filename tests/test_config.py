@@ -225,6 +225,12 @@ def test_a_model_file_by_path(tmp_path):
         (("gen_len = 4", "gen_len = 4\nmicrobatches = 0"), "field 'run.microbatches' = 0"),
         (("vocab = 32", "vocab = 32\nvocabb = 3"), "unknown field 'model.vocabb'"),
         (("[model]", "[model"), "not valid TOML"),
+        (("d_ff = 128", "d_ff = 128\nlayer_windows = [4, -1]"), "field 'layer_windows' = [4, -1]"),
+        (("d_ff = 128", "d_ff = 128\nlayer_windows = [4, 0]"), "2 layer windows for 4 layers"),
+        (
+            ("d_ff = 128", 'd_ff = 128\nmlp = "geglu"\nattn_softcap = -1'),
+            "field 'attn_softcap' = -1",
+        ),
         (
             ("[run]", '[model.rope_scaling]\nrope_type = "su"\nfactor = 2.0\n\n[run]'),
             "model.rope_scaling: rope type 'su' is not implemented",

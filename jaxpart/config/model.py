@@ -107,7 +107,7 @@ class ModelConfig:
                 )
         for name in ("rope_theta", "norm_eps"):
             positive_number(self.source, name, getattr(self, name))
-        for name in ("query_pre_attn_scalar", "attn_softcap", "final_softcap"):
+        for name in ("query_pre_attn_scalar", "attn_softcap", "final_softcap", "local_rope_theta"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
                 raise ConfigError(f"{self.source}: field '{name}' = {value!r}: must be >= 0")
@@ -245,6 +245,8 @@ def load_model_file(name_or_path: str) -> tuple[ModelConfig, RunShape]:
         attention_bias=m.take("attention_bias", False),
         qk_norm=m.take("qk_norm", False),
         sliding_window=m.take("sliding_window", 0),
+        layer_windows=_windows(m.take("layer_windows", []), src),
+        local_rope_theta=m.take("local_rope_theta", 0.0),
         norm_plus_one=m.take("norm_plus_one", False),
         sandwich_norms=m.take("sandwich_norms", False),
         scale_embeddings=m.take("scale_embeddings", False),
@@ -271,6 +273,18 @@ def load_model_file(name_or_path: str) -> tuple[ModelConfig, RunShape]:
             f"{shape.context} exceeds model.seq_len = {model.seq_len}"
         )
     return model, shape
+
+
+def _windows(values, src: str) -> tuple[int, ...]:
+    """A model file's ``layer_windows``: a window a layer (0: full attention)."""
+    if not isinstance(values, list) or any(
+        isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in values
+    ):
+        raise ConfigError(
+            f"{src}: field 'layer_windows' = {values!r}: a list of whole numbers >= 0, one a "
+            "layer (0: full attention)"
+        )
+    return tuple(values)
 
 
 def _toml_scaling(table, src: str, m: Fields) -> RopeScaling | None:
