@@ -120,6 +120,11 @@ class ModelConfig:
                 f"{self.source}: field 'sliding_window' = {self.sliding_window!r}: a whole "
                 "number of positions >= 0 (0: no window)"
             )
+        if self.layer_windows and len(self.layer_windows) != self.n_layers:
+            raise ConfigError(
+                f"{self.source}: field 'layer_windows': {len(self.layer_windows)} layer windows "
+                f"for {self.n_layers} layers"
+            )
         positive_int(self.source, "seq_len", self.seq_len)
         if self.buffer_bytes < 0:
             raise ConfigError(
