@@ -205,3 +205,19 @@ def test_a_bad_map_is_a_one_line_error(argv, words, capsys):
     assert main(["simulate", *argv]) == 2
     err = capsys.readouterr().err
     assert words in err and err.count("\n") == 1
+
+
+def test_a_paged_cache_holds_a_windowed_layer_to_its_window():
+    # Gemma 3's local layers keep 1024 positions in a paged cache: more sequences fit than if
+    # every layer held the whole context; jaxpart's whole-context caches gain nothing.
+    model, mesh = load_model("gemma3-12b"), load_mesh("h100x8")
+    shape = RunShape(8, 4096, 4096)
+    full = model.replace(layer_windows=())
+    paged = engine("vllm").memory
+    assert capacity(model, mesh, [48], 8, 1, shape, paged).batch > (
+        capacity(full, mesh, [48], 8, 1, shape, paged).batch
+    )
+    own = engine("jaxpart").memory
+    assert capacity(model, mesh, [48], 8, 1, shape, own).batch == (
+        capacity(full, mesh, [48], 8, 1, shape, own).batch
+    )

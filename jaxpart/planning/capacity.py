@@ -8,7 +8,8 @@ there (every device holds both in jaxpart's own executors), one prefill's workin
 and the model file's buffers; what the engine lets it use beyond that is its KV pool
 (``Memory``: a share of the device, or of what the weights leave). Each sequence takes its
 context's K and V in every layer of the stage: the run's context where the engine pages its KV
-cache, the model's maximum context where it allocates it whole.
+cache (a windowed layer's window, at most), the model's maximum context where it allocates it
+whole.
 """
 
 from __future__ import annotations
@@ -100,20 +101,26 @@ def stage_rooms(
     """Each stage's room, per replica, for sequences of ``shape``'s context."""
     hbm = mesh.tiers["hbm"].capacity_bytes
     positions = shape.context if memory.paged_kv else cache_positions(model.seq_len)
-    per_layer_kv = kv_bytes(model, 1, positions, split)
+    # per layer: a paged cache holds a windowed layer's window only
+    windows = model.layer_windows or (model.sliding_window,) * model.n_layers
+    layer_kv = [
+        kv_bytes(model, 1, min(positions, w) if w and memory.paged_kv else positions, split)
+        for w in windows
+    ]
     weights = layer_weight_bytes(model, split)
     activations = prefill_activation_bytes(
         model, 1, shape.prompt_len, split, Backend.auto_on(mesh.platform)
     )
     first, middle, last = _edge_bytes(model, split, memory)
-    out = []
+    out, first = [], 0
     for i, n in enumerate(layers_per_stage):
         edge = first if i == 0 else last if i == len(layers_per_stage) - 1 else middle
         if len(layers_per_stage) == 1:
             edge = first + last if memory.edge_stages else first
         fixed = n * weights + edge + activations + model.buffer_bytes
         pool = (hbm * memory.memory_fraction - fixed) * memory.kv_free_fraction
-        per_sequence = n * per_layer_kv
+        per_sequence = sum(layer_kv[first : first + n])
+        first += n
         sequences = max(0, int(pool // per_sequence)) if per_sequence else 0
         out.append(StageRoom(n, fixed, per_sequence, sequences))
     return out
