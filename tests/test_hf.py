@@ -103,6 +103,8 @@ def test_logits_and_tokens_equal_transformers(folders, variant, method):
         ),
         ({"rope_scaling": {"type": "linear"}}, "rope type 'linear' needs field 'factor'"),
         ({"dtype": "int8"}, "field 'dtype' = 'int8'"),
+        ({"use_bidirectional_attention": True}, "field 'use_bidirectional_attention' = True"),
+        ({"model_type": "gemma3"}, "field 'model_type' = 'gemma3'"),
         ({"model_type": "mixtral"}, "field 'model_type' = 'mixtral'"),
         ({"num_local_experts": 8}, "field 'num_local_experts' = 8"),
         ({"hidden_act": "gelu"}, "field 'hidden_act' = 'gelu'"),

@@ -422,6 +422,8 @@ def load_hf_model(folder: Path) -> ModelConfig:
             f"{src}: field 'quantization_config' = {method!r}: quantized checkpoints are not "
             "supported (a model file's weight_dtype = 'float8_e4m3fn' plans and simulates FP8)"
         )
+    if hf.get("use_bidirectional_attention"):
+        unsupported("use_bidirectional_attention", "jaxpart runs causal decoders only")
     if kind in ("gemma2", "gemma3_text"):
         if hf.get("hidden_activation", "gelu_pytorch_tanh") != "gelu_pytorch_tanh":
             unsupported("hidden_activation", "Gemma's MLP is implemented with tanh GELU only")
