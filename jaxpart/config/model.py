@@ -387,14 +387,14 @@ def layer_windows(hf: dict, kind: str, src: str = "config.json") -> tuple[int, .
 
 
 def load_hf_model(folder: Path) -> ModelConfig:
-    """A Hugging Face folder's config.json (Llama, Mistral, Qwen2, Qwen3, Phi-3; dense) as a
-    model. Sliding attention windows, on every layer (Mistral, Phi-3) or on some (Qwen2's upper
-    layers, Gemma's local ones), run in the attention kernels.
+    """A Hugging Face folder's config.json (Llama, Mistral, Qwen2, Qwen3, Phi-3, Gemma 2, Gemma 3
+    text; dense) as a model. Sliding attention windows, on every layer (Mistral, Phi-3) or on
+    some (Qwen2's upper layers, Gemma's local ones), run in the attention kernels.
 
     RoPE scaling of every type transformers ships (config/rope.py) is read from ``rope_scaling``
     or 5.x's ``rope_parameters``, the dtype from ``torch_dtype`` or 5.x's ``dtype``. What jaxpart
-    does not implement (a sliding window, MLP biases, experts, partial rotary, another
-    activation) is a one-line error naming the field and its value. The context is capped at
+    does not implement (MLP biases, experts, partial rotary, another activation, bidirectional
+    attention) is a one-line error naming the field and its value. The context is capped at
     4096 positions (dynamic NTK: max_position_embeddings x factor, which it scales into); the
     default run shape is ``serving_default``.
     """
