@@ -1,6 +1,6 @@
 """The dense decoder (Flax NNX): embedding, N blocks (RMSNorm, causal attention with rotary
-positions and optionally grouped K/V heads, a GELU or SwiGLU MLP), final norm, LM head (or the
-embedding, tied), and a KV cache.
+positions and optionally grouped K/V heads and sliding windows, a GELU, SwiGLU or GeGLU MLP;
+Gemma's norms after both blocks), final norm, LM head (or the embedding, tied), and a KV cache.
 
 Parameters are stored per layer in the canonical ``[L, ...]`` layout and carry *logical* axis names
 only (``LOGICAL_AXES``); ``jaxpart.runtime.sharding`` maps them to mesh axes. The maths is in
