@@ -22,6 +22,9 @@ LLAMA31 = {
     "original_max_position_embeddings": 8192,
     "rope_type": "llama3",
 }
+# longrope's factors for the tiny head_dim of 16 (one a frequency)
+SHORT_FACTORS = [1.0, 1.0, 1.1, 1.2, 1.4, 1.8, 2.5, 3.0]
+LONG_FACTORS = [1.0, 1.3, 1.9, 2.8, 4.0, 6.0, 9.0, 12.0]
 # How transformers 5 writes a config: rope_parameters with rope_theta inside, dtype.
 V5 = {"rope_theta": None, "rope_scaling": None, "torch_dtype": None, "dtype": "float32"}
 GEMMA3 = {
@@ -115,8 +118,8 @@ VARIANTS = {
         {
             "rope_scaling": {
                 "type": "longrope",
-                "short_factor": [1.0, 1.0, 1.1, 1.2, 1.4, 1.8, 2.5, 3.0],
-                "long_factor": [1.0, 1.3, 1.9, 2.8, 4.0, 6.0, 9.0, 12.0],
+                "short_factor": SHORT_FACTORS,
+                "long_factor": LONG_FACTORS,
             },
             "original_max_position_embeddings": 10,
             "max_position_embeddings": 64,
@@ -168,8 +171,8 @@ VARIANTS = {
         {
             "rope_scaling": {
                 "rope_type": "longrope",
-                "short_factor": [1.0, 1.0, 1.1, 1.2, 1.4, 1.8, 2.5, 3.0],
-                "long_factor": [1.0, 1.3, 1.9, 2.8, 4.0, 6.0, 9.0, 12.0],
+                "short_factor": SHORT_FACTORS,
+                "long_factor": LONG_FACTORS,
                 "original_max_position_embeddings": 10,
             },
             "max_position_embeddings": 64,

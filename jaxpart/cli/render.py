@@ -17,7 +17,7 @@ from jaxpart.config import (
     format_bytes,
 )
 from jaxpart.planning.baseline import stage_sizes
-from jaxpart.planning.capacity import balanced_split, capacity
+from jaxpart.planning.capacity import Capacity, balanced_split, capacity, plan_capacity
 from jaxpart.planning.export import ENGINE_NAMES, default_split
 from jaxpart.planning.memory import (
     cache_positions,
@@ -443,14 +443,17 @@ def capacity_source(mesh, profile) -> str:
 
 
 def capacity_lines(
-    model: ModelConfig, mesh: MeshConfig, shape: RunShape, plan: Plan, profile: Engine
+    model: ModelConfig,
+    mesh: MeshConfig,
+    shape: RunShape,
+    plan: Plan,
+    profile: Engine,
+    room: Capacity | None = None,
 ) -> list[str]:
-    """The largest batch the plan holds at the run's context, its tightest stage, and, for a
-    pipeline, what the split that gives that stage the most room would hold against the
-    engine's default split."""
-    room = capacity(
-        model, mesh, plan.layers_per_stage, plan.split, plan.data_parallel, shape, profile.memory
-    )
+    """The largest batch the plan holds at the run's context (``room``, where the caller has
+    it), its tightest stage, and, for a pipeline, what the split that gives that stage the most
+    room would hold against the engine's default split."""
+    room = room or plan_capacity(model, mesh, plan, shape, profile.memory)
     limit = room.limiting_stage
     split = ",".join(map(str, plan.layers_per_stage))
     out = [

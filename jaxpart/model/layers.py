@@ -139,19 +139,26 @@ def rope(
     seq_axis: int = 1,
     theta: float = ROPE_THETA,
     scaling: RopeScaling | None = None,
+    local=None,
+    local_theta: float = 0.0,
 ) -> jax.Array:
     """Rotary positions on ``x [..., K]`` whose axis ``seq_axis`` holds ``positions [T]``, or
     ``[b, T]`` per row with the rows on the axis before it (rotate-half form), with the
-    model's RoPE scaling (``rope_frequencies``)."""
+    model's RoPE scaling (``rope_frequencies``); where ``local`` (traced: Gemma 3's windowed
+    layers), plain RoPE at ``local_theta`` instead."""
     half = x.shape[-1] // 2
     freq, attention_factor = rope_frequencies(x.shape[-1], positions, theta, scaling)
+    if local is not None:
+        plain = jnp.asarray(inv_freq(local_theta, x.shape[-1], None))
+        freq = jnp.where(local, plain, freq)
+        attention_factor = jnp.where(local, 1.0, attention_factor)
     angle = positions.astype(jnp.float32)[..., None] * freq  # [T, half] or [b, T, half]
     shape = [1] * x.ndim
     shape[seq_axis], shape[-1] = angle.shape[-2:]
     if angle.ndim == 3:
         shape[seq_axis - 1] = angle.shape[0]
     cos, sin = jnp.cos(angle).reshape(shape), jnp.sin(angle).reshape(shape)
-    if attention_factor != 1.0:  # yarn, longrope: on both cos and sin
+    if local is not None or attention_factor != 1.0:  # yarn, longrope: on both cos and sin
         cos, sin = cos * attention_factor, sin * attention_factor
     x1, x2 = x[..., :half].astype(jnp.float32), x[..., half:].astype(jnp.float32)
     return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
@@ -213,21 +220,11 @@ def attention(
         eps, one = arch.norm_eps, arch.norm_plus_one
         q, k = rms_norm(q, p["q_norm"], eps, one), rms_norm(k, p["k_norm"], eps, one)
     window = _layer_window(arch, model_layer, k_cache.shape[3], t)
+    local = None
     if arch.local_theta and arch.layer_windows:  # Gemma 3: windowed layers' own plain RoPE
         local = jnp.asarray([w > 0 for w in arch.layer_windows])[model_layer]
-        q = jnp.where(
-            local,
-            rope(q, positions, theta=arch.local_theta),
-            rope(q, positions, theta=arch.rope_theta, scaling=arch.rope_scaling),
-        )
-        k = jnp.where(
-            local,
-            rope(k, positions, 2, arch.local_theta),
-            rope(k, positions, 2, arch.rope_theta, arch.rope_scaling),
-        )
-    else:
-        q = rope(q, positions, theta=arch.rope_theta, scaling=arch.rope_scaling)
-        k = rope(k, positions, 2, arch.rope_theta, arch.rope_scaling)
+    q = rope(q, positions, 1, arch.rope_theta, arch.rope_scaling, local, arch.local_theta)
+    k = rope(k, positions, 2, arch.rope_theta, arch.rope_scaling, local, arch.local_theta)
     if arch.query_scale != 1.0:  # the kernels scale by head_dim ** -0.5; Gemma's scalar instead
         q = (q.astype(jnp.float32) * arch.query_scale).astype(dtype)
     if t == 1:

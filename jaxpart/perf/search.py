@@ -28,7 +28,7 @@ from jaxpart.config import (
 from jaxpart.perf.engines import Engine
 from jaxpart.perf.predict import JAXPART, Constants, Prediction, constants_from, predict
 from jaxpart.planning.baseline import baseline_plan
-from jaxpart.planning.capacity import Capacity, balanced_split, capacity, even_split
+from jaxpart.planning.capacity import Capacity, balanced_split, even_split, plan_capacity
 from jaxpart.planning.memory import (
     check_pod,
     device_memory,
@@ -209,20 +209,10 @@ def candidates(
             same = [h for (m, sh), h in seen.items() if sh == layout and m != method]
             if same:  # equal stages at the same split: both methods make this plan
                 how = f"{how} (= {same[0]})"
-            room = capacity(
-                cfg,
-                mesh,
-                plan.layers_per_stage,
-                plan.split,
-                plan.data_parallel,
-                shape,
-                engine.memory,
-            )
+            room = plan_capacity(cfg, mesh, plan, shape, engine.memory)
             run = shape
             if at_capacity:  # the most sequences it holds, in whole rounds of its stages
-                per_replica = room.per_replica
-                if per_replica >= plan.n_stages:
-                    per_replica -= per_replica % plan.n_stages
+                per_replica = room.in_rounds(plan.n_stages)
                 if per_replica < 1:
                     continue
                 run = shape.replace(batch=per_replica * plan.data_parallel, microbatches=None)

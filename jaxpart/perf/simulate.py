@@ -30,7 +30,7 @@ from jaxpart.perf.predict import (
 )
 from jaxpart.perf.ratios import verdict_band
 from jaxpart.planning.baseline import baseline_plan
-from jaxpart.planning.capacity import Capacity, capacity
+from jaxpart.planning.capacity import Capacity, plan_capacity
 from jaxpart.planning.memory import check_pod
 from jaxpart.planning.partition import PlanError
 from jaxpart.planning.placement import PlanChoice, plan_for, resolved
@@ -151,9 +151,7 @@ def _check_fits(plan, mesh, name: str) -> None:
 
 
 def _check_pool(cfg, mesh, shape: RunShape, plan: Plan, engine: Engine, label: str) -> None:
-    room = capacity(
-        cfg, mesh, plan.layers_per_stage, plan.split, plan.data_parallel, shape, engine.memory
-    )
+    room = plan_capacity(cfg, mesh, plan, shape, engine.memory)
     if room.batch < shape.batch:
         raise ConfigError(
             f"{label}: {engine.name}'s KV cache holds {room.batch:,} sequences at a context of "
@@ -167,9 +165,7 @@ def at_capacity(
     """``plan`` predicted at the largest batch its KV pools hold (whole rounds of its stages
     per replica, enough microbatches to fill its pipe), with that run; None if it holds no
     sequence."""
-    per_replica = room.per_replica
-    if per_replica >= plan.n_stages:
-        per_replica -= per_replica % plan.n_stages
+    per_replica = room.in_rounds(plan.n_stages)
     if per_replica < 1:
         return None
     at = shape.replace(batch=per_replica * plan.data_parallel, microbatches=None)
@@ -238,15 +234,7 @@ def run_simulate(
         calibration=tuple(c.replaced),
         notes=tuple(notes),
         capacities={
-            name: capacity(
-                cfg,
-                mesh,
-                plan.layers_per_stage,
-                plan.split,
-                plan.data_parallel,
-                shape,
-                engine.memory,
-            )
+            name: plan_capacity(cfg, mesh, plan, shape, engine.memory)
             for name, plan in plans.items()
         },
     )

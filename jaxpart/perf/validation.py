@@ -161,6 +161,13 @@ def geomean(values) -> float:
     return math.exp(sum(math.log(v) for v in values) / len(values))
 
 
+def log_stats(values: list[float]) -> tuple[float, float]:
+    """(geometric mean, sample SD of the logs) of positive ``values``."""
+    logs = [math.log(v) for v in values]
+    mean = sum(logs) / len(logs)
+    return math.exp(mean), math.sqrt(sum((x - mean) ** 2 for x in logs) / max(len(logs) - 1, 1))
+
+
 def summary(points: tuple[Checked, ...] | None = None) -> dict:
     """Geometric mean and spread of predicted / measured (each metric as published), for
     throughput and latency points apart: a throughput ratio above 1, or a latency ratio below
@@ -169,12 +176,10 @@ def summary(points: tuple[Checked, ...] | None = None) -> dict:
     out = {}
     for kind in ("throughput", "latency"):
         ratios = [p.ratio for p in points if p.kind == kind]
-        logs = [math.log(r) for r in ratios]
-        mean = sum(logs) / len(logs)
-        sd = math.sqrt(sum((x - mean) ** 2 for x in logs) / max(len(logs) - 1, 1))
+        geomean, sd = log_stats(ratios)
         out[kind] = {
             "points": len(ratios),
-            "geomean_ratio": math.exp(mean),
+            "geomean_ratio": geomean,
             "log_sd": sd,
             "min_ratio": min(ratios),
             "max_ratio": max(ratios),
@@ -204,10 +209,8 @@ def engine_stats(points: tuple[Checked, ...] | None = None) -> list[EngineStats]
     out = []
     for key in keys:
         errors = [p.speed_error for p in points if (p.set, p.engine, p.precision) == key]
-        logs = [math.log(e) for e in errors]
-        mean = sum(logs) / len(logs)
-        sd = math.sqrt(sum((x - mean) ** 2 for x in logs) / max(len(logs) - 1, 1))
-        out.append(EngineStats(*key, len(errors), math.exp(mean), sd, min(errors), max(errors)))
+        geomean, sd = log_stats(errors)
+        out.append(EngineStats(*key, len(errors), geomean, sd, min(errors), max(errors)))
     return out
 
 

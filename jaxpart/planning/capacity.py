@@ -64,6 +64,12 @@ class Capacity:
         """The largest batch whose KV fits: the tightest stage's room, over every replica."""
         return self.per_replica * self.replicas
 
+    def in_rounds(self, stages: int) -> int:
+        """The most sequences a replica holds in whole rounds of ``stages`` microbatches (all
+        it holds when that is fewer than the stages)."""
+        n = self.per_replica
+        return n - n % stages if n >= stages else n
+
     @property
     def limiting_stage(self) -> int:
         return min(range(len(self.stages)), key=lambda i: self.stages[i].sequences)
@@ -139,6 +145,15 @@ def capacity(
     rooms = stage_rooms(model, mesh, layers_per_stage, split, shape, memory)
     positions = shape.context if memory.paged_kv else cache_positions(model.seq_len)
     return Capacity(tuple(rooms), replicas, positions)
+
+
+def plan_capacity(
+    model: ModelConfig, mesh: MeshConfig, plan, shape: RunShape, memory: Memory
+) -> Capacity:
+    """``capacity`` of a ``Plan``'s stages and replicas."""
+    return capacity(
+        model, mesh, plan.layers_per_stage, plan.split, plan.data_parallel, shape, memory
+    )
 
 
 def even_split(n_layers: int, stages: int) -> list[int]:

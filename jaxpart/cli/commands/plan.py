@@ -15,7 +15,7 @@ from jaxpart.cli.outputs import write_text_atomically
 from jaxpart.config import ConfigError, MeshConfig, load_mesh
 from jaxpart.perf.engines import Engine, engine
 from jaxpart.perf.search import search_plans
-from jaxpart.planning.capacity import capacity
+from jaxpart.planning.capacity import plan_capacity
 from jaxpart.planning.export import export_plan
 from jaxpart.planning.plan import Plan, make_plan
 
@@ -89,9 +89,7 @@ def _export(args, plan: Plan, mesh: MeshConfig, profile: Engine, chosen_by: str)
 
 
 def _capacity(model, mesh, shape, plan: Plan, profile: Engine) -> dict:
-    room = capacity(
-        model, mesh, plan.layers_per_stage, plan.split, plan.data_parallel, shape, profile.memory
-    )
+    room = plan_capacity(model, mesh, plan, shape, profile.memory)
     return room.to_dict() | {"predicted_by": render.capacity_source(mesh, profile)}
 
 

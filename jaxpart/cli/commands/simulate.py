@@ -69,9 +69,10 @@ def run(args, console: Console) -> int:
     for line in [*render.verdict_lines(sim), *sim.notes]:
         console.print(f"  {line}")
     for method, plan in sim.plans.items():
-        for line in render.capacity_lines(model, mesh, shape, plan, profile):
+        room = sim.capacities[method]
+        for line in render.capacity_lines(model, mesh, shape, plan, profile, room):
             console.print(f"  {method}: {line}" if line[0] != " " else f"  {line}")
-        full = at_capacity(method, model, plan, constants, shape, sim.capacities[method], profile)
+        full = at_capacity(method, model, plan, constants, shape, room, profile)
         if full is not None:
             run, pred = full
             console.print(

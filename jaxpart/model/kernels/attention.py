@@ -102,8 +102,18 @@ def _cap(scores, softcap: float):
     return softcap * jnp.tanh(scores / softcap) if softcap else scores
 
 
-def _window_words(window) -> str:
-    return f"a sliding window of {window}" if isinstance(window, int) else "per-layer windows"
+def _masked(backend, window, span: int, softcap: float, kernel: KernelChoice):
+    """(the backend, the window) for attention over ``span`` positions: a static window no
+    shorter than the span is full attention, exactly (0); the Pallas kernels mask only by length
+    and causally, so any other window, or soft-capped scores, run XLA (one warning a reason)."""
+    if isinstance(window, int) and window >= span:
+        window = 0
+    if backend == "pallas" and not (isinstance(window, int) and window == 0):
+        words = f"a sliding window of {window}" if isinstance(window, int) else "per-layer windows"
+        backend = fallback("attention", words, kernel.strict)
+    if backend == "pallas" and softcap:
+        backend = fallback("attention", "soft-capped scores", kernel.strict)
+    return backend, window
 
 
 def _visible(positions, lengths, window):
@@ -281,12 +291,7 @@ def decode_attention(
         backend = fallback(
             "attention", f"a {jnp.dtype(k_cache.dtype).name} KV cache", kernel.strict
         )
-    if isinstance(window, int) and window >= k_cache.shape[3]:
-        window = 0  # the cache is no longer than the window: full attention, exactly
-    if backend == "pallas" and not (isinstance(window, int) and window == 0):
-        backend = fallback("attention", _window_words(window), kernel.strict)
-    if backend == "pallas" and softcap:
-        backend = fallback("attention", "soft-capped scores", kernel.strict)
+    backend, window = _masked(backend, window, k_cache.shape[3], softcap, kernel)
     args = (q, k_new, v_new, k_cache, v_cache, layer, row, pos, lengths)
     if backend == "pallas":
         return _decode_paged(*args, interpret)
@@ -363,12 +368,7 @@ def prefill_attention(q, k, v, kernel: KernelChoice = AUTO, window: int = 0, sof
     if q.shape[-1] != k.shape[-1] or q.shape[2] % k.shape[2]:
         raise ValueError(f"q {q.shape} and k {k.shape}: head_dim must match, heads divide")
     backend, interpret = resolve("attention", kernel.attention, kernel)
-    if isinstance(window, int) and window >= q.shape[1]:
-        window = 0  # the prompt fits in the window: causal attention, exactly
-    if backend == "pallas" and not (isinstance(window, int) and window == 0):
-        backend = fallback("attention", _window_words(window), kernel.strict)
-    if backend == "pallas" and softcap:
-        backend = fallback("attention", "soft-capped scores", kernel.strict)
+    backend, window = _masked(backend, window, q.shape[1], softcap, kernel)
     if backend == "pallas":
         return _prefill_pallas(q, k, v, interpret)
     return _prefill_xla(q, k, v, window, softcap)
