@@ -320,3 +320,143 @@ def write_chat(folder: Path) -> Path:
     }
     (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
     return folder
+
+
+# FP8 folders: llama-tiny-untied's tensors quantised the way each format stores them (its own
+# config.json block; the layers' projections in e4m3, their scales beside them; the embedding,
+# norms and head in 16 bits). ``dequantized`` turns one back into 16-bit tensors with numpy.
+FP8_MAX = 448.0
+STATIC_INPUT_SCALE = 6.0 / FP8_MAX  # a calibrated-looking static activation scale
+KV_SCALE = 0.05
+FP8_FORMATS = {
+    "ct-channel": {
+        "quant_method": "compressed-tensors",
+        "format": "float-quantized",
+        "quantization_status": "compressed",
+        "config_groups": {
+            "group_0": {
+                "targets": ["Linear"],
+                "weights": {"num_bits": 8, "type": "float", "strategy": "channel",
+                            "symmetric": True, "dynamic": False},
+                "input_activations": {"num_bits": 8, "type": "float", "strategy": "token",
+                                      "symmetric": True, "dynamic": True},
+            }
+        },
+        "ignore": ["lm_head"],
+        "kv_cache_scheme": None,
+    },
+    "ct-static": {
+        "quant_method": "compressed-tensors",
+        "format": "naive-quantized",
+        "quantization_status": "frozen",
+        "config_groups": {
+            "group_0": {
+                "targets": ["Linear"],
+                "weights": {"num_bits": 8, "type": "float", "strategy": "tensor",
+                            "symmetric": True, "dynamic": False},
+                "input_activations": {"num_bits": 8, "type": "float", "strategy": "tensor",
+                                      "symmetric": True, "dynamic": False},
+            }
+        },
+        "ignore": ["lm_head", "re:.*layers\\.3\\.mlp\\.down_proj$"],
+        "kv_cache_scheme": {"num_bits": 8, "type": "float", "strategy": "tensor",
+                            "dynamic": False, "symmetric": True},
+    },
+    "fbgemm": {
+        "quant_method": "fbgemm_fp8",
+        "activation_scale_ub": 1200.0,
+        "modules_to_not_convert": ["lm_head"],
+    },
+    "fine-grained": {
+        "quant_method": "fp8",
+        "fmt": "e4m3",
+        "activation_scheme": "dynamic",
+        "weight_block_size": [32, 32],
+    },
+}
+PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def _quantize(w: np.ndarray, how: str, block=(32, 32)):
+    """An [out, in] matrix -> (e4m3 values, scale) as the format stores them."""
+    import ml_dtypes
+
+    if how == "tensor":
+        scale = np.array([np.abs(w).max() / FP8_MAX], np.float32)
+        full = scale
+    elif how == "channel":
+        scale = (np.abs(w).max(axis=1, keepdims=True) / FP8_MAX).astype(np.float32)
+        full = scale
+    else:
+        rows, cols = block
+        out, inp = w.shape
+        grid = np.abs(w).reshape(out // rows, rows, inp // cols, cols).max(axis=(1, 3))
+        scale = (grid / FP8_MAX).astype(np.float32)
+        full = np.repeat(np.repeat(scale, rows, axis=0), cols, axis=1)
+    q = np.clip(w / full, -FP8_MAX, FP8_MAX).astype(ml_dtypes.float8_e4m3fn)
+    return q, scale
+
+
+def write_fp8_checkpoint(folder: Path, fmt: str, seed: int = 0) -> Path:
+    """llama-tiny-untied in FP8 format ``fmt`` (FP8_FORMATS), activations in bfloat16."""
+    from safetensors.numpy import save_file
+
+    qc = FP8_FORMATS[fmt]
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg = config(False) | {"torch_dtype": "bfloat16", "quantization_config": qc}
+    (folder / "config.json").write_text(json.dumps(cfg, indent=2))
+    how = {"ct-channel": "channel", "ct-static": "tensor", "fbgemm": "channel"}.get(fmt, "block")
+    out = {}
+    for name, w in tensors(cfg, seed).items():
+        module = name.removesuffix(".weight")
+        if name.split(".")[-2] not in PROJECTIONS or module.endswith("layers.3.mlp.down_proj") and (
+            fmt == "ct-static"
+        ):
+            out[name] = w
+            continue
+        q, scale = _quantize(w, how)
+        out[name] = q
+        out[f"{module}.weight_scale_inv" if fmt == "fine-grained" else f"{module}.weight_scale"] = (
+            scale
+        )
+        if fmt == "ct-static":
+            out[f"{module}.input_scale"] = np.array([STATIC_INPUT_SCALE], np.float32)
+    if fmt == "ct-static":
+        for i in range(cfg["num_hidden_layers"]):
+            for kind in "kv":
+                out[f"model.layers.{i}.self_attn.{kind}_scale"] = np.array([KV_SCALE], np.float32)
+    save_file(out, str(folder / "model.safetensors"))
+    write_tokenizer(folder / "tokenizer.json")
+    return folder
+
+
+def dequantized(folder: Path, into: Path) -> Path:
+    """An FP8 folder's weights times their scales, with numpy, as a float32 folder."""
+    import ml_dtypes  # noqa: F401 (the e4m3 dtype)
+    from safetensors.numpy import save_file
+
+    from jaxpart.io.tensorfile import TensorFile
+
+    cfg = json.loads((folder / "config.json").read_text())
+    qc = cfg.pop("quantization_config")
+    cfg["torch_dtype"] = "float32"
+    into.mkdir(parents=True, exist_ok=True)
+    (into / "config.json").write_text(json.dumps(cfg, indent=2))
+    f = TensorFile(folder / "model.safetensors")
+    out = {}
+    for name in f.names:
+        if name.endswith(("scale", "scale_inv")):
+            continue
+        w = f.read(name).astype(np.float32)
+        module = name.removesuffix(".weight")
+        for suffix in ("weight_scale", "weight_scale_inv"):
+            if f"{module}.{suffix}" in f.names:
+                s = f.read(f"{module}.{suffix}").astype(np.float32)
+                if s.ndim == 2 and s.shape[1] > 1:  # blocks
+                    rows, cols = qc["weight_block_size"]
+                    s = np.repeat(np.repeat(s, rows, axis=0), cols, axis=1)
+                w = w * s.reshape(s.shape if s.ndim == 2 else (-1, 1) if s.size > 1 else ())
+        out[name] = w
+    save_file(out, str(into / "model.safetensors"))
+    write_tokenizer(into / "tokenizer.json")
+    return into

@@ -14,6 +14,7 @@ from jaxpart.config.errors import ConfigError
 from jaxpart.config.fields import Fields, positive_int, positive_number, read_toml
 from jaxpart.config.files import is_shipped, resolve
 from jaxpart.config.kinds import DTYPE_BYTES, RUN_DTYPES
+from jaxpart.config.quant import DEFAULT_FP8, FP8, Fp8Scheme, parse_quantization
 from jaxpart.config.rope import RopeScaling, context_cap, parse_scaling
 from jaxpart.config.shape import RunShape, serving_default
 
@@ -70,6 +71,9 @@ class ModelConfig:
     query_pre_attn_scalar: float = 0.0
     attn_softcap: float = 0.0
     final_softcap: float = 0.0
+    # FP8 weights (weight_dtype = float8_e4m3fn): their scales and the activations' quantisation
+    # (config/quant.py); None where the weights are not FP8
+    quant: Fp8Scheme | None = None
 
     def __post_init__(self) -> None:
         if self.n_kv_heads is None:
@@ -143,6 +147,10 @@ class ModelConfig:
                     f"{self.source}: field '{name}' = {getattr(self, name)!r}: use one of "
                     f"{sorted(DTYPE_BYTES)}"
                 )
+        if self.weight_dtype == FP8 and self.quant is None:
+            object.__setattr__(self, "quant", DEFAULT_FP8)
+        if self.weight_dtype != FP8 and self.quant is not None:
+            object.__setattr__(self, "quant", None)
 
     @property
     def dtype_bytes(self) -> int:
@@ -157,9 +165,30 @@ class ModelConfig:
     def kv_bytes_each(self) -> int:
         return DTYPE_BYTES[self.kv_dtype]
 
+    @property
+    def fp8(self) -> bool:
+        """Whether the layers' matrices are stored in FP8 (with ``quant``'s scales)."""
+        return self.weight_dtype == FP8
+
+    @property
+    def precision(self) -> str:
+        """What bounds the run's accuracy: FP8 where the weights are, else the dtype."""
+        return FP8 if self.fp8 else self.dtype
+
     def with_dtype(self, dtype: str) -> ModelConfig:
-        """The model computed, stored and cached in ``dtype``."""
-        return self.replace(dtype=dtype, weight_dtype=dtype, kv_dtype=dtype)
+        """The model computed in ``dtype``: stored and cached in it too, but for FP8 weights and
+        an FP8 KV cache, which stay FP8 (``dequantized`` gives the 16-bit model)."""
+        weights = FP8 if self.fp8 else dtype
+        cache = FP8 if self.kv_dtype == FP8 else dtype
+        return self.replace(dtype=dtype, weight_dtype=weights, kv_dtype=cache)
+
+    def quantized(self, scheme: Fp8Scheme = DEFAULT_FP8) -> ModelConfig:
+        """The model with FP8 weights in ``scheme`` (``--quantize fp8``)."""
+        return self.replace(weight_dtype=FP8, quant=scheme)
+
+    def dequantized(self) -> ModelConfig:
+        """The same model with its weights and KV cache in the activations' dtype."""
+        return self.replace(weight_dtype=self.dtype, kv_dtype=self.dtype, quant=None)
 
     @property
     def hf_folder(self) -> Path | None:
@@ -416,12 +445,9 @@ def load_hf_model(folder: Path) -> ModelConfig:
     for field in ("num_experts", "num_local_experts", "n_routed_experts"):
         if hf.get(field):
             unsupported(field, "mixture-of-experts models are not supported")
+    quant, kv_fp8 = None, False
     if hf.get("quantization_config") is not None:
-        method = hf["quantization_config"].get("quant_method", "?")
-        raise ConfigError(
-            f"{src}: field 'quantization_config' = {method!r}: quantized checkpoints are not "
-            "supported (a model file's weight_dtype = 'float8_e4m3fn' plans and simulates FP8)"
-        )
+        quant, kv_fp8 = parse_quantization(hf["quantization_config"], src)
     if hf.get("use_bidirectional_attention"):
         unsupported("use_bidirectional_attention", "jaxpart runs causal decoders only")
     if kind in ("gemma2", "gemma3_text"):
@@ -499,6 +525,9 @@ def load_hf_model(folder: Path) -> ModelConfig:
             layer_windows=() if uniform or not any(windows) else windows,
             local_rope_theta=local_theta,
             norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
+            weight_dtype=FP8 if quant else None,
+            kv_dtype=FP8 if kv_fp8 else None,
+            quant=quant,
             **gemma,
         )
     except ConfigError:

@@ -16,6 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from jaxpart.config import ConfigError, ModelConfig
+from jaxpart.config.quant import FP8
+from jaxpart.io.fp8 import Fp8Matrix, Fp8Scales, StoredScales, fp8_leaves
+from jaxpart.io.tensorfile import TensorFile
 
 # canonical leaf -> (Hugging Face name within layer i, how to turn it into the leaf)
 LAYER_TENSORS = {
@@ -55,14 +58,17 @@ FUSED_TENSORS = {
 
 
 class Checkpoint:
-    """The tensors of a Hugging Face folder, by name, opened lazily."""
+    """The tensors of a Hugging Face folder, by name, opened lazily (``tensorfile``)."""
 
     def __init__(self, folder: Path):
-        from safetensors import safe_open
-
         index = folder / "model.safetensors.index.json"
         if index.is_file():
-            weight_map = json.loads(index.read_text())["weight_map"]
+            try:
+                weight_map = json.loads(index.read_text())["weight_map"]
+            except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+                raise ConfigError(
+                    f"{index}: not an index of tensors (a 'weight_map' table): {e}"
+                ) from None
         elif (folder / "model.safetensors").is_file():
             weight_map = None
         else:
@@ -71,34 +77,36 @@ class Checkpoint:
                 "there (weights come from safetensors files)"
             )
         files = sorted(set(weight_map.values())) if weight_map else ["model.safetensors"]
-        self._open = {name: safe_open(str(folder / name), framework="numpy") for name in files}
+        self._open = {name: TensorFile(folder / name) for name in files}
         if weight_map is None:
             only = self._open["model.safetensors"]
-            weight_map = {key: "model.safetensors" for key in only.keys()}
+            weight_map = {key: "model.safetensors" for key in only.names}
         self.weight_map = weight_map
         self.folder = folder
         self.bytes_read = 0
+        self.notes: list[str] = []
 
     def _file(self, name: str):
         if name not in self.weight_map:
             raise ConfigError(f"--model = '{self.folder}': the checkpoint has no tensor {name!r}")
         return self._open[self.weight_map[name]]
 
+    def has(self, name: str) -> bool:
+        return name in self.weight_map
+
     def shape(self, name: str) -> list[int]:
-        return self._file(name).get_slice(name).get_shape()
+        return list(self._file(name).shape(name))
+
+    def dtype(self, name: str) -> np.dtype:
+        return self._file(name).dtype(name)
 
     def total_bytes(self) -> int:
         """Every tensor's bytes: the whole checkpoint."""
-        sizes = {"F64": 8, "F32": 4, "BF16": 2, "F16": 2, "F8_E4M3": 1, "F8_E5M2": 1}
-        total = 0
-        for name in self.weight_map:
-            part = self._file(name).get_slice(name)
-            total += int(np.prod(part.get_shape())) * sizes.get(part.get_dtype(), 4)
-        return total
+        return sum(self._file(name).nbytes(name) for name in self.weight_map)
 
-    def read(self, name: str, index: tuple) -> np.ndarray:
-        """Only ``index`` (slices) of tensor ``name``, through safetensors' lazy slicing."""
-        block = np.asarray(self._file(name).get_slice(name)[index])
+    def read(self, name: str, index: tuple = ()) -> np.ndarray:
+        """Only ``index`` (slices) of tensor ``name``, read through a memory map."""
+        block = self._file(name).read(name, index)
         self.bytes_read += block.nbytes
         return block
 
@@ -200,9 +208,15 @@ class LazyLeaf:
         return block
 
 
+# Every leaf read from a checkpoint as the devices ask (``read(ids)``, ``whole()``, ``forget()``)
+LAZY_LEAVES = (LazyLeaf, Fp8Matrix, Fp8Scales, StoredScales)
+
+
 def lazy_hf_params(folder: str | Path, cfg: ModelConfig, leaves: dict) -> tuple[dict, Checkpoint]:
     """The checkpoint as a tree of ``LazyLeaf`` shaped like ``leaves`` (nothing read yet), and
-    the checkpoint, whose ``bytes_read`` counts what has been read."""
+    the checkpoint, whose ``bytes_read`` counts what has been read (and whose ``notes`` say
+    what was made of it: matrices quantised to FP8 as read). An FP8 model's matrices and
+    scales come through ``io.fp8``."""
     ckpt = Checkpoint(Path(folder))
     k = cfg.head_dim
 
@@ -232,6 +246,8 @@ def lazy_hf_params(folder: str | Path, cfg: ModelConfig, leaves: dict) -> tuple[
     first = {"q": 0, "k": q, "v": q + kv, "gate": 0, "up": f}
     total = {"q": q + 2 * kv, "k": q + 2 * kv, "v": q + 2 * kv, "gate": 2 * f, "up": 2 * f}
     for name, like in leaves["layers"].items():
+        if "scale" in name:  # an FP8 model's scales: io.fp8
+            continue
         how = LAYER_TENSORS[name][1]
         if fused and name in FUSED_TENSORS:
             hf_name, part = FUSED_TENSORS[name]
@@ -243,6 +259,9 @@ def lazy_hf_params(folder: str | Path, cfg: ModelConfig, leaves: dict) -> tuple[
             hf_name = SANDWICH_NAMES.get(name, hf_name)
         names = [f"model.layers.{i}.{hf_name}" for i in range(cfg.n_layers)]
         tree["layers"][name] = leaf(like, names, how)
+    ckpt.notes = []
+    if cfg.quant is not None or cfg.kv_dtype == FP8:
+        fp8_leaves(ckpt, cfg, tree, leaves, ckpt.notes)
     return tree, ckpt
 
 

@@ -326,12 +326,12 @@ def cost_check(cfg: ModelConfig, batch: int) -> CostCheck:
     import jax
     import jax.numpy as jnp
 
-    from jaxpart.model.decoder import empty_cache, init_params
+    from jaxpart.model.decoder import abstract_params, empty_cache
     from jaxpart.model.layers import arch_of, forward, jnp_dtype
     from jaxpart.perf.predict import decode_step_flops
 
-    params = jax.eval_shape(lambda: init_params(cfg, 0))
-    k, v = jax.eval_shape(lambda: empty_cache(cfg, batch, jnp_dtype(cfg.dtype)))
+    params = abstract_params(cfg)
+    k, v = jax.eval_shape(lambda: empty_cache(cfg, batch, jnp_dtype(cfg.kv_dtype)))
     token = jax.ShapeDtypeStruct((batch, 1), jnp.int32)
     arch = arch_of(cfg)
     step = jax.jit(lambda p, t, k, v: forward(p, t, k, v, 0, unroll=True, arch=arch))

@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
+from jax.sharding import PartitionSpec as P
 
 from jaxpart.config import ModelConfig
+from jaxpart.config.quant import FP8_MATRICES, scale_leaves
 from jaxpart.model import layers as decoder_ops
 from jaxpart.model.layers import arch_of, forward, jnp_dtype
+from jaxpart.model.quant import quantize_leaf
 
 # Logical axes of every parameter and cache leaf; the rules table in sharding.py maps them.
 LOGICAL_AXES = {
@@ -94,7 +98,7 @@ class DenseDecoder(nnx.Module):
 
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs, dtype: str | None = None):
         self.cfg = cfg
-        dt = jnp_dtype(dtype or cfg.dtype)
+        dt = jnp_dtype(dtype or cfg.dtype)  # FP8 models: made in 16 bits, then quantised
         self.embed = _param(rngs, (cfg.vocab, cfg.d_model), LOGICAL_AXES["embed"], dt, 1.0)
         self.layers = LayerStack(cfg, dt, rngs)
         norm = 0 if cfg.norm_plus_one else None
@@ -132,16 +136,71 @@ class DenseDecoder(nnx.Module):
 
 
 def init_params(cfg: ModelConfig, seed: int, dtype: str | None = None) -> dict:
-    """Random weights from ``seed`` as a plain dict in the canonical layout."""
+    """Random weights from ``seed`` as a plain dict in the canonical layout; for an FP8 model,
+    its matrices quantised (``quantize_params``)."""
     model = DenseDecoder(cfg, rngs=nnx.Rngs(seed), dtype=dtype)
-    return nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    return quantize_params(params, cfg) if scale_leaves(cfg) else params
+
+
+def quantize_params(params: dict, cfg: ModelConfig) -> dict:
+    """16-bit (or f32) canonical weights -> ``cfg``'s FP8 ones: each matrix per output channel
+    (``quant.quantize_channels``; a block scheme's blocks, each block's scale its own), its
+    scales beside it, and an FP8 KV cache's scales (1: the stored values are K and V
+    themselves, as vLLM does without calibrated scales)."""
+    layers = dict(params["layers"])
+    leaves = scale_leaves(cfg)
+    if cfg.quant is not None:
+        for name, inputs in FP8_MATRICES.items():
+            if name not in layers:
+                continue
+            stack = np.asarray(layers[name], np.float32)
+            shape = leaves[f"{name}_scale"][0]
+            parts = [quantize_leaf(w, inputs, shape) for w in stack]
+            layers[name] = np.stack([q for q, _ in parts])
+            layers[f"{name}_scale"] = np.stack([sc for _, sc in parts])
+            if f"{name}_in_scale" in leaves:  # static activations: a unit scale
+                layers[f"{name}_in_scale"] = np.ones(cfg.n_layers, np.float32)
+    for name in ("k_scale", "v_scale"):
+        if name in leaves:
+            layers[name] = np.ones((cfg.n_layers, cfg.n_kv_heads), np.float32)
+    return {**params, "layers": layers}
+
+
+def abstract_params(cfg: ModelConfig) -> dict:
+    """The canonical weights as ShapeDtypeStructs in their stored dtypes (``leaf_dtype``),
+    scale leaves included: nothing is made."""
+    model = nnx.eval_shape(lambda: DenseDecoder(cfg, rngs=nnx.Rngs(0)))
+    shapes = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+
+    def struct(name, x):
+        return jax.ShapeDtypeStruct(x.shape, leaf_dtype(cfg, name))
+
+    out = {k: struct(k, v) for k, v in shapes.items() if k != "layers"}
+    out["layers"] = {k: struct(k, v) for k, v in shapes["layers"].items()}
+    for name, (shape, _) in scale_leaves(cfg).items():
+        out["layers"][name] = jax.ShapeDtypeStruct((cfg.n_layers, *shape), jnp.float32)
+    return out
+
+
+def leaf_dtype(cfg: ModelConfig, name: str):
+    """What a canonical leaf is stored in on the devices: FP8 matrices as e4m3, scales in f32,
+    everything else (norms, embedding, head, 16-bit matrices) in the activations' dtype."""
+    if "scale" in name:
+        return jnp.float32
+    if name in FP8_MATRICES and cfg.fp8:
+        return jnp.float8_e4m3fn
+    return jnp_dtype(cfg.dtype)
 
 
 def logical_specs(cfg: ModelConfig) -> dict:
-    """Each parameter's logical PartitionSpec, read back from the NNX metadata (no weights made)."""
+    """Each parameter's logical PartitionSpec, read back from the NNX metadata (no weights
+    made), and an FP8 model's scale leaves' (``config.quant.scale_leaves``)."""
     abstract = nnx.eval_shape(lambda: DenseDecoder(cfg, rngs=nnx.Rngs(0)))
-    specs = nnx.get_partition_spec(nnx.state(abstract, nnx.Param))
-    return nnx.to_pure_dict(specs)
+    specs = nnx.to_pure_dict(nnx.get_partition_spec(nnx.state(abstract, nnx.Param)))
+    for name, (_, axes) in scale_leaves(cfg).items():
+        specs["layers"][name] = P(*axes)
+    return specs
 
 
 def empty_cache(cfg: ModelConfig, batch: int, dtype) -> tuple[jax.Array, jax.Array]:

@@ -13,11 +13,14 @@ from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from jaxpart.config.quant import Fp8Scheme
 from jaxpart.config.rope import RopeScaling, inv_freq
 from jaxpart.model.kernels.attention import decode_attention, prefill_attention
 from jaxpart.model.kernels.backend import AUTO, XLA, KernelChoice, cpu_barrier
 from jaxpart.model.kernels.mlp import mlp as mlp_kernel
+from jaxpart.model.quant import fp8_matmul, kv_load, kv_store
 from jaxpart.planning.memory import ROW_CHUNK, cache_positions
 
 ROPE_THETA = 10_000.0  # defaults; a model file's rope_theta and norm_eps replace them
@@ -41,6 +44,7 @@ class Arch:
     attn_softcap: float = 0.0
     final_softcap: float = 0.0
     gated_act: str = "silu"  # the gated MLP's activation: "silu" (SwiGLU) or "gelu" (GeGLU)
+    quant: Fp8Scheme | None = None  # FP8 weights: their scales and the activations' quantisation
 
 
 DEFAULT_ARCH = Arch()
@@ -64,6 +68,7 @@ def arch_of(cfg) -> Arch:
         attn_softcap=float(cfg.attn_softcap),
         final_softcap=float(cfg.final_softcap),
         gated_act="gelu" if cfg.mlp == "geglu" else "silu",
+        quant=cfg.quant,
     )
 
 
@@ -92,6 +97,29 @@ def empty_cache(n_layers, batch, seq_len, n_heads, head_dim, dtype):
 def _dot(spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
     """Matmul with f32 accumulation whatever the storage dtype."""
     return jnp.einsum(spec, a, widen(b, a), preferred_element_type=jnp.float32)
+
+
+def _project(x: jax.Array, p, name: str, arch: Arch) -> jax.Array:
+    """An attention projection in f32: wq, wk, wv (``x [b, T, d]`` -> ``[b, T, H, K]``) or wo
+    (``x [b, T, H, K]`` -> ``[b, T, d]``); with FP8 weights, an FP8 GEMM with their scales
+    (``model.quant``): the contraction and the outputs flattened, the scales with them."""
+    w = p[name]
+    if arch.quant is None or f"{name}_scale" not in p:
+        spec = "bthk,hkd->btd" if name == "wo" else "btd,dhk->bthk"
+        return _dot(spec, x, w)
+    b, t = x.shape[:2]
+    inputs = 2 if name == "wo" else 1
+    c = int(np.prod(w.shape[:inputs]))
+    scale = p[f"{name}_scale"]
+    if scale.ndim > w.ndim - inputs:  # block scales: [groups..., outputs...]
+        groups = int(np.prod(scale.shape[:inputs]))
+        scale = scale.reshape(groups, -1)
+    else:
+        scale = scale.reshape(-1)
+    y = fp8_matmul(
+        x.reshape(b * t, c), w.reshape(c, -1), scale, arch.quant, p.get(f"{name}_in_scale")
+    )
+    return y.reshape(b, t, *w.shape[inputs:])
 
 
 def rms_norm(
@@ -207,10 +235,10 @@ def attention(
     if t > 1 and not (isinstance(pos, int) and pos == 0):
         raise ValueError(f"a prompt of {t} tokens must start at position 0, not {pos}")
     positions = jnp.asarray(pos)[..., None] + jnp.arange(t)  # [T], or [b, T] per row
-    q = _dot("btd,dhk->bthk", x, p["wq"])
+    q = _project(x, p, "wq", arch)
     # New keys and values are made in the cache's layout, [H, b, T, K].
-    k = _dot("btd,dhk->hbtk", x, p["wk"])
-    v = _dot("btd,dhk->hbtk", x, p["wv"])
+    k = _project(x, p, "wk", arch).transpose(2, 0, 1, 3)
+    v = _project(x, p, "wv", arch).transpose(2, 0, 1, 3)
     if "bq" in p:  # attention biases (Qwen2)
         q = q + p["bq"].astype(jnp.float32)
         k = k + p["bk"].astype(jnp.float32)[:, None, None, :]
@@ -220,6 +248,7 @@ def attention(
         eps, one = arch.norm_eps, arch.norm_plus_one
         q, k = rms_norm(q, p["q_norm"], eps, one), rms_norm(k, p["k_norm"], eps, one)
     window = _layer_window(arch, model_layer, k_cache.shape[3], t)
+    k_scale, v_scale = p.get("k_scale"), p.get("v_scale")  # an FP8 cache's, per K/V head
     local = None
     if arch.local_theta and arch.layer_windows:  # Gemma 3: windowed layers' own plain RoPE
         local = jnp.asarray([w > 0 for w in arch.layer_windows])[model_layer]
@@ -240,12 +269,17 @@ def attention(
             kernel=kernel,
             window=window,
             softcap=arch.attn_softcap,
+            k_scale=k_scale,
+            v_scale=v_scale,
         )
         o = o[:, None]
     else:
         at = (0, layer, row, 0, 0)
-        k_cache = jax.lax.dynamic_update_slice(k_cache, k[:, None].astype(k_cache.dtype), at)
-        v_cache = jax.lax.dynamic_update_slice(v_cache, v[:, None].astype(v_cache.dtype), at)
+        k8, v8 = kv_store(k, k_scale, k_cache.dtype), kv_store(v, v_scale, v_cache.dtype)
+        k_cache = jax.lax.dynamic_update_slice(k_cache, k8[:, None], at)
+        v_cache = jax.lax.dynamic_update_slice(v_cache, v8[:, None], at)
+        if k_scale is not None:  # an FP8 cache: the prompt attends to what decode will read
+            k, v = kv_load(k8, k_scale, dtype), kv_load(v8, v_scale, dtype)
         o = prefill_attention(
             q,
             k.transpose(1, 2, 0, 3),
@@ -254,11 +288,11 @@ def attention(
             window,
             arch.attn_softcap,
         )
-    out = _reduce(_dot("bthk,hkd->btd", o, p["wo"]), tensor_axis)
+    out = _reduce(_project(o, p, "wo", arch), tensor_axis)
     return out.astype(dtype), k_cache, v_cache
 
 
-def mlp(p, x, tensor_axis=None, kernel: KernelChoice = AUTO, layer=None, gated_act="silu"):
+def mlp(p, x, tensor_axis=None, kernel: KernelChoice = AUTO, layer=None, gated_act="silu", quant=None):
     """gelu(x @ w1) @ w2, or with w3 (SwiGLU) (silu(x @ w1) * (x @ w3)) @ w2, through
     ``kernel``; column- then row-split under ``tensor_axis``, whose partial sums are added in
     f32. With ``layer``, p's weights are the whole stack ``[n, ...]`` and that layer is used
@@ -281,6 +315,8 @@ def mlp(p, x, tensor_axis=None, kernel: KernelChoice = AUTO, layer=None, gated_a
             kernel=kernel,
             out_dtype=jnp.float32,
             gated_act=gated_act,
+            quant=quant,
+            scales={k: v for k, v in p.items() if "scale" in k} or None,
         )
         return _reduce(out, tensor_axis).astype(x.dtype)
 
@@ -327,7 +363,13 @@ def decoder_layer(
         a = rms_norm(a, p["ln1_out"], eps, one)
     h = x + a
     out = mlp(
-        mlp_stack, rms_norm(h, p["ln2"], eps, one), tensor_axis, kernel, layer, arch.gated_act
+        mlp_stack,
+        rms_norm(h, p["ln2"], eps, one),
+        tensor_axis,
+        kernel,
+        layer,
+        arch.gated_act,
+        arch.quant,
     )
     if arch.sandwich:  # and on the MLP's
         out = rms_norm(out, p["ln2_out"], eps, one)
@@ -358,7 +400,7 @@ def run_layers(
     """
 
     # The MLP kernels read their layer from the whole stack (no per-layer copy of its weights).
-    mlp_stack = {k: layers[k] for k in ("w1", "w2", "w3") if k in layers}
+    mlp_stack = {k: v for k, v in layers.items() if k.split("_")[0] in ("w1", "w2", "w3")}
     rest = {k: v for k, v in layers.items() if k not in mlp_stack}
 
     def body(carry, j):

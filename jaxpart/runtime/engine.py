@@ -11,6 +11,7 @@ import jax
 import numpy as np
 
 from jaxpart.config import ConfigError, MeshConfig, ModelConfig, RunShape
+from jaxpart.config.quant import FP8
 from jaxpart.config.generation import GREEDY, GenerationConfig
 from jaxpart.model.kernels.backend import AUTO, KernelChoice
 from jaxpart.planning.placement import DEFAULT_CHOICE, PlanChoice, plan_for, resolved
@@ -30,14 +31,14 @@ def hf_weights_folder(cfg: ModelConfig) -> Path | None:
 def model_params(cfg: ModelConfig, seed: int) -> dict:
     """The model's weights: its Hugging Face folder's (read lazily, a block at a time, as they
     are placed), else random from ``seed``."""
-    from jaxpart.model.decoder import init_params
+    from jaxpart.model.decoder import abstract_params, init_params
 
     folder = hf_weights_folder(cfg)
     if folder is None:
         return init_params(cfg, seed)
     from jaxpart.io.weights import lazy_hf_params
 
-    params, _ = lazy_hf_params(folder, cfg, jax.eval_shape(lambda: init_params(cfg, 0)))
+    params, _ = lazy_hf_params(folder, cfg, abstract_params(cfg))
     return params
 
 
@@ -96,10 +97,10 @@ def make_executor(
     """Plan ``method`` on ``mesh`` for ``shape``, settle its microbatches, check the run's shape
     and the devices, build the executor."""
     for field in ("weight_dtype", "kv_dtype"):
-        if getattr(cfg, field) != cfg.dtype:
+        if getattr(cfg, field) not in (cfg.dtype, FP8):
             raise ConfigError(
                 f"{cfg.source}: field '{field}' = {getattr(cfg, field)!r}: running needs it equal "
-                f"to dtype = {cfg.dtype!r}; plan, simulate and verify take it as it is"
+                f"to dtype = {cfg.dtype!r} or {FP8!r}; plan, simulate and verify take it as it is"
             )
     shape.check(cfg)
     plan = plan_for(method, cfg, mesh, shape, choice)
@@ -191,10 +192,10 @@ def load_checkpoint(executor, directory: str) -> dict:
     """Trained weights from ``directory``, placed for ``executor``: straight into its shardings
     when its stage layout is the canonical one, else through the host and ``place``."""
     from jaxpart.io import checkpoint
-    from jaxpart.model.decoder import init_params
+    from jaxpart.model.decoder import abstract_params
 
     cfg = executor.cfg
-    canonical = jax.eval_shape(lambda: init_params(cfg, 0))
+    canonical = abstract_params(cfg)
     if isinstance(executor, PipelineExecutor) and executor.canonical_rows:
         target = {k: v for k, v in executor.abstract_inputs()["params"].items() if k != "sizes"}
         params, _, _, _ = checkpoint.restore(directory, cfg, target)

@@ -38,6 +38,7 @@ from jaxpart.model.kernels.backend import (
     resolve,
     target_platform,
 )
+from jaxpart.model.quant import kv_load, kv_store
 from jaxpart.planning.memory import KV_BLOCK, PAGE, QUERY_CHUNK
 
 # Positions the XLA decode reads a pass on CPU: a short pass wastes less of the last, partly
@@ -74,13 +75,25 @@ def _check_cache(q, k_cache):
 
 
 def decode_attention_reference(
-    q, k_new, v_new, k_cache, v_cache, layer, row, pos, lengths=None, window=0, softcap=0.0
+    q,
+    k_new,
+    v_new,
+    k_cache,
+    v_cache,
+    layer,
+    row,
+    pos,
+    lengths=None,
+    window=0,
+    softcap=0.0,
+    k_scale=None,
+    v_scale=None,
 ):
     """``decode_attention`` in plain jnp: write, then softmax(q k^T / sqrt(K)) v over positions
     < ``lengths`` (and, with a sliding ``window``, >= lengths - window) of the whole cache
     under a mask (it reads every position: for tests only)."""
-    k_cache = _write(k_cache, k_new, layer, row, pos)
-    v_cache = _write(v_cache, v_new, layer, row, pos)
+    k_cache = _write(k_cache, k_new, layer, row, pos, scale=k_scale)
+    v_cache = _write(v_cache, v_new, layer, row, pos, scale=v_scale)
     hkv, _, _, s, kdim = k_cache.shape
     b, hq, _ = q.shape
     lengths = pos + 1 if lengths is None else lengths
@@ -88,12 +101,13 @@ def decode_attention_reference(
     rows = (hkv, 1, b, s, kdim)
     keys = jax.lax.dynamic_slice(k_cache, (0, layer, row, 0, 0), rows)[:, 0]
     values = jax.lax.dynamic_slice(v_cache, (0, layer, row, 0, 0), rows)[:, 0]
+    keys, values = kv_load(keys, k_scale, jnp.float32), kv_load(values, v_scale, jnp.float32)
     qg = q.reshape(b, hkv, hq // hkv, kdim).astype(jnp.float32)
-    scores = _cap(_f32_dot("bhgk,hbsk->bhgs", qg, keys.astype(jnp.float32)) * kdim**-0.5, softcap)
+    scores = _cap(_f32_dot("bhgk,hbsk->bhgs", qg, keys) * kdim**-0.5, softcap)
     visible = _visible(jnp.arange(s)[None, :], jnp.asarray(lengths)[:, None], window)
     scores = jnp.where(visible[:, None, None], scores, -jnp.inf)
     probs = jax.nn.softmax(scores, axis=-1)
-    out = _f32_dot("bhgs,hbsk->bhgk", probs, values.astype(jnp.float32))
+    out = _f32_dot("bhgs,hbsk->bhgk", probs, values)
     return out.reshape(b, hq, kdim).astype(q.dtype), k_cache, v_cache
 
 
@@ -141,14 +155,14 @@ def prefill_attention_reference(q, k, v, window=0, softcap=0.0):
 # -- decode -------------------------------------------------------------------------------------
 
 
-def _write(cache, new, layer, row, pos, kernel: KernelChoice = AUTO):
+def _write(cache, new, layer, row, pos, kernel: KernelChoice = AUTO, scale=None):
     """``new [H, b, K]`` into the cache at position ``pos`` (one for all rows, or ``[b]``) of
-    rows row..row+b of ``layer``."""
+    rows row..row+b of ``layer``; an FP8 cache's divided by its per-head ``scale [H]``."""
+    new = kv_store(new, scale, cache.dtype)
     if jnp.ndim(pos) == 0:
         return jax.lax.dynamic_update_slice(
-            cache, new[:, None, :, None].astype(cache.dtype), (0, layer, row, pos, 0)
+            cache, new[:, None, :, None], (0, layer, row, pos, 0)
         )
-    new = new.astype(cache.dtype)
     if target_platform(kernel) != "cpu":  # one scatter kernel, in place
         rows = row + jnp.arange(new.shape[1])
         return cache.at[:, layer, rows, pos, :].set(new)
@@ -177,6 +191,8 @@ def _decode_xla(
     kernel,
     window=0,
     softcap=0.0,
+    k_scale=None,
+    v_scale=None,
 ):
     hkv, _, _, s, kdim = k_cache.shape
     b, hq, _ = q.shape
@@ -191,15 +207,15 @@ def _decode_xla(
         # The new position is written inside the loop (the same write every pass): a loop that
         # only read the caches would see them as loop invariants, and XLA's CPU backend, which
         # computes bf16 in f32, would convert both whole caches before the loop.
-        k_cache = _write(k_cache, k_new, layer, row, pos, kernel)
-        v_cache = _write(v_cache, v_new, layer, row, pos, kernel)
+        k_cache = _write(k_cache, k_new, layer, row, pos, kernel, k_scale)
+        v_cache = _write(v_cache, v_new, layer, row, pos, kernel, v_scale)
         start = j * block
         shape = (hkv, 1, b, block, kdim)
         keys = jax.lax.dynamic_slice(k_cache, (0, layer, row, start, 0), shape)[:, 0]
         values = jax.lax.dynamic_slice(v_cache, (0, layer, row, start, 0), shape)[:, 0]
         keys, values = cpu_barrier((keys, values), kernel)
-        if keys.dtype != q.dtype:  # an 8-bit cache: widened a block at a time
-            keys, values = keys.astype(q.dtype), values.astype(q.dtype)
+        if keys.dtype != q.dtype:  # an 8-bit cache: widened (and scaled) a block at a time
+            keys, values = kv_load(keys, k_scale, q.dtype), kv_load(values, v_scale, q.dtype)
         scores = _cap(_f32_dot("bhgk,hbsk->bhgs", qg, keys) * scale, softcap)
         visible = _visible((start + jnp.arange(block))[None, :], lengths[:, None], window)
         scores = jnp.where(visible[:, None, None], scores, -jnp.inf)
@@ -273,11 +289,15 @@ def decode_attention(
     kernel: KernelChoice = AUTO,
     window: int = 0,
     softcap: float = 0.0,
+    k_scale=None,
+    v_scale=None,
 ):
     """One decode step's attention: write the new keys and values ``k_new, v_new [H_kv, b, K]``
     at position ``pos`` of cache rows row..row+b of ``layer`` (caches ``[H_kv, n, B, S, K]``),
     then attend ``q [b, Hq, K]`` over positions < ``lengths [b]`` (default: pos + 1), and with
-    a sliding ``window`` (0: none) over the last ``window`` of them only.
+    a sliding ``window`` (0: none) over the last ``window`` of them only. An FP8 cache stores
+    K and V divided by their per-head ``k_scale``, ``v_scale`` ``[H_kv]`` and multiplies them
+    back as it reads.
 
     Reads only the filled positions (of the window), whatever ``S`` is. The Pallas kernel has no
     window: a window shorter than the cache runs the XLA path. Returns (out, k_cache, v_cache).
@@ -296,7 +316,7 @@ def decode_attention(
     if backend == "pallas":
         return _decode_paged(*args, interpret)
     block = XLA_CPU_BLOCK if target_platform(kernel) == "cpu" else KV_BLOCK
-    return _decode_xla(*args, block, kernel, window, softcap)
+    return _decode_xla(*args, block, kernel, window, softcap, k_scale, v_scale)
 
 
 # -- prefill ------------------------------------------------------------------------------------

@@ -44,6 +44,7 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
+from jaxpart.model.quant import fp8_matmul
 from jaxpart.model.kernels.backend import (
     AUTO,
     DEFAULT_SM_COUNT,
@@ -185,6 +186,20 @@ def mlp_reference(x, w1, w2, out_dtype=None, w3=None, gated_act="silu"):
     return jnp.dot(h, w2, preferred_element_type=jnp.float32).astype(out_dtype or x.dtype)
 
 
+def mlp_fp8(x, w1, w2, scales: dict, quant, out_dtype=None, w3=None, gated_act="silu"):
+    """The MLP with FP8 weights (``model.quant``): each GEMM an FP8 GEMM with its weights'
+    scales (``scales``: this layer's ``w1_scale``... and, for static activations,
+    ``w1_in_scale``...), the hidden activation rounded to x's dtype and quantised again for
+    the down projection."""
+
+    def gemm(a, name, w):
+        return fp8_matmul(a, w, scales[f"{name}_scale"], quant, scales.get(f"{name}_in_scale"))
+
+    a = gemm(x, "w1", w1)
+    h = _gelu(a) if w3 is None else GATED[gated_act](a, gemm(x, "w3", w3))
+    return gemm(h.astype(x.dtype), "w2", w2).astype(out_dtype or x.dtype)
+
+
 def _load(ref, policy: str):
     from jax.experimental.pallas import triton as pltriton
 
@@ -311,6 +326,8 @@ def mlp(
     block_sizes: BlockSizes | None = None,
     out_dtype=None,
     gated_act: str = "silu",
+    quant=None,
+    scales: dict | None = None,
 ):
     """gelu(x @ w1) @ w2, or with ``w3`` SwiGLU's (silu(x @ w1) * (x @ w3)) @ w2 (GeGLU's, tanh
     GELU for silu, with ``gated_act="gelu"``), for x ``[..., d_model]``, w1 and w3
@@ -322,6 +339,9 @@ def mlp(
     jit) or "auto" (Pallas on GPU for decode-sized inputs, else XLA). A Pallas request that
     cannot be met falls back to XLA with one warning per reason, or raises
     ``KernelFallbackError`` when ``kernel.strict``.
+
+    FP8 weights (``quant``, with the stacks' ``scales``) run ``mlp_fp8`` through XLA: the
+    Pallas kernels take 16-bit tiles only.
     """
     out_dtype = out_dtype or x.dtype
     lead, d_model = x.shape[:-1], x.shape[-1]
@@ -329,6 +349,7 @@ def mlp(
     if layer is None:
         w1, w2, layer = w1[None], w2[None], 0
         w3 = None if w3 is None else w3[None]
+        scales = None if scales is None else {k: v[None] for k, v in scales.items()}
     chosen, interpret = resolve("MLP", kernel.mlp, kernel)
     if chosen == "pallas" and jnp.dtype(w1.dtype).itemsize == 1:
         chosen = fallback("MLP", f"{jnp.dtype(w1.dtype).name} weights", kernel.strict)
@@ -350,7 +371,11 @@ def mlp(
     if chosen == "xla":
         gate_up = None if w3 is None else cpu_barrier(w3[layer], kernel)
         w1l, w2l = cpu_barrier(w1[layer], kernel), cpu_barrier(w2[layer], kernel)
-        out = mlp_reference(x2, w1l, w2l, out_dtype, gate_up, gated_act)
+        if quant is not None and scales:
+            own = {k: v[layer] for k, v in scales.items()}
+            out = mlp_fp8(x2, w1l, w2l, own, quant, out_dtype, gate_up, gated_act)
+        else:
+            out = mlp_reference(x2, w1l, w2l, out_dtype, gate_up, gated_act)
     else:
         index = jnp.asarray(layer, jnp.int32).reshape(1)
         out = _mlp_pallas(

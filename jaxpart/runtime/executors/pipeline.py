@@ -12,11 +12,13 @@ partitioner and the TP x PP baseline (which is a plan of uniform stages split TP
   they cost is the time they wait for the longest stage (``padding_fraction``).
 - The prefill program makes the KV caches itself (nothing outside a program is compiled while a
   run is timed). Split past a model's K/V heads, each tensor rank holds a copy of the one its
-  query heads share. Weights may come lazily from a checkpoint (``weights.LazyLeaf``): each
+  query heads share. Weights may come lazily from a checkpoint (``weights.LAZY_LEAVES``): each
   process then reads only its own devices' blocks.
 """
 
 from __future__ import annotations
+
+import math
 
 import jax
 import jax.numpy as jnp
@@ -26,7 +28,8 @@ from jax.sharding import PartitionSpec as P
 
 from jaxpart.config import ConfigError, ModelConfig, RunShape
 from jaxpart.config.generation import GREEDY, GenerationConfig
-from jaxpart.io.weights import LazyLeaf
+from jaxpart.io.weights import LAZY_LEAVES
+from jaxpart.model.decoder import abstract_params, leaf_dtype, logical_specs
 from jaxpart.model.kernels.backend import AUTO, KernelChoice
 from jaxpart.model.layers import arch_of, embed_tokens, jnp_dtype, lm_logits, run_layers
 from jaxpart.planning.memory import cache_positions
@@ -44,8 +47,6 @@ from jaxpart.runtime.sharding import (
     to_host,
 )
 
-# Leaves with a K/V-head axis (and which axis): copied per rank when split past their heads.
-KV_WEIGHTS = {"wk": 2, "wv": 2, "bk": 1, "bv": 1}
 
 
 def _pack(y: jax.Array, control: jax.Array) -> jax.Array:
@@ -88,43 +89,65 @@ class PipelineExecutor(Executor):
         self.b_mb = self.b_rep // shape.microbatches
         self.period = max(shape.microbatches, self.n_stages)
         self.dtype = jnp_dtype(cfg.dtype)  # activations
-        self.weight_dtype, self.kv_dtype = jnp_dtype(cfg.weight_dtype), jnp_dtype(cfg.kv_dtype)
+        self.kv_dtype = jnp_dtype(cfg.kv_dtype)
         self.tensor_axis = "tensor" if self.split > 1 else None
         self.arch = arch_of(cfg)
         # Split more ways than it has K/V heads, a model's heads are copied so that each tensor
         # rank holds the one its query heads share (sharding.RULES, "kv_heads").
         self.kv_copies = kv_copies(cfg, plan)
         self._param_specs = param_specs(cfg, plan)
+        self._repeats = self._leaf_repeats()
         self._prefill = self._build_prefill()
         self._decodes = {}  # (steps per call, ragged) -> its program, built on first use
         self._forced_decode = None  # built on first use (compare in bf16)
 
     # -- placement ------------------------------------------------------------------------------
 
+    def _leaf_repeats(self) -> dict[str, dict[int, int]]:
+        """Each layer leaf's axes whose canonical entries are repeated on the devices: a K/V
+        head copied per rank when split past the heads; the down projection's FP8 block scales
+        where the tensor split cuts a block (each block's scale repeated over the groups of
+        gcd(block, d_ff / split) inputs that each rank then quantises on its own)."""
+        out = {}
+        for name, axes in logical_specs(self.cfg)["layers"].items():
+            out[name] = {axes.index("kv_heads"): self.kv_copies} if "kv_heads" in axes else {}
+        q = self.cfg.quant
+        if q is not None and q.group and self.split > 1:
+            local = self.cfg.d_ff // self.split
+            out["w2_scale"] = {1: q.group // math.gcd(q.group, local)}
+        return {k: {a: r for a, r in v.items() if r > 1} for k, v in out.items()}
+
     def place(self, params: dict) -> dict:
         """Canonical ``[L, ...]`` weights (arrays, or checkpoint leaves read lazily) -> the padded
         stage layout, sharded on the mesh, in the model's weight dtype."""
-        placed = {k: self._put(v, self._param_specs[k]) for k, v in params.items() if k != "layers"}
+        placed = {
+            k: self._put(v, self._param_specs[k], leaf_dtype(self.cfg, k))
+            for k, v in params.items()
+            if k != "layers"
+        }
         placed["layers"] = {
-            k: self._put(v, self._param_specs["layers"][k], True, KV_WEIGHTS.get(k, 0))
+            k: self._put(
+                v, self._param_specs["layers"][k], leaf_dtype(self.cfg, k), True, self._repeats[k]
+            )
             for k, v in params["layers"].items()
         }
         placed["sizes"] = self.place_sizes()
         return placed
 
-    def _put(self, leaf, spec, layered: bool = False, kv: int = 0):
+    def _put(self, leaf, spec, dtype, layered: bool = False, repeats: dict | None = None):
         """One leaf placed block by block: each device's block is taken from the canonical leaf,
         the stage layout's rows and copied K/V heads mapped back to the canonical ones. A
         checkpoint leaf reads only those blocks, so each process reads only its own share."""
-        if isinstance(leaf, LazyLeaf):
+        if isinstance(leaf, LAZY_LEAVES):
             read, shape = leaf.read, list(leaf.shape)
         else:
             host = to_host(leaf)
             read, shape = (lambda ids: host[np.ix_(*ids)]), list(host.shape)
         if layered:
             shape[0] = len(self.rows)
-        if kv:
-            shape[kv] *= self.kv_copies
+        repeats = repeats or {}
+        for axis, r in repeats.items():
+            shape[axis] *= r
 
         def block(index):
             ids = []
@@ -132,13 +155,13 @@ class PipelineExecutor(Executor):
                 wanted = np.arange(*part.indices(n))
                 if layered and axis == 0:
                     wanted = self.rows[wanted]
-                if kv and axis == kv:
-                    wanted = wanted // self.kv_copies
+                if axis in repeats:
+                    wanted = wanted // repeats[axis]
                 ids.append(wanted)
-            return read(ids).astype(self.weight_dtype)
+            return read(ids).astype(dtype)
 
         array = jax.make_array_from_callback(tuple(shape), NamedSharding(self.mesh, spec), block)
-        if isinstance(leaf, LazyLeaf):
+        if isinstance(leaf, LAZY_LEAVES):
             leaf.forget()
         return array
 
@@ -438,24 +461,20 @@ class PipelineExecutor(Executor):
     def abstract_inputs(self) -> dict:
         """Every program input as a ShapeDtypeStruct with its sharding: lowering and compiling
         with these allocates nothing, so a full-size model can be checked on a small machine."""
-        from jaxpart.model.decoder import init_params
-
-        def spec_struct(x, spec, rows=None, kv=0):
+        def spec_struct(x, spec, rows=None, repeats=None):
             shape = list(x.shape if rows is None else (rows, *x.shape[1:]))
-            if kv:
-                shape[kv] *= self.kv_copies
+            for axis, r in (repeats or {}).items():
+                shape[axis] *= r
             return jax.ShapeDtypeStruct(
-                tuple(shape),
-                self.weight_dtype if jnp.issubdtype(x.dtype, jnp.floating) else x.dtype,
-                sharding=NamedSharding(self.mesh, spec),
+                tuple(shape), x.dtype, sharding=NamedSharding(self.mesh, spec)
             )
 
-        canonical = jax.eval_shape(lambda: init_params(self.cfg, 0))
+        canonical = abstract_params(self.cfg)
         params = {
             k: spec_struct(v, self._param_specs[k]) for k, v in canonical.items() if k != "layers"
         }
         params["layers"] = {
-            k: spec_struct(v, self._param_specs["layers"][k], len(self.rows), KV_WEIGHTS.get(k, 0))
+            k: spec_struct(v, self._param_specs["layers"][k], len(self.rows), self._repeats[k])
             for k, v in canonical["layers"].items()
         }
         params["sizes"] = spec_struct(jax.ShapeDtypeStruct(self.sizes.shape, jnp.int32), P("stage"))

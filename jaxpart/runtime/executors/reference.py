@@ -11,8 +11,7 @@ import numpy as np
 
 from jaxpart.config import ModelConfig, RunShape
 from jaxpart.config.generation import GREEDY, GenerationConfig
-from jaxpart.io.weights import LazyLeaf
-from jaxpart.model.decoder import empty_cache
+from jaxpart.model.decoder import empty_cache, leaf_dtype
 from jaxpart.model.kernels.backend import AUTO, KernelChoice
 from jaxpart.model.layers import arch_of, forward, jnp_dtype
 from jaxpart.runtime.executors.base import DecodeState, Executor, Forced
@@ -40,16 +39,17 @@ class ReferenceExecutor(Executor):
         self._forced = None  # built on first use (compare in bf16)
 
     def place(self, params: dict) -> dict:
-        """The weights on the device, in the model's dtype."""
-        dtype = jnp_dtype(self.cfg.dtype)
+        """The weights on the device, each leaf in its dtype (``decoder.leaf_dtype``: the
+        model's, FP8 matrices in e4m3 and their scales in f32)."""
 
-        def whole(a):
-            return jnp.asarray(a.whole() if isinstance(a, LazyLeaf) else a, dtype)
+        def whole(path, a):
+            dtype = leaf_dtype(self.cfg, getattr(path[-1], "key", ""))
+            return jnp.asarray(a.whole() if hasattr(a, "whole") else a, dtype)
 
-        return jax.device_put(jax.tree.map(whole, params), self.device)
+        return jax.device_put(jax.tree_util.tree_map_with_path(whole, params), self.device)
 
     def _prefill_fn(self, params, prompts, lens):
-        k, v = empty_cache(self.cfg, prompts.shape[0], params["embed"].dtype)
+        k, v = empty_cache(self.cfg, prompts.shape[0], jnp_dtype(self.cfg.kv_dtype))
         logits, k, v = forward(params, prompts, k, v, 0, self.kernel, arch=self.arch, last=lens - 1)
         tok = choose(logits, jnp.arange(prompts.shape[0]), 0, self.generation)
         return tok, logits, k, v
