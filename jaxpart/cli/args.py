@@ -11,10 +11,23 @@ from jaxpart.planning.placement import PlanChoice
 
 
 def model_and_default(args) -> tuple[ModelConfig, RunShape]:
-    """The model --model names (in --dtype where it is given) and its file's default shape."""
+    """The model --model names (in --dtype, with --quantize and --kv-dtype where they are
+    given) and its file's default shape."""
     model, default = load_model_file(args.model)
     dtype = getattr(args, "dtype", None)
-    return (model.with_dtype(dtype) if dtype else model), default
+    if dtype:
+        model = model.with_dtype(dtype)
+    if getattr(args, "quantize", None) == "fp8":
+        if model.fp8:
+            raise ConfigError(
+                f"--quantize = 'fp8': {model.name} already has FP8 weights "
+                f"({model.quant.describe()})"
+            )
+        model = model.quantized()
+    kv = getattr(args, "kv_dtype", None)
+    if kv:
+        model = model.replace(kv_dtype=kv)
+    return model, default
 
 
 def run_shape(

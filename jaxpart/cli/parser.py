@@ -155,7 +155,22 @@ def _add_model_args(p: argparse.ArgumentParser, defaults: tuple[str, str]) -> No
         "--dtype",
         choices=RUN_DTYPES,
         default=None,
-        help="weights, activations and KV cache (default: the model file's)",
+        help="weights, activations and KV cache (default: the model file's); an FP8 model's "
+        "weights and FP8 KV cache stay FP8",
+    )
+    group.add_argument(
+        "--quantize",
+        choices=("fp8",),
+        default=None,
+        help="FP8 weights: a 16-bit model's matrices quantised per output channel as they are "
+        "read, activations quantised per token (the full 16-bit model is never held)",
+    )
+    group.add_argument(
+        "--kv-dtype",
+        choices=(*RUN_DTYPES, "float8_e4m3fn"),
+        default=None,
+        help="the KV cache's dtype (default: the model's); float8_e4m3fn stores K and V "
+        "divided by a scale per layer and K/V head (the checkpoint's, else 1)",
     )
 
 

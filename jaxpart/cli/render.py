@@ -135,6 +135,17 @@ def memory_table(model: ModelConfig, shape: RunShape, figures: str) -> Table:
     return table
 
 
+def precision(model: ModelConfig) -> str:
+    """The model's numbers in a few words: its dtype, and FP8 weights and cache where it has
+    them (with the scheme)."""
+    parts = [model.dtype]
+    if model.fp8:
+        parts.append(model.quant.describe())
+    if model.kv_dtype != model.dtype:
+        parts.append(f"KV cache {model.kv_dtype}")
+    return "; ".join(parts)
+
+
 def plan_summary(plan: Plan) -> str:
     return (
         f"Plan: {plan.model} on {plan.mesh}, {plan.strategy}, capacity {plan.capacity} "

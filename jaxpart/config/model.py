@@ -162,6 +162,12 @@ class ModelConfig:
         return DTYPE_BYTES[self.weight_dtype]
 
     @property
+    def embed_bytes_each(self) -> int:
+        """Bytes of an embedding or LM-head element: FP8 models keep both in the activations'
+        dtype, as FP8 checkpoints do (their ``ignore`` lists the head)."""
+        return DTYPE_BYTES[self.dtype] if self.fp8 else self.weight_bytes_each
+
+    @property
     def kv_bytes_each(self) -> int:
         return DTYPE_BYTES[self.kv_dtype]
 
@@ -172,8 +178,9 @@ class ModelConfig:
 
     @property
     def precision(self) -> str:
-        """What bounds the run's accuracy: FP8 where the weights are, else the dtype."""
-        return FP8 if self.fp8 else self.dtype
+        """What bounds the placements' agreement: FP8 where the weights or the KV cache are,
+        else the dtype."""
+        return FP8 if self.fp8 or self.kv_dtype == FP8 else self.dtype
 
     def with_dtype(self, dtype: str) -> ModelConfig:
         """The model computed in ``dtype``: stored and cached in it too, but for FP8 weights and

@@ -40,9 +40,15 @@ class Fp8Matrix:
         self._scales: dict[int, np.ndarray] = {}
 
     def _layer(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        if i not in self._scales or i not in self._values:
+        if i not in self._values:
             self._values[i], self._scales[i] = self._make(i)
         return self._values[i], self._scales[i]
+
+    def scales_of(self, i: int) -> np.ndarray:
+        """Layer i's scales: kept from placing its values (made again only if never made)."""
+        if i not in self._scales:
+            self._scales[i] = self._make(i)[1]
+        return self._scales[i]
 
     def _make(self, i: int):
         from jaxpart.model.quant import quantize_leaf
@@ -115,7 +121,7 @@ class Fp8Scales:
 
     def read(self, ids: list) -> np.ndarray:
         ids = [np.asarray(i, int) for i in ids]
-        layers = [self.matrix._layer(int(i))[1] for i in ids[0]]
+        layers = [self.matrix.scales_of(int(i)) for i in ids[0]]
         return np.stack(layers)[np.ix_(np.arange(len(layers)), *ids[1:])]
 
     def whole(self) -> np.ndarray:
@@ -174,16 +180,17 @@ def fp8_leaves(ckpt, cfg: ModelConfig, tree: dict, leaves: dict, notes: list[str
     as they are read (a 16-bit checkpoint, or modules the format's ``ignore`` keeps 16-bit)."""
     from jaxpart.config.quant import scale_leaves
 
-    quantised: dict[str, int] = {}
+    quantised: dict[str, tuple[int, list[str]]] = {}
     scales = scale_leaves(cfg)
     layers = tree["layers"]
     for name in FP8_MATRICES:
         if name not in layers or f"{name}_scale" not in scales:
             continue
         source = layers[name]
-        wide = sum(ckpt.dtype(n).name not in FP8_DTYPES for n in set(source.names))
+        kinds = [ckpt.dtype(n).name for n in dict.fromkeys(source.names)]
+        wide = [k for k in kinds if k not in FP8_DTYPES]
         if wide:
-            quantised[name] = wide
+            quantised[name] = (len(wide), sorted(set(wide)))
         matrix = Fp8Matrix(ckpt, cfg, name, source, scales[f"{name}_scale"][0])
         layers[name] = matrix
         layers[f"{name}_scale"] = Fp8Scales(matrix, cfg.n_layers)
@@ -204,5 +211,8 @@ def fp8_leaves(ckpt, cfg: ModelConfig, tree: dict, leaves: dict, notes: list[str
             ]
             layers[f"{kind}_scale"] = StoredScales(ckpt, names, (cfg.n_kv_heads,), missing=1.0)
     if quantised:
-        what = ", ".join(f"{FP8_MODULES[n].split('.')[-1]} x{k}" for n, k in quantised.items())
-        notes.append(f"quantised to FP8 as read (16-bit in the checkpoint): {what}")
+        what = ", ".join(
+            f"{FP8_MODULES[n].split('.')[-1]} x{k} ({'/'.join(d)})"
+            for n, (k, d) in quantised.items()
+        )
+        notes.append(f"quantised to FP8 per output channel as read: {what}")

@@ -173,7 +173,7 @@ def run_compare(
         reference_skipped=skipped,
         compiles_while_timing=compiles,
     )
-    exact = cfg.dtype == "float32"
+    exact = cfg.precision == "float32"
     for method, executor in executors.items():
         devices = executor.plan.n_devices if executor.plan else 1
         match = bool((warm[method].tokens == warm[anchor].tokens).all())
@@ -189,7 +189,9 @@ def run_compare(
         tokens = warm[anchor].tokens
         forced = {m: executors[m].teacher_forced(placed[m], prompts, tokens) for m in executors}
         for method in methods[1:]:
-            result.agreements.append(agree(method, cfg.dtype, forced[anchor], forced[method]))
+            result.agreements.append(
+                agree(method, cfg.precision, forced[anchor], forced[method])
+            )
     return result
 
 

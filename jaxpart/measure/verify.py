@@ -321,8 +321,10 @@ def cost_check(cfg: ModelConfig, batch: int) -> CostCheck:
     cost analysis of that step (compiled from abstract arrays, layers unrolled: XLA counts a
     loop body once). The attention's loop over KV blocks is counted once too, so both sides
     attend over one block. In float32: XLA's CPU cost analysis also counts the ops that emulate
-    bf16 arithmetic (3.4x the FLOPs for dense16-tiny in bf16), which a GPU does not run."""
-    cfg = cfg.with_dtype("float32")
+    bf16 arithmetic (3.4x the FLOPs for dense16-tiny in bf16), which a GPU does not run. An FP8
+    model is counted dequantised: its GEMMs have the same FLOPs, and XLA's CPU analysis would
+    count the ops that emulate FP8 arithmetic (3.2x for llama3.1-70b-fp8)."""
+    cfg = cfg.dequantized().with_dtype("float32")
     import jax
     import jax.numpy as jnp
 
@@ -344,7 +346,7 @@ def cost_check(cfg: ModelConfig, batch: int) -> CostCheck:
     minimum = (
         cfg.n_layers * layer_weight_bytes(cfg)
         + kv
-        + cfg.d_model * cfg.vocab * cfg.weight_bytes_each
+        + cfg.d_model * cfg.vocab * cfg.embed_bytes_each
     )
     return CostCheck(
         xla_flops=float(cost["flops"]),

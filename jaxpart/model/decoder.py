@@ -183,6 +183,28 @@ def abstract_params(cfg: ModelConfig) -> dict:
     return out
 
 
+def dequantize_params(params: dict, cfg: ModelConfig) -> dict:
+    """An FP8 model's canonical weights times their scales, in float32 (numpy): the 16-bit model
+    that ``cfg.dequantized()`` describes, against which FP8 runs are checked."""
+    layers = {}
+    for name, stack in params["layers"].items():
+        if "scale" in name:
+            continue
+        w = np.asarray(stack, np.float32)
+        if name in FP8_MATRICES and f"{name}_scale" in params["layers"]:
+            inputs = FP8_MATRICES[name]
+            scale = np.asarray(params["layers"][f"{name}_scale"], np.float32)
+            if scale.ndim == w.ndim - inputs:  # per channel: broadcast over the inputs
+                scale = scale.reshape(scale.shape[0], *(1,) * inputs, *scale.shape[1:])
+            else:  # blocks: each group's scale repeated over its inputs
+                for axis in range(1, 1 + inputs):
+                    scale = np.repeat(scale, w.shape[axis] // scale.shape[axis], axis=axis)
+            w = w * scale
+        layers[name] = w
+    out = {k: np.asarray(v, np.float32) for k, v in params.items() if k != "layers"}
+    return {**out, "layers": layers}
+
+
 def leaf_dtype(cfg: ModelConfig, name: str):
     """What a canonical leaf is stored in on the devices: FP8 matrices as e4m3, scales in f32,
     everything else (norms, embedding, head, 16-bit matrices) in the activations' dtype."""

@@ -54,6 +54,10 @@ class Engine:
     kv_free_fraction: float = 1.0
     edge_stages: bool = False
     paged_kv: bool = False
+    # FP8 weights: the activations quantised in passes of their own before each FP8 GEMM (a
+    # read of the 16-bit input, a write of its e4m3 copy), rather than fused into the norm or
+    # activation kernel before it
+    fp8_quantize_pass: bool = False
 
     @property
     def memory(self) -> Memory:
@@ -101,6 +105,7 @@ def engines() -> dict[str, Engine]:
             kv_free_fraction=_fraction(f, "kv_free_fraction", path.name, name),
             edge_stages=bool(f.take("edge_stages")),
             paged_kv=bool(f.take("paged_kv")),
+            fp8_quantize_pass=bool(f.take("fp8_quantize_pass", False)),
             fitted_keys=tuple(fitted),
             **{FITTED[k]: v * 1e-6 for k, v in fitted.items()},
         )

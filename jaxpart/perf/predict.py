@@ -238,8 +238,9 @@ def stage_kernels(
     engine: Engine,
 ) -> list[Kernel]:
     """The kernels of one tick of a stage of ``n_layers`` layers: per layer two norms, the
-    Q/K/V and output projections, attention and the MLP (SwiGLU's gate and up as one kernel);
-    on the last stage the LM head over the last position of each row."""
+    Q/K/V and output projections, attention and the MLP (SwiGLU's gate and up as one kernel),
+    and with FP8 weights, where the engine quantises activations in passes of their own, four
+    quantisations; on the last stage the LM head (16-bit) over the last position of each row."""
     t, d, nb = split, cfg.d_model, cfg.dtype_bytes
     wb = cfg.weight_bytes_each
     q = cfg.q_width // t
@@ -270,16 +271,24 @@ def stage_kernels(
         seen = within(context)
         attn_bytes = kv_bytes(cfg, rows, seen, t) + n_tok * (2 * q + 2 * kv) * nb
         attn_flops = 4 * n_tok * seen * q
+        if cfg.kv_bytes_each == 1:  # an FP8 cache: each K and V read widened and scaled
+            attn_flops += 2 * 2 * rows * seen * kv
     per_layer.append(
         Kernel("attention", attn_bytes, attn_flops, attention=True, kv_stream=not prefill)
     )
     up = (cfg.mlp_matrices - 1) * d * f
     per_layer.append(Kernel("mlp", up * wb + act + n_tok * f * nb, 2 * n_tok * up))
     per_layer.append(Kernel("mlp", f * d * wb + n_tok * f * nb + act, 2 * n_tok * f * d))
+    if cfg.fp8 and engine.fp8_gemm and engine.fp8_quantize_pass:
+        # each FP8 GEMM's input quantised in a pass of its own: the attention's input, the
+        # output projection's, the MLP's and the down projection's (amax, divide, round)
+        for width in (d, q, d, f):
+            per_layer.append(Kernel("fp8 quantize", n_tok * width * (nb + 1), 3 * n_tok * width))
     kernels = per_layer * n_layers
     if last:
         vocab = cfg.vocab // t if engine.head_split else cfg.vocab
-        kernels.append(Kernel("head", d * vocab * wb + rows * vocab * 4, 2 * rows * d * vocab))
+        head = d * vocab * cfg.embed_bytes_each + rows * vocab * 4
+        kernels.append(Kernel("head", head, 2 * rows * d * vocab))
     return kernels
 
 
@@ -322,7 +331,7 @@ def tick(
     """Cost of ``rows`` sequences x ``tokens`` positions through the plan's slowest stage (the
     one with the most layers, or the last, which also runs the LM head)."""
     t = plan.split
-    fp8 = engine.fp8_gemm and cfg.weight_bytes_each == 1
+    fp8 = engine.fp8_gemm and cfg.fp8
     candidates, most = [], max(len(s.layers) for s in plan.stages)
     for i, stage in enumerate(plan.stages):
         last = i == plan.n_stages - 1

@@ -114,7 +114,7 @@ def _baseline_plans(cfg: ModelConfig, mesh: MeshConfig, shape: RunShape, engine:
 def _time_weights(cfg: ModelConfig, shape: RunShape, split: int) -> list[int]:
     """Per-layer bytes a decode step reads, and the LM head's as one more item at the end, so
     that a balanced partition gives the last stage fewer layers to make up for its head."""
-    head = cfg.d_model * cfg.vocab * cfg.weight_bytes_each
+    head = cfg.d_model * cfg.vocab * cfg.embed_bytes_each
     return [layer_fit_bytes(cfg, shape, FitDefinition.EVERYTHING, split)] * cfg.n_layers + [head]
 
 

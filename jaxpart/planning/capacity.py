@@ -87,7 +87,7 @@ class Capacity:
 
 def _edge_bytes(model: ModelConfig, split: int, memory: Memory) -> tuple[int, int, int]:
     """(first stage's, middle stages', last stage's) embedding and head bytes per device."""
-    matrix = model.vocab * model.d_model * model.weight_bytes_each
+    matrix = model.vocab * model.d_model * model.embed_bytes_each
     if memory.head_split:
         matrix //= split
     if not memory.edge_stages:  # every device holds both (one copy when tied)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from jaxpart.config.quant import scale_bytes
 from jaxpart.config import (
     Backend,
     ConfigError,
@@ -130,7 +131,7 @@ def _layer_memory(model: ModelConfig, b: int, split: int) -> LayerMemory:
     return LayerMemory(
         split=split,
         params=params,
-        weight_bytes=local * wbytes,
+        weight_bytes=local * wbytes + scale_bytes(model, split),
         prefill_activation_bytes=b * s * d * nbytes,
         decode_hidden_bytes=b * d * nbytes,
         decode_working_bytes=b * (d + (2 * q + hidden) // split + 2 * kv_local) * nbytes,
@@ -254,8 +255,9 @@ def decode_activation_bytes(model: ModelConfig, rows: int, split: int) -> int:
 def cpu_widening_bytes(model: ModelConfig, split: int) -> int:
     """The f32 copies XLA's CPU backend makes when it multiplies bf16 or f16 matrices (it
     computes them in f32): the embedding, and one layer's MLP matrices. A GPU program makes
-    none; ``verify`` adds them only to set the model beside a CPU compile."""
-    if model.weight_bytes_each != 2 or model.dtype_bytes != 2:
+    none; ``verify`` adds them only to set the model beside a CPU compile. FP8 matrices are
+    widened the same way (the CPU has no FP8 GEMM), from e4m3 to f32."""
+    if model.dtype_bytes != 2 or model.weight_bytes_each not in (1, 2):
         return 0
     one_layer_mlp = model.mlp_matrices * model.d_model * model.d_ff // split
     return (model.vocab * model.d_model + one_layer_mlp) * 4
@@ -283,7 +285,7 @@ def device_memory(
         split=split,
         weights=layers * mem.weight_bytes,
         kv_cache=layers * kv_bytes(model, cache_rows, cache_positions(model.seq_len), split),
-        embedding_and_head=(embedding_params(model) + model.d_model) * model.weight_bytes_each,
+        embedding_and_head=(embedding_params(model) + model.d_model) * model.embed_bytes_each,
         prefill_activations=prefill_activation_bytes(model, rows, prompt_len, split, attention),
         decode_activations=decode_activation_bytes(model, rows, split),
         buffers=model.buffer_bytes,
@@ -321,7 +323,7 @@ def check_pod(model: ModelConfig, mesh: MeshConfig, shape: RunShape, devices: in
     per_sequence = model.n_layers * kv_bytes(model, 1, positions)
     weights = (
         model.n_layers * layer_weight_bytes(model)
-        + embedding_params(model) * model.weight_bytes_each
+        + embedding_params(model) * model.embed_bytes_each
     )
     if weights + shape.batch * per_sequence <= hbm:
         return

@@ -3,12 +3,13 @@ microbatches. No jax: planning, ``simulate`` and ``verify``'s arithmetic use it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from jaxpart.config import ConfigError, MeshConfig, Method, ModelConfig, RunShape, Strategy
 from jaxpart.planning.baseline import DEFAULT_PP, DEFAULT_TP, baseline_plan
 from jaxpart.planning.memory import kv_heads_per_device
-from jaxpart.planning.plan import Plan, make_plan, microbatch_count
+from jaxpart.planning.plan import Plan, make_plan, microbatch_count, with_replicas
 
 METHODS = tuple(Method)
 
@@ -63,6 +64,24 @@ def microbatches_for(plan: Plan | None, shape: RunShape) -> int:
     if plan is None:
         return 1
     return microbatch_count(plan.n_stages, shape.batch // plan.data_parallel)
+
+
+def fill_replicas(plan: Plan | None, shape: RunShape) -> Plan | None:
+    """A replicated plan whose replicas the batch cannot fill evenly (a batch of 1 on 8 copies
+    of the pipeline) runs as many replicas as divide the batch: the greatest common divisor of
+    the two, with a note saying so. Given --microbatches, the plan stays as it is."""
+    if plan is None or plan.data_parallel == 1 or shape.microbatches is not None:
+        return plan
+    if shape.batch % plan.data_parallel == 0:
+        return plan
+    replicas = math.gcd(shape.batch, plan.data_parallel)
+    return with_replicas(
+        plan,
+        replicas,
+        f"replicas: a batch of {shape.batch} fills {replicas} of the plan's {plan.data_parallel} replicas "
+        f"evenly: running {replicas} ({replicas * plan.n_stages * plan.split} of "
+        f"{plan.n_devices} devices)",
+    )
 
 
 def resolved(method: Method, plan: Plan | None, shape: RunShape, choice: PlanChoice) -> RunShape:

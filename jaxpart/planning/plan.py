@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import replace, asdict, dataclass, field
 
 from jaxpart.config import (
     TIER_NAMES,
@@ -359,6 +359,24 @@ def _plan_at(
                 f"more than {format_bytes(hbm)}; use fewer layers per stage"
             )
     return plan
+
+
+def with_replicas(plan: Plan, replicas: int, why: str) -> Plan:
+    """``plan`` with ``replicas`` copies of its pipeline (the first ones' devices), and a note
+    saying ``why``."""
+    per_replica = plan.n_stages * plan.split
+    stages = tuple(
+        replace(
+            stage,
+            devices=tuple(
+                r * per_replica + s * plan.split + k
+                for r in range(replicas)
+                for k in range(plan.split)
+            ),
+        )
+        for s, stage in enumerate(plan.stages)
+    )
+    return replace(plan, data_parallel=replicas, stages=stages, notes=(*plan.notes, why))
 
 
 def assemble_plan(

@@ -14,7 +14,13 @@ from jaxpart.config import ConfigError, MeshConfig, ModelConfig, RunShape
 from jaxpart.config.quant import FP8
 from jaxpart.config.generation import GREEDY, GenerationConfig
 from jaxpart.model.kernels.backend import AUTO, KernelChoice
-from jaxpart.planning.placement import DEFAULT_CHOICE, PlanChoice, plan_for, resolved
+from jaxpart.planning.placement import (
+    DEFAULT_CHOICE,
+    PlanChoice,
+    fill_replicas,
+    plan_for,
+    resolved,
+)
 from jaxpart.runtime.executors import PipelineExecutor, ReferenceExecutor, check_tokens
 from jaxpart.runtime.executors.base import Generation, padded_prompts
 
@@ -103,7 +109,7 @@ def make_executor(
                 f"to dtype = {cfg.dtype!r} or {FP8!r}; plan, simulate and verify take it as it is"
             )
     shape.check(cfg)
-    plan = plan_for(method, cfg, mesh, shape, choice)
+    plan = fill_replicas(plan_for(method, cfg, mesh, shape, choice), shape)
     shape = resolved(method, plan, shape, choice)
     if plan is None:
         return ReferenceExecutor(cfg, shape, kernel=kernel, generation=generation)
@@ -176,6 +182,8 @@ def generate(
         params = model_params(cfg, seed) if params is None else params
         placed = executor.place(params)
         executor.checkpoint_reads = checkpoint_reads(params)
+        executor.weight_notes = tuple(getattr(getattr(params.get("embed"), "ckpt", None), "notes", ()))
+    executor.weights_held = executor.held_bytes(placed)
     return Generated(executor.timed_generate(placed, prompts, on_tokens), executor)
 
 

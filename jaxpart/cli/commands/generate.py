@@ -58,9 +58,12 @@ def run(args, console: Console) -> int:
     tokens, _, executor = result
     lengths = result.lengths
     plan = executor.plan
-    console.print(f"method: {args.method} ({model.name}, {model.dtype})")
+    console.print(f"method: {args.method} ({model.name}, {render.precision(model)})")
     if plan is not None:
         console.print(render.plan_summary(plan))
+        for note in plan.notes:
+            if note.startswith("replicas:"):
+                console.print(note)
         console.print(
             f"schedule: {executor.shape.microbatches} microbatches over {plan.n_stages} stages; "
             f"padding (idle share of stage-layer slots): {executor.padding_fraction:.0%}"
@@ -76,6 +79,13 @@ def run(args, console: Console) -> int:
             f"read from the checkpoint, per process: "
             f"{', '.join(format_bytes(b) for b in read)} of {format_bytes(checkpoint_bytes)}"
         )
+    for note in executor.weight_notes:
+        console.print(note)
+    held = executor.weights_held
+    console.print(
+        f"weights held on the devices (measured: every shard's bytes, copies included): "
+        f"{format_bytes(held)}"
+    )
     accuracy = None
     task = prompts.task
     for i in range(shown):
@@ -112,6 +122,9 @@ def run(args, console: Console) -> int:
             doc["text"] = [
                 decode(prompts.tokenizer, row[:n]) for row, n in zip(tokens, lengths, strict=True)
             ]
+        doc["weights_held_bytes"] = held
+        if model.fp8:
+            doc["quantization"] = model.quant.describe()
         if read is not None:
             doc["weights_read_bytes_per_process"] = read
             doc["checkpoint_bytes"] = checkpoint_bytes

@@ -161,6 +161,17 @@ class Executor(abc.ABC):
     plan: Plan | None = None
     # (bytes read, bytes in all) of the Hugging Face checkpoint this process placed weights from.
     checkpoint_reads: tuple[int, int] | None = None
+    weight_notes: tuple[str, ...] = ()  # what was made of the weights as they were read
+    weights_held: int = 0  # bytes of the placed weights on this process's devices
+
+    @staticmethod
+    def held_bytes(placed) -> int:
+        """Bytes of every shard of the placed weights on this process's devices."""
+        import jax
+
+        return sum(
+            shard.data.nbytes for leaf in jax.tree.leaves(placed) for shard in leaf.addressable_shards
+        )
 
     @abc.abstractmethod
     def place(self, params: dict) -> Any:
