@@ -279,15 +279,22 @@ def write_tokenizer(path: Path) -> None:
     tokenizer.save(str(path))
 
 
-def write_checkpoint(folder: Path, variant: str, seed: int = 0) -> Path:
+def write_checkpoint(folder: Path, variant: str, seed: int = 0, bf16: bool = False) -> Path:
+    """``variant``'s folder; ``bf16``: its tensors and dtype bfloat16, as the Hub's are."""
+    import ml_dtypes
     from safetensors.numpy import save_file
 
     model_type, architecture, tied, changes = VARIANTS[variant]
     folder.mkdir(parents=True, exist_ok=True)
     cfg = config(tied, model_type, architecture, changes)
+    if bf16:
+        cfg["torch_dtype"] = "bfloat16"
     written = {k: v for k, v in cfg.items() if v is not None or k not in changes}
     (folder / "config.json").write_text(json.dumps(written, indent=2))
-    save_file(tensors(cfg, seed), str(folder / "model.safetensors"))
+    weights = tensors(cfg, seed)
+    if bf16:
+        weights = {k: v.astype(ml_dtypes.bfloat16) for k, v in weights.items()}
+    save_file(weights, str(folder / "model.safetensors"))
     write_tokenizer(folder / "tokenizer.json")
     return folder
 
@@ -336,10 +343,20 @@ FP8_FORMATS = {
         "config_groups": {
             "group_0": {
                 "targets": ["Linear"],
-                "weights": {"num_bits": 8, "type": "float", "strategy": "channel",
-                            "symmetric": True, "dynamic": False},
-                "input_activations": {"num_bits": 8, "type": "float", "strategy": "token",
-                                      "symmetric": True, "dynamic": True},
+                "weights": {
+                    "num_bits": 8,
+                    "type": "float",
+                    "strategy": "channel",
+                    "symmetric": True,
+                    "dynamic": False,
+                },
+                "input_activations": {
+                    "num_bits": 8,
+                    "type": "float",
+                    "strategy": "token",
+                    "symmetric": True,
+                    "dynamic": True,
+                },
             }
         },
         "ignore": ["lm_head"],
@@ -352,15 +369,30 @@ FP8_FORMATS = {
         "config_groups": {
             "group_0": {
                 "targets": ["Linear"],
-                "weights": {"num_bits": 8, "type": "float", "strategy": "tensor",
-                            "symmetric": True, "dynamic": False},
-                "input_activations": {"num_bits": 8, "type": "float", "strategy": "tensor",
-                                      "symmetric": True, "dynamic": False},
+                "weights": {
+                    "num_bits": 8,
+                    "type": "float",
+                    "strategy": "tensor",
+                    "symmetric": True,
+                    "dynamic": False,
+                },
+                "input_activations": {
+                    "num_bits": 8,
+                    "type": "float",
+                    "strategy": "tensor",
+                    "symmetric": True,
+                    "dynamic": False,
+                },
             }
         },
         "ignore": ["lm_head", "re:.*layers\\.3\\.mlp\\.down_proj$"],
-        "kv_cache_scheme": {"num_bits": 8, "type": "float", "strategy": "tensor",
-                            "dynamic": False, "symmetric": True},
+        "kv_cache_scheme": {
+            "num_bits": 8,
+            "type": "float",
+            "strategy": "tensor",
+            "dynamic": False,
+            "symmetric": True,
+        },
     },
     "fbgemm": {
         "quant_method": "fbgemm_fp8",
@@ -409,8 +441,10 @@ def write_fp8_checkpoint(folder: Path, fmt: str, seed: int = 0) -> Path:
     out = {}
     for name, w in tensors(cfg, seed).items():
         module = name.removesuffix(".weight")
-        if name.split(".")[-2] not in PROJECTIONS or module.endswith("layers.3.mlp.down_proj") and (
-            fmt == "ct-static"
+        if (
+            name.split(".")[-2] not in PROJECTIONS
+            or module.endswith("layers.3.mlp.down_proj")
+            and (fmt == "ct-static")
         ):
             out[name] = w
             continue

@@ -129,7 +129,7 @@ def _compressed_tensors(qc: dict, where: str) -> tuple[Fp8Scheme, bool]:
         raise ConfigError(
             f"{where}.config_groups' = {groups!r}: exactly one quantisation group is supported"
         )
-    (name, group), = groups.items()
+    ((name, group),) = groups.items()
     at = f"{where}.config_groups.{name}"
     if not isinstance(group, dict):
         raise ConfigError(f"{at}' = {group!r}: expected a table")
@@ -177,7 +177,9 @@ def _compressed_tensors(qc: dict, where: str) -> tuple[Fp8Scheme, bool]:
         not isinstance(kv, dict) or kv.get("type") != "float" or kv.get("num_bits") != 8
     ):
         raise ConfigError(f"{where}.kv_cache_scheme' = {kv!r}: only an 8-bit float KV cache")
-    return Fp8Scheme("compressed-tensors", strategy, activations, block, 0.0, ignore), kv is not None
+    return Fp8Scheme(
+        "compressed-tensors", strategy, activations, block, 0.0, ignore
+    ), kv is not None
 
 
 def _number(value, where: str) -> float:

@@ -189,9 +189,7 @@ def run_compare(
         tokens = warm[anchor].tokens
         forced = {m: executors[m].teacher_forced(placed[m], prompts, tokens) for m in executors}
         for method in methods[1:]:
-            result.agreements.append(
-                agree(method, cfg.precision, forced[anchor], forced[method])
-            )
+            result.agreements.append(agree(method, cfg.precision, forced[anchor], forced[method]))
     return result
 
 

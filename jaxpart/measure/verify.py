@@ -91,6 +91,7 @@ def local_type(shape, dtype, mesh_shape: dict, spec) -> str:
             dims[i] //= mesh_shape[axis]
     names = {Dtype.FLOAT32: "f32", Dtype.BFLOAT16: "bf16", Dtype.FLOAT16: "f16"}
     names[Dtype.FLOAT8_E4M3FN] = "f8E4M3FN"
+    names["uint8"] = "ui8"  # an FP8 KV cache's bytes (model.quant.FP8_CACHE)
     element = names[np.dtype(dtype).name]
     return "x".join(map(str, dims)) + "x" + element
 
@@ -329,11 +330,12 @@ def cost_check(cfg: ModelConfig, batch: int) -> CostCheck:
     import jax.numpy as jnp
 
     from jaxpart.model.decoder import abstract_params, empty_cache
-    from jaxpart.model.layers import arch_of, forward, jnp_dtype
+    from jaxpart.model.layers import arch_of, forward
+    from jaxpart.model.quant import cache_dtype
     from jaxpart.perf.predict import decode_step_flops
 
     params = abstract_params(cfg)
-    k, v = jax.eval_shape(lambda: empty_cache(cfg, batch, jnp_dtype(cfg.kv_dtype)))
+    k, v = jax.eval_shape(lambda: empty_cache(cfg, batch, cache_dtype(cfg.kv_dtype)))
     token = jax.ShapeDtypeStruct((batch, 1), jnp.int32)
     arch = arch_of(cfg)
     step = jax.jit(lambda p, t, k, v: forward(p, t, k, v, 0, unroll=True, arch=arch))
@@ -344,9 +346,7 @@ def cost_check(cfg: ModelConfig, batch: int) -> CostCheck:
     attended = min(KV_BLOCK, k.shape[3])
     kv = cfg.n_layers * kv_bytes(cfg, batch, attended)
     minimum = (
-        cfg.n_layers * layer_weight_bytes(cfg)
-        + kv
-        + cfg.d_model * cfg.vocab * cfg.embed_bytes_each
+        cfg.n_layers * layer_weight_bytes(cfg) + kv + cfg.d_model * cfg.vocab * cfg.embed_bytes_each
     )
     return CostCheck(
         xla_flops=float(cost["flops"]),

@@ -292,11 +292,13 @@ def attention(
     return out.astype(dtype), k_cache, v_cache
 
 
-def mlp(p, x, tensor_axis=None, kernel: KernelChoice = AUTO, layer=None, gated_act="silu", quant=None):
+def mlp(
+    p, x, tensor_axis=None, kernel: KernelChoice = AUTO, layer=None, gated_act="silu", quant=None
+):
     """gelu(x @ w1) @ w2, or with w3 (SwiGLU) (silu(x @ w1) * (x @ w3)) @ w2, through
     ``kernel``; column- then row-split under ``tensor_axis``, whose partial sums are added in
     f32. With ``layer``, p's weights are the whole stack ``[n, ...]`` and that layer is used
-    (the kernels read it in place).
+    (the kernels read it in place). FP8 weights (``quant``) come with their scales in ``p``.
 
     A long prompt runs ROW_CHUNK rows at a time, each chunk reduced and rounded on its own: its
     hidden activation (rows x d_ff) and its f32 output would otherwise be 4x and 2x the layer's

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from jaxpart.config.quant import scale_bytes
 from jaxpart.config import (
     Backend,
     ConfigError,
@@ -25,6 +24,7 @@ from jaxpart.config import (
     RunShape,
     format_bytes,
 )
+from jaxpart.config.quant import scale_bytes
 
 FIT_DEFINITIONS = {
     FitDefinition.RESIDENT: "resident set: weights + decode working activations (smem / l2)",

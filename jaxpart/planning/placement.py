@@ -78,9 +78,9 @@ def fill_replicas(plan: Plan | None, shape: RunShape) -> Plan | None:
     return with_replicas(
         plan,
         replicas,
-        f"replicas: a batch of {shape.batch} fills {replicas} of the plan's {plan.data_parallel} replicas "
-        f"evenly: running {replicas} ({replicas * plan.n_stages * plan.split} of "
-        f"{plan.n_devices} devices)",
+        f"replicas: a batch of {shape.batch} fills {replicas} of the plan's "
+        f"{plan.data_parallel} replicas evenly: running {replicas} "
+        f"({replicas * plan.n_stages * plan.split} of {plan.n_devices} devices)",
     )
 
 

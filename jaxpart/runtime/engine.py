@@ -11,8 +11,8 @@ import jax
 import numpy as np
 
 from jaxpart.config import ConfigError, MeshConfig, ModelConfig, RunShape
-from jaxpart.config.quant import FP8
 from jaxpart.config.generation import GREEDY, GenerationConfig
+from jaxpart.config.quant import FP8
 from jaxpart.model.kernels.backend import AUTO, KernelChoice
 from jaxpart.planning.placement import (
     DEFAULT_CHOICE,
@@ -182,7 +182,9 @@ def generate(
         params = model_params(cfg, seed) if params is None else params
         placed = executor.place(params)
         executor.checkpoint_reads = checkpoint_reads(params)
-        executor.weight_notes = tuple(getattr(getattr(params.get("embed"), "ckpt", None), "notes", ()))
+        executor.weight_notes = tuple(
+            getattr(getattr(params.get("embed"), "ckpt", None), "notes", ())
+        )
     executor.weights_held = executor.held_bytes(placed)
     return Generated(executor.timed_generate(placed, prompts, on_tokens), executor)
 

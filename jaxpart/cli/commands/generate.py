@@ -83,8 +83,10 @@ def run(args, console: Console) -> int:
         console.print(note)
     held = executor.weights_held
     console.print(
-        f"weights held on the devices (measured: every shard's bytes, copies included): "
-        f"{format_bytes(held)}"
+        f"weights held on the devices (every shard's bytes, copies included): "
+        f"{format_bytes(sum(held.values()))}: the layers' matrices {format_bytes(held['matrices'])}"
+        + (f", their FP8 scales {format_bytes(held['scales'])}" if held["scales"] else "")
+        + f", embedding, head and norms {format_bytes(held['rest'])}"
     )
     accuracy = None
     task = prompts.task
@@ -122,7 +124,7 @@ def run(args, console: Console) -> int:
             doc["text"] = [
                 decode(prompts.tokenizer, row[:n]) for row, n in zip(tokens, lengths, strict=True)
             ]
-        doc["weights_held_bytes"] = held
+        doc["weights_held_bytes"] = held  # by kind
         if model.fp8:
             doc["quantization"] = model.quant.describe()
         if read is not None:

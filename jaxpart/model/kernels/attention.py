@@ -160,9 +160,7 @@ def _write(cache, new, layer, row, pos, kernel: KernelChoice = AUTO, scale=None)
     rows row..row+b of ``layer``; an FP8 cache's divided by its per-head ``scale [H]``."""
     new = kv_store(new, scale, cache.dtype)
     if jnp.ndim(pos) == 0:
-        return jax.lax.dynamic_update_slice(
-            cache, new[:, None, :, None], (0, layer, row, pos, 0)
-        )
+        return jax.lax.dynamic_update_slice(cache, new[:, None, :, None], (0, layer, row, pos, 0))
     if target_platform(kernel) != "cpu":  # one scatter kernel, in place
         rows = row + jnp.arange(new.shape[1])
         return cache.at[:, layer, rows, pos, :].set(new)

@@ -44,7 +44,6 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
-from jaxpart.model.quant import fp8_matmul
 from jaxpart.model.kernels.backend import (
     AUTO,
     DEFAULT_SM_COUNT,
@@ -54,6 +53,7 @@ from jaxpart.model.kernels.backend import (
     fallback,
     resolve,
 )
+from jaxpart.model.quant import fp8_matmul
 
 MIN_BLOCK = 16  # Triton: every dot dimension >= 16
 MAX_BLOCK_M = 64

@@ -162,16 +162,23 @@ class Executor(abc.ABC):
     # (bytes read, bytes in all) of the Hugging Face checkpoint this process placed weights from.
     checkpoint_reads: tuple[int, int] | None = None
     weight_notes: tuple[str, ...] = ()  # what was made of the weights as they were read
-    weights_held: int = 0  # bytes of the placed weights on this process's devices
+    # bytes of the placed weights on this process's devices, by kind (``held_bytes``)
+    weights_held: dict[str, int] | None = None
 
     @staticmethod
-    def held_bytes(placed) -> int:
-        """Bytes of every shard of the placed weights on this process's devices."""
+    def held_bytes(placed) -> dict[str, int]:
+        """Bytes of every shard of the placed weights on this process's devices (copies
+        included): the layers' matrices, FP8 scales, and the rest (embedding, head, norms)."""
         import jax
 
-        return sum(
-            shard.data.nbytes for leaf in jax.tree.leaves(placed) for shard in leaf.addressable_shards
-        )
+        from jaxpart.config.quant import FP8_MATRICES
+
+        out = {"matrices": 0, "scales": 0, "rest": 0}
+        for path, leaf in jax.tree_util.tree_flatten_with_path(placed)[0]:
+            name = str(getattr(path[-1], "key", ""))
+            kind = "scales" if "scale" in name else "matrices" if name in FP8_MATRICES else "rest"
+            out[kind] += sum(shard.data.nbytes for shard in leaf.addressable_shards)
+        return out
 
     @abc.abstractmethod
     def place(self, params: dict) -> Any:

@@ -32,6 +32,7 @@ from jaxpart.io.weights import LAZY_LEAVES
 from jaxpart.model.decoder import abstract_params, leaf_dtype, logical_specs
 from jaxpart.model.kernels.backend import AUTO, KernelChoice
 from jaxpart.model.layers import arch_of, embed_tokens, jnp_dtype, lm_logits, run_layers
+from jaxpart.model.quant import cache_dtype
 from jaxpart.planning.memory import cache_positions
 from jaxpart.planning.plan import Plan
 from jaxpart.runtime.executors.base import DecodeState, Executor, Forced
@@ -46,7 +47,6 @@ from jaxpart.runtime.sharding import (
     stage_layout,
     to_host,
 )
-
 
 
 def _pack(y: jax.Array, control: jax.Array) -> jax.Array:
@@ -89,7 +89,7 @@ class PipelineExecutor(Executor):
         self.b_mb = self.b_rep // shape.microbatches
         self.period = max(shape.microbatches, self.n_stages)
         self.dtype = jnp_dtype(cfg.dtype)  # activations
-        self.kv_dtype = jnp_dtype(cfg.kv_dtype)
+        self.kv_dtype = cache_dtype(cfg.kv_dtype)  # FP8: its bytes (quant.FP8_CACHE)
         self.tensor_axis = "tensor" if self.split > 1 else None
         self.arch = arch_of(cfg)
         # Split more ways than it has K/V heads, a model's heads are copied so that each tensor
@@ -461,6 +461,7 @@ class PipelineExecutor(Executor):
     def abstract_inputs(self) -> dict:
         """Every program input as a ShapeDtypeStruct with its sharding: lowering and compiling
         with these allocates nothing, so a full-size model can be checked on a small machine."""
+
         def spec_struct(x, spec, rows=None, repeats=None):
             shape = list(x.shape if rows is None else (rows, *x.shape[1:]))
             for axis, r in (repeats or {}).items():
@@ -509,8 +510,9 @@ class PipelineExecutor(Executor):
     @property
     def canonical_rows(self) -> bool:
         """True when the placed layout is the canonical one (uniform stages, no padding, no
-        copied K/V heads)."""
-        return self.kv_copies == 1 and np.array_equal(self.rows, np.arange(self.cfg.n_layers))
+        copied K/V heads or repeated scales)."""
+        repeated = any(self._repeats.values())
+        return not repeated and np.array_equal(self.rows, np.arange(self.cfg.n_layers))
 
     def canonical(self, placed: dict) -> dict:
         """Placed weights back in the canonical ``[L, ...]`` layout (for saving)."""
@@ -521,8 +523,8 @@ class PipelineExecutor(Executor):
         layers = {}
         for k, v in params["layers"].items():
             v = to_host(v)[first_row]
-            if k in KV_WEIGHTS:
-                v = np.take(v, np.arange(0, v.shape[KV_WEIGHTS[k]], self.kv_copies), KV_WEIGHTS[k])
+            for axis, r in self._repeats[k].items():  # copied K/V heads, repeated scales
+                v = np.take(v, np.arange(0, v.shape[axis], r), axis)
             layers[k] = v
         params["layers"] = layers
         return params

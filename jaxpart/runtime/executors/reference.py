@@ -13,7 +13,8 @@ from jaxpart.config import ModelConfig, RunShape
 from jaxpart.config.generation import GREEDY, GenerationConfig
 from jaxpart.model.decoder import empty_cache, leaf_dtype
 from jaxpart.model.kernels.backend import AUTO, KernelChoice
-from jaxpart.model.layers import arch_of, forward, jnp_dtype
+from jaxpart.model.layers import arch_of, forward
+from jaxpart.model.quant import cache_dtype
 from jaxpart.runtime.executors.base import DecodeState, Executor, Forced
 from jaxpart.runtime.sampling import choose, stopped
 
@@ -49,7 +50,7 @@ class ReferenceExecutor(Executor):
         return jax.device_put(jax.tree_util.tree_map_with_path(whole, params), self.device)
 
     def _prefill_fn(self, params, prompts, lens):
-        k, v = empty_cache(self.cfg, prompts.shape[0], jnp_dtype(self.cfg.kv_dtype))
+        k, v = empty_cache(self.cfg, prompts.shape[0], cache_dtype(self.cfg.kv_dtype))
         logits, k, v = forward(params, prompts, k, v, 0, self.kernel, arch=self.arch, last=lens - 1)
         tok = choose(logits, jnp.arange(prompts.shape[0]), 0, self.generation)
         return tok, logits, k, v
