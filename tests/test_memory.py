@@ -91,7 +91,11 @@ def test_fp8_weights_and_cache_halve_their_bytes():
     run = default_run("llama3.1-70b")
     assert default_run("llama3.1-70b-fp8") == run
     a, b = layer_memory(bf16, run), layer_memory(fp8, run)
-    assert b.weight_bytes * 2 == a.weight_bytes and b.kv_cache_bytes * 2 == a.kv_cache_bytes
+    # half the matrices' bytes, an f32 scale per output channel of each of the 7 matrices and
+    # the FP8 cache's scale per K/V head for K and V
+    channels = 8192 + 2 * 1024 + 8192 + 2 * 28672 + 8192
+    assert b.weight_bytes == a.weight_bytes // 2 + 4 * (channels + 2 * 8)
+    assert b.kv_cache_bytes * 2 == a.kv_cache_bytes
     assert b.prefill_activation_bytes == a.prefill_activation_bytes  # activations stay bf16
 
 
@@ -103,7 +107,7 @@ def test_device_memory_by_hand():
     model = load_model("dense16")
     dev = device_memory(model, 1, 1, cache_rows=128, rows=8, prompt_len=9872)
     tokens = 8 * 9872
-    assert dev.weights == 402_653_184
+    assert dev.weights == 402_653_184 + 2 * 4096 * 2  # its matrices and its two norms
     assert dev.kv_cache == 2 * 128 * 10240 * 4096 * 2
     assert dev.embedding_and_head == (2 * 32000 * 4096 + 4096) * 2
     # hidden (bf16) + 2 f32 hidden + q, k, v + one 4096-row chunk of f32 MLP hidden + logits

@@ -300,7 +300,7 @@ def _fp8_copy(tmp_path, name="gqa-tiny"):
     return str(path)
 
 
-def test_fp8_plans_simulates_and_verifies_but_does_not_run(tmp_path, capsys):
+def test_fp8_plans_simulates_verifies_and_runs(tmp_path, capsys):
     model = _fp8_copy(tmp_path)
     assert main(["plan", "--model", model, "--mesh", "cpu16"]) == 0
     assert main(["simulate", "--model", "llama3.1-70b-fp8", "--mesh", "h100x16"]) == 0
@@ -311,9 +311,23 @@ def test_fp8_plans_simulates_and_verifies_but_does_not_run(tmp_path, capsys):
     # XLA's arguments and outputs (FP8 weights and cache) are what the memory model predicts
     assert math.isclose(doc["predicted_state_over_xla"], 1.0, rel_tol=0.01)
     capsys.readouterr()
-    assert main(["generate", "--model", model, "--mesh", "cpu16"]) == 2
+    assert main(["generate", "--model", model, "--mesh", "cpu16", "--method", "baseline"]) == 0
+    out = capsys.readouterr().out
+    assert "float32; FP8 e4m3 (jaxpart): per-channel weight scales" in out
+    assert "KV cache float8_e4m3fn" in out
+
+
+def test_running_refuses_16_bit_storage_beside_another_dtype(tmp_path, capsys):
+    from jaxpart.config import resolve
+
+    text = resolve("gqa-tiny", "models").read_text()
+    path = tmp_path / "w.toml"
+    path.write_text(
+        text.replace('dtype = "float32"', 'dtype = "float32"\nweight_dtype = "bfloat16"')
+    )
+    assert main(["generate", "--model", str(path), "--mesh", "cpu16"]) == 2
     err = capsys.readouterr().err
-    assert "field 'weight_dtype' = 'float8_e4m3fn': running needs it equal" in err
+    assert "field 'weight_dtype' = 'bfloat16': running needs it equal" in err
     assert err.count("\n") == 1
 
 

@@ -73,7 +73,7 @@ class LayerMemory:
 
     split: int
     params: int  # weight-matrix params of the whole layer (norm scales, 2 x d, are left out)
-    weight_bytes: int
+    weight_bytes: int  # its matrices' share on this device and their FP8 scales
     prefill_activation_bytes: int  # B x S x d: one whole prefill's hidden states (the seed's)
     decode_hidden_bytes: int  # B x d: what crosses a stage boundary per decode step
     decode_working_bytes: int  # B x (d + q, k, v, attention out and MLP hidden per device)
@@ -138,6 +138,15 @@ def _layer_memory(model: ModelConfig, b: int, split: int) -> LayerMemory:
         kv_cache_bytes=kv_bytes(model, b, cache_positions(s), split),
         buffer_bytes=model.buffer_bytes,
     )
+
+
+def norm_bytes(model: ModelConfig) -> int:
+    """One layer's norm scales, on every rank whole: two (four with Gemma 2's sandwich norms),
+    and Qwen3's per-head q and k norms, in the dtype the norms are stored in."""
+    norms = (4 if model.sandwich_norms else 2) * model.d_model
+    if model.qk_norm:
+        norms += 2 * model.head_dim
+    return norms * model.embed_bytes_each
 
 
 def layer_params(model: ModelConfig) -> int:
@@ -283,7 +292,7 @@ def device_memory(
     return DeviceMemory(
         layers=layers,
         split=split,
-        weights=layers * mem.weight_bytes,
+        weights=layers * (mem.weight_bytes + norm_bytes(model)),
         kv_cache=layers * kv_bytes(model, cache_rows, cache_positions(model.seq_len), split),
         embedding_and_head=(embedding_params(model) + model.d_model) * model.embed_bytes_each,
         prefill_activations=prefill_activation_bytes(model, rows, prompt_len, split, attention),
