@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 
+import jax
 import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
@@ -317,3 +318,95 @@ def test_the_fp8_cache_runs_in_the_placements_with_16_bit_weights():
         executor = make_executor(method, cfg, mesh, SHAPE)
         forced = executor.teacher_forced(executor.place(params), PROMPTS % cfg.vocab, tokens)
         assert agree(method, cfg.precision, exact, forced).ok
+
+
+# -- the Pallas MLP on FP8 tiles -------------------------------------------------------------
+
+
+def _fp8_mlp_stacks(layers=3, d=64, f=128, seed=0):
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, shape in (("w1", (d, f)), ("w3", (d, f)), ("w2", (f, d))):
+        parts = [
+            quant.quantize_leaf(rng.standard_normal(shape) / 8, 1, shape[1:]) for _ in range(layers)
+        ]
+        out[name] = jnp.asarray(np.stack([q for q, _ in parts]))
+        out[f"{name}_scale"] = jnp.asarray(np.stack([sc for _, sc in parts]))
+    return out
+
+
+@pytest.mark.parametrize("gated", [True, False])
+def test_the_pallas_mlp_runs_fp8_tiles_as_xla_does(gated):
+    """Interpret mode: e4m3 tiles, f32 accumulators scaled by the rows' and columns' scales,
+    the same numbers as the XLA path's FP8 GEMMs."""
+    from jaxpart.model.kernels.backend import KernelChoice
+    from jaxpart.model.kernels.mlp import mlp
+
+    stacks = _fp8_mlp_stacks()
+    scales = {k: v for k, v in stacks.items() if "scale" in k and (gated or "w3" not in k)}
+    x = jnp.asarray(np.random.default_rng(1).standard_normal((5, 64)), jnp.float32)
+    w3 = stacks["w3"] if gated else None
+    out = {}
+    for backend in ("xla", "pallas"):
+        choice = KernelChoice(mlp=backend, strict=True)
+        out[backend] = mlp(
+            x,
+            stacks["w1"],
+            stacks["w2"],
+            w3=w3,
+            layer=1,
+            kernel=choice,
+            quant=Fp8Scheme(),
+            scales=scales,
+        )
+    np.testing.assert_allclose(
+        np.asarray(out["pallas"]), np.asarray(out["xla"]), rtol=1e-5, atol=1e-5
+    )
+
+
+def test_block_scales_keep_the_pallas_mlp_on_xla_with_one_line():
+    from jaxpart.model.kernels.backend import KernelChoice, KernelFallbackError
+    from jaxpart.model.kernels.mlp import mlp
+
+    stacks = _fp8_mlp_stacks()
+    scheme = Fp8Scheme("fp8", "block", "group", (16, 16))
+    with pytest.raises(KernelFallbackError, match="FP8 block scales"):
+        mlp(
+            jnp.zeros((2, 64)),
+            stacks["w1"],
+            stacks["w2"],
+            layer=0,
+            kernel=KernelChoice(mlp="pallas", strict=True),
+            quant=scheme,
+            scales={"w1_scale": stacks["w1_scale"][:, None], "w2_scale": stacks["w2_scale"]},
+        )
+
+
+def test_the_fp8_pallas_mlp_lowers_to_triton_for_cuda():
+    """Pallas's Triton lowering takes the e4m3 tiles and their dot (PTX is not built here)."""
+    from jaxpart.model.kernels.mlp import _mlp_pallas, choose_block_sizes
+
+    m, d, f = 64, 8192, 3584
+    bs = choose_block_sizes(m, d, f, jnp.float8_e4m3fn, 232_448, gated=True)
+    s = jax.ShapeDtypeStruct
+    f8 = jnp.float8_e4m3fn
+    scales = {"w1_scale": s((3, f), jnp.float32), "w3_scale": s((3, f), jnp.float32)}
+    scales["w2_scale"] = s((3, d), jnp.float32)
+
+    def run(x, w1, w2, w3, scales):
+        return _mlp_pallas(
+            x,
+            w1,
+            w2,
+            jnp.ones((1,), jnp.int32),
+            w3,
+            scales,
+            block_sizes=bs,
+            interpret=False,
+            out_dtype=jnp.dtype(jnp.float32),
+            quant=Fp8Scheme(),
+        )
+
+    args = (s((m, d), jnp.bfloat16), s((3, d, f), f8), s((3, f, d), f8), s((3, d, f), f8), scales)
+    text = jax.jit(run).trace(*args).lower(lowering_platforms=("cuda",)).as_text()
+    assert "triton" in text.lower() and "mlp_up_gated" in text and "mlp_down" in text

@@ -56,7 +56,7 @@ class Fp8Matrix:
         hf = self.source.names[i]
         ids = [np.arange(n) for n in self.shape[1:]]
         stored = self.ckpt.dtype(hf)
-        whole = self.source.read([np.asarray([i]), *ids])[0]
+        whole = self.source.read_uncached([np.asarray([i]), *ids])[0]
         if stored.name not in FP8_DTYPES:  # 16-bit: quantised here
             return quantize_leaf(whole, self.inputs, self.scale_shape)
         base = hf.removesuffix(".weight")

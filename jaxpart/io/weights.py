@@ -191,6 +191,10 @@ class LazyLeaf:
             self._blocks[key] = self._read(ids)
         return self._blocks[key]
 
+    def read_uncached(self, ids: list) -> np.ndarray:
+        """``read``, without keeping the block (``io.fp8`` keeps its own e4m3 copy)."""
+        return self._read([np.asarray(i, int) for i in ids])
+
     def _read(self, ids: list[np.ndarray]) -> np.ndarray:
         spans = [range(int(i.min()), int(i.max()) + 1) for i in ids]
         if len(self.names) > 1:  # stacked layers: one tensor a layer

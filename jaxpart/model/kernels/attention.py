@@ -306,9 +306,7 @@ def decode_attention(
     lengths = jnp.broadcast_to(jnp.asarray(lengths, jnp.int32), (b,))
     backend, interpret = resolve("attention", kernel.attention, kernel)
     if backend == "pallas" and jnp.dtype(k_cache.dtype).itemsize == 1:
-        backend = fallback(
-            "attention", f"a {jnp.dtype(k_cache.dtype).name} KV cache", kernel.strict
-        )
+        backend = fallback("attention", "an FP8 (e4m3) KV cache", kernel.strict)
     backend, window = _masked(backend, window, k_cache.shape[3], softcap, kernel)
     args = (q, k_new, v_new, k_cache, v_cache, layer, row, pos, lengths)
     if backend == "pallas":

@@ -44,6 +44,7 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
+from jaxpart.config.quant import ACTIVATION_WORDS
 from jaxpart.model.kernels.backend import (
     AUTO,
     DEFAULT_SM_COUNT,
@@ -53,7 +54,7 @@ from jaxpart.model.kernels.backend import (
     fallback,
     resolve,
 )
-from jaxpart.model.quant import fp8_matmul
+from jaxpart.model.quant import fp8_matmul, quantize_rows
 
 MIN_BLOCK = 16  # Triton: every dot dimension >= 16
 MAX_BLOCK_M = 64
@@ -206,13 +207,23 @@ def _load(ref, policy: str):
     return pltriton.load(ref, eviction_policy=policy or None)
 
 
-def _tile_kernel(layer_ref, a_ref, *refs, block_k: int, activation, hints: bool):
+def _tile_kernel(
+    layer_ref, a_ref, *refs, block_k: int, activation, hints: bool, scaled: bool = False
+):
     """One output tile: ``o = activation(a @ w[layer] for each weight stack w)`` over the
     contraction in ``block_k`` steps, one f32 accumulator a stack (GELU's up and the down
     projection: one; SwiGLU's gate and up: two, sharing each tile of ``a``). a_ref [bm, K]
     streams (evict_first); the weights are whole stacks [n, K, N], read at this program's columns
-    of layer ``layer_ref[0]`` (evict_last)."""
-    *w_refs, o_ref = refs
+    of layer ``layer_ref[0]`` (evict_last).
+
+    ``scaled`` (FP8): ``a`` and the weights are e4m3; the refs then also hold the rows' scales
+    ``[bm, 1]`` (first) and each stack's column scales ``[n, N]`` (after the stacks), and each
+    f32 accumulator is multiplied by both before the activation."""
+    *refs, o_ref = refs
+    n = (len(refs) - 1) // 2 if scaled else len(refs)
+    row_ref = refs[0] if scaled else None
+    w_refs = refs[1 : 1 + n] if scaled else refs
+    col_refs = refs[1 + n :] if scaled else ()
     block_m, block_n = o_ref.shape
     layer = layer_ref[0]
     columns = pl.ds(pl.program_id(1) * block_n, block_n)
@@ -231,33 +242,65 @@ def _tile_kernel(layer_ref, a_ref, *refs, block_k: int, activation, hints: bool)
 
     zeros = tuple(jnp.zeros((block_m, block_n), jnp.float32) for _ in w_refs)
     accs = jax.lax.fori_loop(0, a_ref.shape[1] // block_k, step, zeros)
+    if scaled:
+        rows_scale = row_ref[...]
+        accs = tuple(
+            acc * rows_scale * c[layer, columns][None, :]
+            for acc, c in zip(accs, col_refs, strict=True)
+        )
     o_ref[...] = activation(*accs).astype(o_ref.dtype)
 
 
 def _tiled_matmul(
-    a, stacks, layer, *, block_m, block_n, block_k, activation, out_dtype, params, name, hints
+    a,
+    stacks,
+    layer,
+    *,
+    block_m,
+    block_n,
+    block_k,
+    activation,
+    out_dtype,
+    params,
+    name,
+    hints,
+    row_scale=None,
+    col_scales=(),
 ):
-    """``activation(a @ w[layer], ...)`` for the weight ``stacks`` (all [n, K, N])."""
+    """``activation(a @ w[layer], ...)`` for the weight ``stacks`` (all [n, K, N]); FP8:
+    with ``row_scale [m, 1]`` and ``col_scales`` (one [n, N] a stack)."""
     m, n = a.shape[0], stacks[0].shape[2]
     whole = pl.BlockSpec(stacks[0].shape, lambda i, j: (0, 0, 0))  # the stacks, whole: no copy
+    scaled = row_scale is not None
+    extra, extra_specs = (), []
+    if scaled:
+        extra = (row_scale,)
+        extra_specs = [pl.BlockSpec((block_m, 1), lambda i, j: (i, 0))]
+    col_specs = [pl.BlockSpec(c.shape, lambda i, j: (0, 0)) for c in col_scales]
+    kernel = functools.partial(
+        _tile_kernel, block_k=block_k, activation=activation, hints=hints, scaled=scaled
+    )
     return pl.pallas_call(
-        functools.partial(_tile_kernel, block_k=block_k, activation=activation, hints=hints),
+        kernel,
         out_shape=jax.ShapeDtypeStruct((m, n), out_dtype),
         grid=(m // block_m, n // block_n),
         in_specs=[
             pl.BlockSpec((1,), lambda i, j: (0,)),
             pl.BlockSpec((block_m, a.shape[1]), lambda i, j: (i, 0)),
+            *extra_specs,
             *[whole] * len(stacks),
+            *col_specs,
         ],
         out_specs=pl.BlockSpec((block_m, block_n), lambda i, j: (i, j)),
         interpret=params is None,
         compiler_params=params,
         name=name,
-    )(layer, a, *stacks)
+    )(layer, a, *extra, *stacks, *col_scales)
 
 
 @functools.partial(
-    jax.jit, static_argnames=("block_sizes", "interpret", "out_dtype", "hints", "gated_act")
+    jax.jit,
+    static_argnames=("block_sizes", "interpret", "out_dtype", "hints", "gated_act", "quant"),
 )
 def _mlp_pallas(
     x,
@@ -265,16 +308,23 @@ def _mlp_pallas(
     w2,
     layer,
     w3=None,
+    scales=None,
     *,
     block_sizes: BlockSizes,
     interpret: bool,
     out_dtype,
     hints: bool = True,
     gated_act: str = "silu",
+    quant=None,
 ):
     """x [m, d]; w1 (and w3) [n, d, F] and w2 [n, F, d] stacks of which layer ``layer [1]`` is
     used; a gated MLP's activation is ``gated_act``. ``hints=False`` drops the eviction hints
-    (to measure what they buy)."""
+    (to measure what they buy).
+
+    FP8 (``quant``, per-channel ``scales``: ``w1_scale`` [n, F]...): x is quantised per row
+    before the up kernel and h before the down kernel (``quant.quantize_rows``, in XLA: a row's
+    scale needs the whole row), the kernels multiply e4m3 tiles into f32 and scale each
+    accumulator by its rows' and columns' scales."""
     m, d_model = x.shape
     d_ff = w1.shape[2]
     bs = block_sizes
@@ -301,7 +351,15 @@ def _mlp_pallas(
         up = dict(stacks=(w1,), activation=_gelu, name="mlp_up")
     else:
         up = dict(stacks=(w1, w3), activation=GATED[gated_act], name="mlp_up_gated")
-    h = _tiled_matmul(x, layer=layer, block_n=bs.block_f, out_dtype=x.dtype, **up, **common)
+    a, down = x, {}
+    if scales is not None:
+        a, row_scale = quantize_rows(x, 1, quant.scale_ub, quant.scale_floor)
+        names = ("w1",) if w3 is None else ("w1", "w3")
+        up |= dict(row_scale=row_scale, col_scales=tuple(scales[f"{n}_scale"] for n in names))
+    h = _tiled_matmul(a, layer=layer, block_n=bs.block_f, out_dtype=x.dtype, **up, **common)
+    if scales is not None:
+        h, h_scale = quantize_rows(h, 1, quant.scale_ub, quant.scale_floor)
+        down = dict(row_scale=h_scale, col_scales=(scales["w2_scale"],))
     y = _tiled_matmul(
         h,
         (w2,),
@@ -311,8 +369,21 @@ def _mlp_pallas(
         out_dtype=out_dtype,
         name="mlp_down",
         **common,
+        **down,
     )
     return y[:m]
+
+
+def _pallas_fp8_problem(quant, scaled: bool, dtype) -> str | None:
+    """Why the Pallas kernels cannot take these 8-bit weights (None: they can): they take
+    e4m3 weights with per-channel scales and activations quantised per token."""
+    if not scaled:
+        return f"{jnp.dtype(dtype).name} weights without scales"
+    if quant.group:
+        return "FP8 block scales"
+    if quant.activations != "token":
+        return f"FP8 activations {ACTIVATION_WORDS[quant.activations].split(' (')[0]}"
+    return None
 
 
 def mlp(
@@ -340,8 +411,9 @@ def mlp(
     cannot be met falls back to XLA with one warning per reason, or raises
     ``KernelFallbackError`` when ``kernel.strict``.
 
-    FP8 weights (``quant``, with the stacks' ``scales``) run ``mlp_fp8`` through XLA: the
-    Pallas kernels take 16-bit tiles only.
+    FP8 weights (``quant``, with the stacks' ``scales``) run the Pallas kernels on e4m3 tiles
+    where their scales are per channel and the activations per token (``_mlp_pallas``), else
+    ``mlp_fp8`` through XLA.
     """
     out_dtype = out_dtype or x.dtype
     lead, d_model = x.shape[:-1], x.shape[-1]
@@ -351,8 +423,11 @@ def mlp(
         w3 = None if w3 is None else w3[None]
         scales = None if scales is None else {k: v[None] for k, v in scales.items()}
     chosen, interpret = resolve("MLP", kernel.mlp, kernel)
+    fp8 = quant is not None and bool(scales)
     if chosen == "pallas" and jnp.dtype(w1.dtype).itemsize == 1:
-        chosen = fallback("MLP", f"{jnp.dtype(w1.dtype).name} weights", kernel.strict)
+        why = _pallas_fp8_problem(quant, fp8, w1.dtype)
+        if why:
+            chosen = fallback("MLP", why, kernel.strict)
     if chosen == "pallas" and kernel.mlp == "auto" and x2.shape[0] > DECODE_ROWS:
         chosen = "xla"  # prefill: compute-bound GEMMs, XLA's (cuBLAS) job
     if chosen == "pallas":
@@ -361,7 +436,7 @@ def mlp(
                 x2.shape[0],
                 d_model,
                 w1.shape[2],
-                x.dtype,
+                w1.dtype if fp8 else x.dtype,
                 kernel.sram_bytes,
                 sm_count=kernel.sm_count,
                 gated=w3 is not None,
@@ -384,9 +459,11 @@ def mlp(
             w2,
             index,
             w3,
+            scales if fp8 else None,
             block_sizes=bs,
             interpret=interpret,
             out_dtype=jnp.dtype(out_dtype),
             gated_act=gated_act,
+            quant=quant if fp8 else None,
         )
     return out.reshape(*lead, d_model)
