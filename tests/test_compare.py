@@ -106,17 +106,19 @@ def _reverse_first_stage(monkeypatch):
     monkeypatch.setattr(pipeline, "stage_layout", faulty)
 
 
-@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32", "fp8"])
 def test_compare_catches_a_stage_running_its_layers_in_the_wrong_order(
     capsys, tmp_path, monkeypatch, dtype
 ):
     _reverse_first_stage(monkeypatch)
     path = tmp_path / "fault.json"
-    code = main(["compare", "--dtype", dtype, *SMALL, "--json", str(path)])
+    # fp8: bfloat16 activations, FP8 weights (its tolerance in logit spreads)
+    flags = ["--dtype", "bfloat16", "--quantize", "fp8"] if dtype == "fp8" else ["--dtype", dtype]
+    code = main(["compare", *flags, *SMALL, "--json", str(path)])
     out, _ = capsys.readouterr()
     assert code == 1 and "disagrees with the reference" in out
     doc = json.loads(path.read_text())
-    if dtype == "bfloat16":
+    if dtype != "float32":
         assert all(a["faults"] > 0 and a["worst_gap"] > a["tolerance"] for a in doc["agreement"])
     else:
         # In f32 the layer-wise plan has one layer a stage (nothing to reverse); the baseline's

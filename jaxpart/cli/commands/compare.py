@@ -94,10 +94,12 @@ def run(args, console: Console) -> int:
     console.print(render.spread_line(result))
     console.print(ratio_line(result))
     for a in result.agreements:
+        unit = " logit spreads" if a.relative else ""
+        what = "quantisation" if a.relative else "rounding"
         console.print(
             f"  {a.method} vs {result.anchor}, teacher-forced ({a.dtype}): chooses the same token "
-            f"at {a.agreement:.1%} of steps; max |dlogit| {a.max_logit_delta:.4f}; "
-            f"{a.faults} choice(s) differ by more than the rounding tolerance {a.tolerance}"
+            f"at {a.agreement:.1%} of steps; max |dlogit| {a.max_logit_delta:.4f}{unit}; "
+            f"{a.faults} choice(s) differ by more than the {what} tolerance {a.tolerance}{unit}"
             + (f" (worst gap {a.worst_gap:.3f})" if a.faults else "")
         )
     for line in render.breakdown_lines(result):

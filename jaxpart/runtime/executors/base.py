@@ -77,6 +77,7 @@ class Forced:
     tokens: np.ndarray  # [B, gen_len] int32
     top_logit: np.ndarray  # [B, gen_len] f32
     given_logit: np.ndarray  # [B, gen_len] f32
+    spread: np.ndarray | None = None  # [B] f32: the std of each sequence's first-step logits
 
 
 def check_tokens(tokens: np.ndarray, cfg: ModelConfig) -> None:

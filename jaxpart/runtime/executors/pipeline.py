@@ -456,7 +456,7 @@ class PipelineExecutor(Executor):
             for k in range(own.shape[0]):
                 steps.append(tuple(self._batch_order(o[k]) for o in (own, top, at)))
         own, top, at = (np.stack(column, axis=1) for column in zip(*steps, strict=True))
-        return Forced(own, top, at)
+        return Forced(own, top, at, np.asarray(first_logits).std(axis=-1))
 
     def abstract_inputs(self) -> dict:
         """Every program input as a ShapeDtypeStruct with its sharding: lowering and compiling

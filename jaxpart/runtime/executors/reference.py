@@ -153,4 +153,4 @@ class ReferenceExecutor(Executor):
             own, top, at = (
                 np.concatenate(p, axis=1) for p in zip((own, top, at), rest, strict=True)
             )
-        return Forced(own, top, at)
+        return Forced(own, top, at, logits.std(axis=-1))
