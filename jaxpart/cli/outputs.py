@@ -4,6 +4,7 @@ umask; only process 0 of a multi-process run writes."""
 from __future__ import annotations
 
 import os
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -24,6 +25,10 @@ def write_outputs(files: dict[str, str | bytes]) -> None:
     try:
         for path, content in files.items():
             target = Path(path)
+            if _special(target):  # a device or a pipe: written into, never replaced
+                with open(target, "wb") as f:
+                    f.write(content.encode() if isinstance(content, str) else content)
+                continue
             fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
             staged.append((tmp, target))
             with os.fdopen(fd, "wb") as f:
@@ -39,6 +44,66 @@ def write_outputs(files: dict[str, str | bytes]) -> None:
         for tmp, _ in staged:
             Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _special(path: Path) -> bool:
+    """Whether ``path`` is there and not a regular file (/dev/stdout, /dev/null, a pipe)."""
+    try:
+        return not stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _identity(path: Path):
+    """What makes two paths one file: its device and inode where it exists, else the absolute
+    path with its folder's links resolved."""
+    try:
+        st = os.stat(path)
+        return ("inode", st.st_dev, st.st_ino)
+    except OSError:
+        return ("path", str(path.parent.resolve() / path.name))
+
+
+def input_files(args) -> dict[str, list[Path]]:
+    """Every file the run reads, by the flag that names it: the model (a TOML file, or every
+    file of a Hugging Face folder), the mesh, a calibration, prompts, a checkpoint to load."""
+    out: dict[str, list[Path]] = {}
+    for flag in ("model", "mesh", "calibration", "prompts"):
+        value = getattr(args, flag, None)
+        if isinstance(value, str) and os.path.exists(value):
+            path = Path(value)
+            out[f"--{flag}"] = sorted(p for p in path.iterdir()) if path.is_dir() else [path]
+    checkpoint = getattr(args, "checkpoint", None)
+    if checkpoint and getattr(args, "command", None) != "train" and os.path.isdir(checkpoint):
+        out["--checkpoint"] = [p for p in Path(checkpoint).rglob("*") if p.is_file()]
+    return out
+
+
+def check_outputs(args) -> None:
+    """Before any work: no output is written onto a file the run reads, and no two outputs
+    share a path (a one-line error naming both flags). Devices and pipes are outputs like any
+    file (written into, not replaced)."""
+    outputs = {
+        f"--{flag}": Path(getattr(args, flag))
+        for flag in ("json", "plot")
+        if isinstance(getattr(args, flag, None), str)
+    }
+    seen = {}
+    for flag, path in outputs.items():
+        key = _identity(path)
+        if key in seen and not _special(path):
+            raise ConfigError(
+                f"{flag} = '{path}': the same file as {seen[key]}; each output needs its own"
+            )
+        seen[key] = flag
+    reads = {_identity(p): (flag, p) for flag, paths in input_files(args).items() for p in paths}
+    for flag, path in outputs.items():
+        hit = reads.get(_identity(path))
+        if hit is not None and not _special(path):
+            raise ConfigError(
+                f"{flag} = '{path}': that is {hit[1]}, which {hit[0]} reads; writing it would "
+                "replace the input (name another file)"
+            )
 
 
 def write_text_atomically(path: str, text: str) -> None:

@@ -77,17 +77,31 @@ def positive_float(text: str) -> float:
 
 def output_file(text: str) -> str:
     """A file the run will write at its end: checked now, before any work."""
+    import os
+    import stat
     from pathlib import Path
 
     path = Path(text)
     if not text or path.is_dir():
         raise argparse.ArgumentTypeError(f"{text!r}: is a directory, not a file")
+    try:
+        mode = os.stat(path).st_mode if os.path.lexists(path) else None
+    except OSError as e:  # a symlink loop, a dangling link into a folder that is not there
+        raise argparse.ArgumentTypeError(f"{text!r}: {e.strerror}") from None
+    if mode is not None and not stat.S_ISREG(mode):  # /dev/stdout, /dev/null, a pipe
+        if not os.access(path, os.W_OK):
+            raise argparse.ArgumentTypeError(f"{text!r}: cannot be written (permissions)")
+        return text
     parent = path.parent
     if not parent.is_dir():
         what = "is not a directory" if parent.exists() else "does not exist"
         raise argparse.ArgumentTypeError(f"{text!r}: its folder {str(parent)!r} {what}")
-    import os
-
+    longest = os.pathconf(parent, "PC_NAME_MAX") - len(".tmp") - 12  # the staged copy's name
+    if len(path.name.encode()) > longest:
+        raise argparse.ArgumentTypeError(
+            f"{text[:60]!r}...: its name is {len(path.name.encode())} bytes, longer than this "
+            f"file system allows ({longest} for an output, beside its staged copy)"
+        )
     if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise argparse.ArgumentTypeError(f"{text!r}: cannot be written (permissions)")
     return text

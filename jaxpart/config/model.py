@@ -233,8 +233,10 @@ def default_run(name_or_path: str) -> RunShape:
 
 
 def load_model_file(name_or_path: str) -> tuple[ModelConfig, RunShape]:
-    """The model (architecture and maximum context) and its file's default run shape."""
-    if Path(name_or_path).is_dir():
+    """The model (architecture and maximum context) and its file's default run shape. A bare
+    name that is both a shipped model and a folder here is the shipped model, and a warning
+    says so (``./NAME`` names the folder)."""
+    if Path(name_or_path).is_dir() and not _also_shipped(name_or_path):
         model = load_hf_model(Path(name_or_path))
         return model, serving_default(model.seq_len)
     path = resolve(name_or_path, "models")
@@ -314,6 +316,25 @@ def load_model_file(name_or_path: str) -> tuple[ModelConfig, RunShape]:
             f"{shape.context} exceeds model.seq_len = {model.seq_len}"
         )
     return model, shape
+
+
+def _also_shipped(name: str) -> bool:
+    """Whether ``name`` (a folder here) is also a shipped model's bare name: then the shipped
+    model is meant, and one warning line says so."""
+    if "/" in name or name.endswith(".toml"):
+        return False
+    try:
+        resolve(name, "models")
+    except ConfigError:
+        return False
+    import warnings
+
+    warnings.warn(
+        f"--model = {name!r} is a shipped model and a folder here: using the shipped model "
+        f"(./{name} names the folder)",
+        stacklevel=3,
+    )
+    return True
 
 
 def _windows(values, src: str) -> tuple[int, ...]:
@@ -422,6 +443,18 @@ def layer_windows(hf: dict, kind: str, src: str = "config.json") -> tuple[int, .
     return ()
 
 
+INTEGER_FIELDS = (
+    "num_hidden_layers",
+    "hidden_size",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "intermediate_size",
+    "vocab_size",
+    "max_position_embeddings",
+)
+
+
 def load_hf_model(folder: Path) -> ModelConfig:
     """A Hugging Face folder's config.json (Llama, Mistral, Qwen2, Qwen3, Phi-3, Gemma 2, Gemma 3
     text; dense) as a model. Sliding attention windows, on every layer (Mistral, Phi-3) or on
@@ -441,7 +474,17 @@ def load_hf_model(folder: Path) -> ModelConfig:
         hf = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: not valid JSON: {e}") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot be read: {e.strerror or e}") from None
+    if not isinstance(hf, dict):
+        raise ConfigError(f"{path}: a {type(hf).__name__}, where config.json is a table of fields")
     src = str(path)
+    for key in INTEGER_FIELDS:  # whole numbers > 0, as transformers' configs hold them
+        value = hf.get(key)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value <= 0
+        ):
+            raise ConfigError(f"{src}: field '{key}' = {value!r}: must be a whole number > 0")
 
     def unsupported(field: str, why: str):
         raise ConfigError(f"{src}: field '{field}' = {hf.get(field)!r}: {why}")

@@ -110,9 +110,7 @@ FP8_CACHE = jnp.uint8
 
 def cache_dtype(kv_dtype: str):
     """The array dtype a KV cache of ``kv_dtype`` is held in."""
-    from jaxpart.model.layers import jnp_dtype
-
-    return FP8_CACHE if kv_dtype == "float8_e4m3fn" else jnp_dtype(kv_dtype)
+    return FP8_CACHE if kv_dtype == "float8_e4m3fn" else jnp.dtype(kv_dtype)
 
 
 def kv_store(new: jax.Array, scale: jax.Array | None, dtype) -> jax.Array:
