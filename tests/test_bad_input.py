@@ -3,7 +3,9 @@
 Placeholders: {file} a regular file, {dir} a folder, {out} a fresh path for an output,
 {missing} a path that does not exist, {bad_toml} a file that is not TOML, {bad_model} a model
 file with a field out of range, {ids} a prompts file with a token outside the vocab,
-{empty} an empty prompts file, {damaged} a checkpoint folder with a damaged step.
+{empty} an empty prompts file, {damaged} a checkpoint folder with a damaged step; and
+``_damaged_places``: copies of good inputs (a model, a mesh, a calibration, prompts, a tiny
+Hugging Face folder) and damaged ones. Every case also leaves every file byte-identical.
 """
 
 import pytest
@@ -187,6 +189,64 @@ CASES = [
     ("launch", "--processes", "2"),
     ("launch", "--processes", "2", "--", "generate", *TINY, "--coordinator", "127.0.0.1:5"),
     ("launch", "--processes", "3", "--", "generate", *TINY),
+    # -- nothing the user had is lost (outputs onto inputs, damaged files, sizes, the system) ----
+    # an output written over an input, or two outputs on one path
+    ("plan", "--model", "{model_copy}", "--mesh", "cpu16", "--json", "{model_copy}"),
+    ("plan", *POD, "--mesh", "{mesh_copy}", "--json", "{mesh_copy}"),
+    ("simulate", *POD, "--calibration", "{calib}", "--json", "{calib}"),
+    ("generate", *TINY, "--prompts", "{prompts_text}", "--json", "{prompts_text}"),
+    ("generate", "--model", "{hf}", "--json", "{hf}/config.json"),
+    ("generate", "--model", "{hf}", "--json", "{hf}/model.safetensors"),
+    ("compare", "--json", "{out}.png", "--plot", "{out}.png"),
+    ("plan", *POD, "--json", "{link_to_model}", "--model", "{model_copy}"),
+    # damaged Hugging Face folders: one line naming the file
+    ("generate", "--model", "{hf_truncated}"),
+    ("generate", "--model", "{hf_lying}"),
+    ("generate", "--model", "{hf_header_not_json}"),
+    ("plan", "--model", "{hf_config_cut}", "--mesh", "cpu16"),
+    ("plan", "--model", "{hf_config_list}", "--mesh", "cpu16"),
+    ("generate", "--model", "{hf_index_no_map}"),
+    ("plan", "--model", "{hf_zero_heads}", "--mesh", "cpu16"),
+    ("plan", "--model", "{hf_float_layers}", "--mesh", "cpu16"),
+    ("plan", "--model", "{hf_string_hidden}", "--mesh", "cpu16"),
+    ("generate", "--model", "{hf_head_dim}"),
+    ("generate", "--model", "{hf_int_tensor}"),
+    ("generate", "--model", "{hf_loop}"),
+    ("generate", "--model", "{hf_dangling}"),
+    ("generate", "--model", "{hf_no_weights}"),
+    ("generate", "--model", "{hf_gptq}"),
+    ("plan", "--model", "{hf_fp8_bad_block}", "--mesh", "cpu16"),
+    ("generate", "--model", "{hf_fp8_no_scale}"),
+    ("generate", "--model", "{hf}", "--prompts", "{prompts_mixed}"),
+    # calibration and mesh files with NaN, infinite, negative or string values
+    ("simulate", *POD, "--calibration", "{calib_nan}"),
+    ("simulate", *POD, "--calibration", "{calib_negative}"),
+    ("simulate", *POD, "--calibration", "{calib_string}"),
+    ("simulate", *POD, "--calibration", "{calib_list}"),
+    ("simulate", "--model", "dense16", "--mesh", "{mesh_nan}"),
+    ("simulate", "--model", "dense16", "--mesh", "{mesh_inf}"),
+    ("simulate", "--model", "dense16", "--mesh", "{mesh_negative}"),
+    ("simulate", "--model", "dense16", "--mesh", "{mesh_string}"),
+    ("plan", "--model", "{model_float_layers}", "--mesh", "cpu16"),
+    # sizes: refused by the memory model before any loop
+    ("simulate", "--batch", "1000000000"),
+    ("generate", *TINY, "--method", "layerwise", "--batch", "1000000000"),
+    ("generate", *TINY, "--method", "reference", "--batch", "100000000"),
+    ("compare", "--batch", "1000000000"),
+    ("verify", *POD, "--batch", "1000000000"),
+    # the system's refusals: a name too long (a full device: test_a_full_device_is_one_line)
+    ("plan", *POD, "--json", "{long_name}"),
+    ("simulate", *POD, "--json", "{long_name}"),
+    # checkpoints know what they belong to
+    ("train", "--checkpoint", "{hf}", "--steps", "2"),
+    # checked before the work, not after
+    ("compare", "--predict-for", "dense16", "cpu16"),
+    # values that pass a range check but vanish in float32
+    ("generate", *TINY, "--temperature", "1e-45"),
+    ("generate", *TINY, "--top-p", "1e-300"),
+    ("generate", *TINY, "--quantize", "int4"),
+    ("generate", "--model", "llama3.1-70b-fp8", "--quantize", "fp8"),
+    ("generate", *TINY, "--kv-dtype", "int8"),
     # -- no command ------------------------------------------------------------------------------
     ("fly",),
     (),
@@ -212,7 +272,8 @@ def places(tmp_path):
     damaged = tmp_path / "damaged"
     (damaged / "3").mkdir(parents=True)
     (damaged / "3" / "garbage").write_text("x")
-    return {
+    places = _damaged_places(tmp_path)
+    return places | {
         "file": str(file),
         "dir": str(tmp_path / "adir"),
         "out": str(tmp_path / "out"),
@@ -225,6 +286,154 @@ def places(tmp_path):
     }
 
 
+def _damaged_places(tmp_path) -> dict[str, str]:
+    """Copies of good inputs, and damaged ones: Hugging Face folders, calibration, mesh and
+    model files, prompts."""
+    import json
+
+    import numpy as np
+    import tiny_checkpoints as tiny
+    from safetensors.numpy import save_file
+
+    from jaxpart.config import resolve
+
+    out = {}
+    model = tmp_path / "model.toml"
+    model.write_text(resolve("dense16-tiny", "models").read_text())
+    out["model_copy"] = str(model)
+    (tmp_path / "link.toml").symlink_to(model)
+    out["link_to_model"] = str(tmp_path / "link.toml")
+    float_layers = tmp_path / "float_layers.toml"
+    float_layers.write_text(model.read_text().replace("n_layers = 16", "n_layers = 2.5"))
+    out["model_float_layers"] = str(float_layers)
+    mesh_text = resolve("h100x16", "meshes").read_text()
+    mesh = tmp_path / "mesh.toml"
+    mesh.write_text(mesh_text)
+    out["mesh_copy"] = str(mesh)
+    for name, old, new in (
+        ("mesh_nan", "peak_flops = 989e12", "peak_flops = nan"),
+        ("mesh_inf", "peak_flops = 989e12", "peak_flops = inf"),
+        ("mesh_negative", "latency_us = 10", "latency_us = -10"),
+        ("mesh_string", "hbm_efficiency = 0.85", 'hbm_efficiency = "high"'),
+    ):
+        path = tmp_path / f"{name}.toml"
+        assert old in mesh_text
+        path.write_text(mesh_text.replace(old, new))
+        out[name] = str(path)
+    calib = {
+        "platform": "gpu",
+        "device": "NVIDIA H100 80GB HBM3",
+        "ceilings": {"copy_bytes_per_s": 3.0e12, "matmul_flops_per_s": 7.0e14},
+        "l2": {"fits_l2": {"effective_bytes_per_s": 5.0e12}},
+        "mlp": [{"pallas": {"bytes_per_s": 2.9e12}}],
+        "launch": {"per_launch_s": 4e-6},
+    }
+    for name, change in (
+        ("calib", {}),
+        ("calib_nan", {"ceilings": {"copy_bytes_per_s": "nan", "matmul_flops_per_s": 7e14}}),
+        ("calib_negative", {"launch": {"per_launch_s": -1e-6}}),
+        ("calib_string", {"mlp": [{"pallas": {"bytes_per_s": "fast"}}]}),
+        ("calib_list", None),
+    ):
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(calib | change if change is not None else [calib]))
+        out[name] = str(path)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("w5 w6\nw7\n")
+    out["prompts_text"] = str(prompts)
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text("[1, 2, 3]\nw5 w6\n")
+    out["prompts_mixed"] = str(mixed)
+    out["long_name"] = str(tmp_path / ("x" * 300 + ".json"))
+
+    hf = tiny.write_checkpoint(tmp_path / "hf", "llama-tiny-untied")
+    out["hf"] = str(hf)
+    weights = (hf / "model.safetensors").read_bytes()
+    config = json.loads((hf / "config.json").read_text())
+
+    def folder(name, config_text=None, weights_bytes=weights, files=None):
+        path = tmp_path / name
+        path.mkdir()
+        (path / "config.json").write_text(
+            json.dumps(config) if config_text is None else config_text
+        )
+        if weights_bytes is not None:
+            (path / "model.safetensors").write_bytes(weights_bytes)
+        for file, text in (files or {}).items():
+            (path / file).write_text(text)
+        out[name] = str(path)
+        return path
+
+    folder("hf_truncated", weights_bytes=weights[:5])
+    size = int.from_bytes(weights[:8], "little")
+    header = json.loads(weights[8 : 8 + size])
+    first = next(k for k in header if k != "__metadata__")
+    header[first]["shape"] = [n * 2 for n in header[first]["shape"]]
+    lying = json.dumps(header).encode()
+    folder("hf_lying", weights_bytes=len(lying).to_bytes(8, "little") + lying + weights[8 + size :])
+    folder("hf_header_not_json", weights_bytes=(9).to_bytes(8, "little") + b"not json!")
+    folder("hf_config_cut", config_text=json.dumps(config)[:40])
+    folder("hf_config_list", config_text="[1, 2, 3]")
+    folder(
+        "hf_index_no_map",
+        weights_bytes=None,
+        files={"model.safetensors.index.json": '{"metadata": {}}'},
+    )
+    folder("hf_zero_heads", config_text=json.dumps(config | {"num_attention_heads": 0}))
+    folder("hf_float_layers", config_text=json.dumps(config | {"num_hidden_layers": 2.5}))
+    folder("hf_string_hidden", config_text=json.dumps(config | {"hidden_size": "128"}))
+    folder("hf_head_dim", config_text=json.dumps(config | {"head_dim": 32}))
+    folder(
+        "hf_gptq",
+        config_text=json.dumps(config | {"quantization_config": {"quant_method": "gptq"}}),
+    )
+    folder(
+        "hf_fp8_bad_block",
+        config_text=json.dumps(
+            config | {"quantization_config": {"quant_method": "fp8", "weight_block_size": [0, 7]}}
+        ),
+    )
+    fp8 = tiny.write_fp8_checkpoint(tmp_path / "fp8_source", "fbgemm")
+    from jaxpart.io.tensorfile import TensorFile
+
+    stored = TensorFile(fp8 / "model.safetensors")
+    dropped = "model.layers.0.mlp.up_proj.weight_scale"
+    kept = {n: stored.read(n) for n in stored.names if n != dropped}
+    folder(
+        "hf_fp8_no_scale",
+        config_text=(fp8 / "config.json").read_text(),
+        weights_bytes=None,
+    )
+    save_file(kept, str(tmp_path / "hf_fp8_no_scale" / "model.safetensors"))
+    ints = tmp_path / "ints"
+
+    tensors = tiny.tensors(config, 0)
+    tensors["model.norm.weight"] = tensors["model.norm.weight"].astype(np.int32)
+    ints.mkdir()
+    save_file(tensors, str(ints / "model.safetensors"))
+    folder("hf_int_tensor", weights_bytes=(ints / "model.safetensors").read_bytes())
+    loop = folder("hf_loop", weights_bytes=None)
+    (loop / "model.safetensors").symlink_to(loop / "other")
+    (loop / "other").symlink_to(loop / "model.safetensors")
+    dangling = folder("hf_dangling", weights_bytes=None)
+    (dangling / "model.safetensors").symlink_to(tmp_path / "gone" / "model.safetensors")
+    folder("hf_no_weights", weights_bytes=None)
+    return out
+
+
+def _hashes(root) -> dict[str, str]:
+    """Every file's content under ``root`` (links not followed), by path."""
+    import hashlib
+
+    out = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and not path.is_symlink():
+            out[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
+        elif path.is_symlink():
+            out[str(path)] = "-> " + str(path.readlink())
+    return out
+
+
 def test_there_are_at_least_100_cases():
     assert len(CASES) >= 100
     assert len(set(CASES)) == len(CASES)
@@ -233,6 +442,7 @@ def test_there_are_at_least_100_cases():
 @pytest.mark.parametrize("case", CASES, ids=[" ".join(c)[:80] or "(none)" for c in CASES])
 def test_bad_input_is_one_line_and_exit_2(case, places, capsys, tmp_path):
     before = {p for p in tmp_path.rglob("*")}
+    hashes = _hashes(tmp_path)
     argv = [a.format(**places) for a in case]
     code = main(argv)
     out, err = capsys.readouterr()
@@ -243,3 +453,21 @@ def test_bad_input_is_one_line_and_exit_2(case, places, capsys, tmp_path):
     assert err.startswith("jaxpart: error:") or err.startswith("usage:") or not err, err
     after = {p for p in tmp_path.rglob("*")}
     assert after == before, f"left behind: {sorted(map(str, after - before))}"
+    assert _hashes(tmp_path) == hashes, "an input changed"
+
+
+@pytest.mark.parametrize("command", [["plan", *POD], ["simulate", *POD]])
+def test_a_full_device_is_one_line(command, capsys, tmp_path):
+    """A disk that fills up can only refuse the write itself, after the work: the error is one
+    line and exit 2, no traceback, and nothing is left half-written."""
+    import os
+
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full on this system")
+    code = main([*command, "--json", "/dev/full"])
+    out, err = capsys.readouterr()
+    assert code == 2 and "Traceback" not in out + err
+    assert err.strip().splitlines() == [
+        "jaxpart: error: cannot write /dev/full: No space left on device"
+    ]
+    assert not list(tmp_path.iterdir())

@@ -136,6 +136,21 @@ def start_devices(args, mesh: MeshConfig, console) -> None:
         console.quiet = True
 
 
+def _check_weights(args, model: ModelConfig) -> None:
+    """A Hugging Face folder runs its own weights: a folder without safetensors is an error
+    unless --random-weights (or --checkpoint) says what to run instead."""
+    from jaxpart.io.weights import weights_file
+
+    folder = model.hf_folder
+    if folder is None or getattr(args, "checkpoint", None):
+        return
+    if weights_file(folder) is None and not getattr(args, "random_weights", False):
+        raise ConfigError(
+            f"--model = '{folder}': no model.safetensors or model.safetensors.index.json there; "
+            "--random-weights runs random weights instead"
+        )
+
+
 def run_inputs(args, console):
     """What generate and compare run: the model (in --dtype), the mesh with its devices
     started, the prompts (``cli.prompts``), the run shape they and the flags give (given prompts
@@ -144,6 +159,7 @@ def run_inputs(args, console):
     from jaxpart.cli.prompts import resolve_prompts
 
     model, default = model_and_default(args)
+    _check_weights(args, model)
     mesh = load_mesh(args.mesh)
     start_devices(args, mesh, console)
     choice, kernel = plan_choice(args, mesh), kernel_choice(args, mesh)
@@ -156,4 +172,9 @@ def run_inputs(args, console):
         prompt_len=prompts.prompt_len,
         gen_len=prompts.gen_len,
     )
+    # sizes before any loop: a run the pod cannot hold is refused by the memory model at once
+    # (the one-device reference by one device's HBM)
+    from jaxpart.planning.memory import check_pod
+
+    check_pod(model, mesh, shape, 1 if getattr(args, "method", None) == "reference" else None)
     return model, mesh, shape, prompts, choice, kernel

@@ -25,10 +25,11 @@ def write_outputs(files: dict[str, str | bytes]) -> None:
     try:
         for path, content in files.items():
             target = Path(path)
-            if _special(target):  # a device or a pipe: written into, never replaced
-                with open(target, "wb") as f:
-                    f.write(content.encode() if isinstance(content, str) else content)
+            if _special(target):  # a device, a pipe, /dev/stdout: written into, never replaced
+                _write_into(target, content.encode() if isinstance(content, str) else content)
                 continue
+            if target.is_symlink():  # the file it points to is replaced; the link stays
+                target = target.resolve()
             fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
             staged.append((tmp, target))
             with os.fdopen(fd, "wb") as f:
@@ -46,12 +47,38 @@ def write_outputs(files: dict[str, str | bytes]) -> None:
         raise
 
 
+def _write_into(target: Path, data: bytes) -> None:
+    """Write into a device, a pipe or a stream: this process's own stdout or stderr (however
+    named, wherever redirected) through its stream, in order with what it prints; anything
+    else opened for appending."""
+    st = os.stat(target)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            own = os.fstat(stream.fileno())
+        except (AttributeError, OSError, ValueError):  # a stream without a descriptor
+            continue
+        if (own.st_dev, own.st_ino) == (st.st_dev, st.st_ino):
+            stream.flush()
+            stream.buffer.write(data if data.endswith(b"\n") else data + b"\n")
+            stream.flush()
+            return
+    with open(target, "ab") as f:
+        f.write(data)
+
+
 def _special(path: Path) -> bool:
-    """Whether ``path`` is there and not a regular file (/dev/stdout, /dev/null, a pipe)."""
+    """Whether ``path`` is there and is not a regular file of the user's: a device, a pipe, or
+    a stream of the process (/dev/stdout, /dev/fd/N, /proc/self/fd/N, whatever they point
+    at: a stream redirected to a file is still written into, never renamed over)."""
     try:
-        return not stat.S_ISREG(os.stat(path).st_mode)
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return True
     except OSError:
         return False
+    absolute = os.path.abspath(path)
+    return absolute.startswith(("/dev/", "/proc/")) or os.path.realpath(path).startswith(
+        ("/dev/", "/proc/")
+    )
 
 
 def _identity(path: Path):

@@ -82,13 +82,15 @@ def output_file(text: str) -> str:
     from pathlib import Path
 
     path = Path(text)
-    if not text or path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text!r}: is a directory, not a file")
     try:
+        if not text or path.is_dir():
+            raise argparse.ArgumentTypeError(f"{text!r}: is a directory, not a file")
         mode = os.stat(path).st_mode if os.path.lexists(path) else None
-    except OSError as e:  # a symlink loop, a dangling link into a folder that is not there
-        raise argparse.ArgumentTypeError(f"{text!r}: {e.strerror}") from None
-    if mode is not None and not stat.S_ISREG(mode):  # /dev/stdout, /dev/null, a pipe
+    except OSError as e:  # a symlink loop, a name longer than the file system allows
+        shown = text if len(text) <= 80 else text[:60] + "..."
+        raise argparse.ArgumentTypeError(f"{shown!r}: {e.strerror}") from None
+    special = str(path.absolute()).startswith(("/dev/", "/proc/"))
+    if mode is not None and (special or not stat.S_ISREG(mode)):  # /dev/stdout, a pipe
         if not os.access(path, os.W_OK):
             raise argparse.ArgumentTypeError(f"{text!r}: cannot be written (permissions)")
         return text
@@ -259,6 +261,12 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     inputs = p.add_argument_group("weights and prompts")
     inputs.add_argument(
         "--seed", type=nonnegative_int, default=0, help="seeds the weights and the prompts"
+    )
+    inputs.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="a Hugging Face folder without safetensors runs random weights (from --seed); "
+        "without this flag that is an error",
     )
     inputs.add_argument(
         "--checkpoint",

@@ -3,6 +3,7 @@ errors."""
 
 from __future__ import annotations
 
+import math
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,12 @@ def positive_int(source: str, name: str, value: Any) -> None:
 
 
 def positive_number(source: str, name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise ConfigError(f"{source}: field '{name}' = {value!r}: must be a positive number")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not 0 < value < math.inf  # NaN fails both
+    ):
+        raise ConfigError(f"{source}: field '{name}' = {value!r}: must be a finite positive number")
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -27,6 +32,10 @@ def read_toml(path: Path) -> dict[str, Any]:
             return tomllib.load(f)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not valid TOML: not UTF-8 text") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot be read: {e.strerror or e}") from None
 
 
 class Fields:
@@ -54,9 +63,14 @@ class Fields:
 
     def number(self, name: str) -> float:
         value = self.take(name)
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not 0 <= value < math.inf
+        ):
             raise ConfigError(
-                f"{self.source}: field '{self.prefix}{name}' = {value!r}: must be a number >= 0"
+                f"{self.source}: field '{self.prefix}{name}' = {value!r}: must be a finite "
+                "number >= 0"
             )
         return float(value)
 

@@ -48,6 +48,17 @@ class GenerationConfig:
             if not ok:
                 flag = name.replace("_", "-")
                 raise ConfigError(f"--{flag} = {getattr(self, name)!r}: must be {rule}")
+        # the sampler computes in float32: a value that is 0 or subnormal there would divide by
+        # zero or lose its precision, not do what it says
+        tiny = 1.1754944e-38  # float32's smallest normal number
+        for name, value in (("temperature", self.temperature), ("top_p", self.top_p)):
+            if value != 0 and abs(value) < tiny:
+                flag = name.replace("_", "-")
+                raise ConfigError(
+                    f"--{flag} = {value!r}: below float32's smallest normal number ({tiny:g}), "
+                    "which the sampler computes in"
+                    + ("; 0 is greedy" if name == "temperature" else "")
+                )
         if any(t < 0 for t in self.stop_tokens):
             raise ConfigError(f"--stop-tokens = {list(self.stop_tokens)}: token ids are >= 0")
 

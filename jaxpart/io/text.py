@@ -39,6 +39,13 @@ def read_prompts(path: str) -> list[str] | list[list[int]]:
             if not row:
                 raise ConfigError(f"--prompts = {path!r}: prompt {n} has no tokens")
         return ids
+    mixed = next((n for n, row in enumerate(ids, 1) if row is not None), None)
+    if mixed is not None:  # some lines are id lists, others text: which was meant?
+        text_line = next(n for n, row in enumerate(ids, 1) if row is None)
+        raise ConfigError(
+            f"--prompts = {path!r}: prompt {mixed} is a list of token ids and prompt "
+            f"{text_line} is text; a prompts file holds one kind"
+        )
     return texts
 
 

@@ -11,6 +11,7 @@ stores ``x @ w`` weights as ``[in, out]``, with the head axes split out (``wq [d
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,8 @@ from jaxpart.config.quant import FP8
 from jaxpart.io.fp8 import Fp8Matrix, Fp8Scales, StoredScales, fp8_leaves
 from jaxpart.io.tensorfile import TensorFile
 
+# ml_dtypes' float types, which numpy counts as kind "V"
+ML_FLOATS = ("bfloat16", "float8_e4m3fn", "float8_e5m2")
 # canonical leaf -> (Hugging Face name within layer i, how to turn it into the leaf)
 LAYER_TENSORS = {
     "ln1": ("input_layernorm.weight", "copy"),
@@ -55,6 +58,22 @@ FUSED_TENSORS = {
     "w1": ("mlp.gate_up_proj.weight", "gate"),
     "w3": ("mlp.gate_up_proj.weight", "up"),
 }
+
+
+def weights_file(folder: Path) -> Path | None:
+    """A Hugging Face folder's index or single safetensors file (None: neither is there); one
+    that is there but cannot be opened (a symlink loop, a dangling link, permissions) is a
+    one-line error naming it."""
+    for name in ("model.safetensors.index.json", "model.safetensors"):
+        path = Path(folder) / name
+        if os.path.lexists(path):
+            try:
+                with open(path, "rb"):
+                    pass
+            except OSError as e:
+                raise ConfigError(f"{path}: cannot be read: {e.strerror or e}") from None
+            return path
+    return None
 
 
 class Checkpoint:
@@ -236,6 +255,11 @@ def lazy_hf_params(folder: str | Path, cfg: ModelConfig, leaves: dict) -> tuple[
                     f"--model = '{folder}': tensor {name} has shape {list(found)} where "
                     f"config.json implies {list(expected)}"
                 )
+            kind = ckpt.dtype(name)
+            if kind.kind != "f" and kind.name not in ML_FLOATS:
+                raise ConfigError(
+                    f"--model = '{folder}': tensor {name} is {kind.name}, not a float type"
+                )
         return LazyLeaf(ckpt, like.shape, like.dtype, names, how, k, rows)
 
     tree = {
@@ -244,6 +268,11 @@ def lazy_hf_params(folder: str | Path, cfg: ModelConfig, leaves: dict) -> tuple[
     }
     if "head" in leaves:
         tree["head"] = leaf(leaves["head"], ["lm_head.weight"], "transpose")
+    elif ckpt.has("lm_head.weight"):  # tied, but the checkpoint ships a head too: say which
+        ckpt.notes.append(
+            "config.json ties the LM head to the embedding (tie_word_embeddings): the "
+            "checkpoint's lm_head.weight is not used"
+        )
     tree["layers"] = {}
     fused = "model.layers.0.self_attn.qkv_proj.weight" in ckpt.weight_map
     q, kv, f = cfg.n_heads * k, cfg.n_kv_heads * k, cfg.d_ff
@@ -263,7 +292,6 @@ def lazy_hf_params(folder: str | Path, cfg: ModelConfig, leaves: dict) -> tuple[
             hf_name = SANDWICH_NAMES.get(name, hf_name)
         names = [f"model.layers.{i}.{hf_name}" for i in range(cfg.n_layers)]
         tree["layers"][name] = leaf(like, names, how)
-    ckpt.notes = []
     if cfg.quant is not None or cfg.kv_dtype == FP8:
         fp8_leaves(ckpt, cfg, tree, leaves, ckpt.notes)
     return tree, ckpt

@@ -115,10 +115,34 @@ def calibrate(c: Constants, path: str, mesh: MeshConfig) -> Constants:
         raise ConfigError(
             f"--calibration = {path!r}: no such file (scripts/bench_gpu.py writes it on a GPU)"
         ) from None
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
+    except (
+        json.JSONDecodeError,
+        UnicodeDecodeError,
+        KeyError,
+        TypeError,
+        ValueError,
+        AttributeError,
+    ) as e:
         raise ConfigError(
             f"--calibration = {path!r}: not a bench_gpu.py result ({type(e).__name__}: {e})"
         ) from None
+    except OSError as e:
+        raise ConfigError(f"--calibration = {path!r}: cannot be read: {e.strerror or e}") from None
+    figures = {"copy_bytes_per_s": copy, "matmul_flops_per_s": flops, "l2": l2}
+    figures |= {f"mlp[{i}].pallas.bytes_per_s": v for i, v in enumerate(kernel)}
+    for name, value in figures.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1e30:
+            raise ConfigError(
+                f"--calibration = {path!r}: field {name!r} = {value!r}: must be a finite "
+                "positive number"
+            )
+    if launch is not None and (
+        isinstance(launch, bool) or not isinstance(launch, int | float) or not 0 <= launch < 1
+    ):
+        raise ConfigError(
+            f"--calibration = {path!r}: field 'launch.per_launch_s' = {launch!r}: must be a "
+            "number of seconds in [0, 1)"
+        )
     if (platform, device) != (mesh.platform, mesh.device_kind):
         raise ConfigError(
             f"--calibration = {path!r}: measured on {device!r} ({platform}), but --mesh = "

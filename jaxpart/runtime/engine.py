@@ -27,11 +27,12 @@ from jaxpart.runtime.executors.base import Generation, padded_prompts
 
 def hf_weights_folder(cfg: ModelConfig) -> Path | None:
     """The Hugging Face folder a model was read from, when it holds safetensors weights."""
+    from jaxpart.io.weights import weights_file
+
     folder = cfg.hf_folder
     if folder is None:
         return None
-    index = folder / "model.safetensors.index.json"
-    return folder if index.is_file() or (folder / "model.safetensors").is_file() else None
+    return folder if weights_file(folder) is not None else None
 
 
 def model_params(cfg: ModelConfig, seed: int) -> dict:

@@ -13,7 +13,7 @@ from rich.console import Console
 
 from jaxpart.cli import render
 from jaxpart.cli.args import check_tp_pp, refuse_beside, run_inputs
-from jaxpart.cli.commands.simulate import predicted_section
+from jaxpart.cli.commands.simulate import predict_for, predicted_section
 from jaxpart.cli.outputs import write_outputs
 from jaxpart.config import ConfigError, load_mesh
 from jaxpart.config.model import load_model_file
@@ -35,6 +35,10 @@ def run(args, console: Console) -> int:
         )
     predict_model, predict_shape = load_model_file(args.predict_for[0])
     predict_mesh = load_mesh(args.predict_for[1])
+    try:  # before the work: a target the perf model cannot predict fails first
+        predicted = predict_for(predict_model, predict_shape, predict_mesh)
+    except ConfigError as e:
+        raise ConfigError(f"--predict-for = {' '.join(args.predict_for)}: {e}") from None
     model, mesh, shape, prompts, choice, kernel = run_inputs(args, console)
     if shape.gen_len < 2:
         raise ConfigError(
@@ -110,7 +114,7 @@ def run(args, console: Console) -> int:
             "say nothing yet about GPUs"
         )
     console.print(f"  {render.SEED_CLAIM}")
-    predicted_section(predict_model, predict_shape, predict_mesh, console)
+    predicted_section(predicted, predict_mesh, console)
     if not result.all_agree:
         what = "its tokens" if not result.agreements else "beyond rounding"
         console.print(f"[bold red]a placement disagrees with the {result.anchor} ({what})[/]")

@@ -164,10 +164,15 @@ def _map(args, console: Console) -> int:
     return 0
 
 
-def predicted_section(model: ModelConfig, shape: RunShape, mesh: MeshConfig, console) -> None:
-    """The answer for a GPU pod, under a measured CPU table: both placements of ``model`` on
-    ``mesh`` by the perf model, at ``shape`` (the model file's), with the model's error band."""
-    sim = run_simulate(model, mesh, constants_from(mesh), DEFAULT_CHOICE, shape)
+def predict_for(model: ModelConfig, shape: RunShape, mesh: MeshConfig) -> Simulation:
+    """The answer for a GPU pod that goes under a measured CPU table: both placements of
+    ``model`` on ``mesh`` by the perf model, at ``shape`` (the model file's). ``compare`` makes
+    it before measuring, so that targets the perf model cannot predict fail first."""
+    return run_simulate(model, mesh, constants_from(mesh), DEFAULT_CHOICE, shape)
+
+
+def predicted_section(sim: Simulation, mesh: MeshConfig, console) -> None:
+    """``predict_for``'s prediction, with the model's error band."""
     print_prediction(console, sim, mesh, f"predicted layerwise / baseline TPS on {mesh.name}")
 
 

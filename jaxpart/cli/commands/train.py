@@ -2,12 +2,33 @@
 
 from __future__ import annotations
 
+import os
 import time
 from contextlib import nullcontext
+from pathlib import Path
 
 from rich.console import Console
 
-from jaxpart.config import load_model
+from jaxpart.config import ConfigError, load_model
+
+
+def _check_checkpoint_folder(folder: str) -> None:
+    """Before training: the folder may not hold a model's weights (a Hugging Face folder), and
+    must be writable (the folder, or the one it will be made in)."""
+    path = Path(folder)
+    weights = [
+        name
+        for name in ("config.json", "model.safetensors", "model.safetensors.index.json")
+        if (path / name).exists()
+    ]
+    if weights:
+        raise ConfigError(
+            f"--checkpoint = {folder!r}: it holds a model ({weights[0]}); checkpoints go in a "
+            "folder of their own"
+        )
+    where = path if path.exists() else path.parent
+    if not os.access(where, os.W_OK | os.X_OK):
+        raise ConfigError(f"--checkpoint = {folder!r}: {str(where)!r} cannot be written")
 
 
 def run(args, console: Console) -> int:
@@ -21,8 +42,16 @@ def run(args, console: Console) -> int:
     tc = TrainConfig(
         task=args.task, seed=args.seed, **{k: v for k, v in given.items() if v is not None}
     )
+    if args.checkpoint:
+        _check_checkpoint_folder(args.checkpoint)
     if args.checkpoint and checkpoint.latest_step(args.checkpoint) is not None:
-        step, _ = checkpoint.read_meta(args.checkpoint, model)  # a wrong model fails here
+        step, meta = checkpoint.read_meta(args.checkpoint, model)  # a wrong model fails here
+        saved = meta.get("task")
+        if saved is not None and saved != args.task:
+            raise ConfigError(
+                f"--task = {args.task!r}: the checkpoint in {args.checkpoint} was trained on "
+                f"{saved!r} (step {step}); resume with --task {saved}, or give a new folder"
+            )
         console.print(f"resuming from step {step} in {args.checkpoint}")
     columns = (
         TextColumn("{task.description}"),
