@@ -218,6 +218,8 @@ CASES = [
     ("plan", "--model", "{hf_fp8_bad_block}", "--mesh", "cpu16"),
     ("generate", "--model", "{hf_fp8_no_scale}"),
     ("generate", "--model", "{hf}", "--prompts", "{prompts_mixed}"),
+    ("generate", "--model", "{hf_bad_tokenizer}", "--text", "w5"),
+    ("generate", "--model", "{hf_bad_generation_config}", "--text", "w5"),
     # calibration and mesh files with NaN, infinite, negative or string values
     ("simulate", *POD, "--calibration", "{calib_nan}"),
     ("simulate", *POD, "--calibration", "{calib_negative}"),
@@ -253,8 +255,15 @@ CASES = [
 ]
 
 
-@pytest.fixture
-def places(tmp_path):
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    """One folder of inputs for every case (made once: the Hugging Face folders take time)."""
+    return tmp_path_factory.mktemp("places")
+
+
+@pytest.fixture(scope="module")
+def places(root):
+    tmp_path = root
     file = tmp_path / "afile"
     file.write_text("not a folder\n")
     (tmp_path / "adir").mkdir()
@@ -418,6 +427,12 @@ def _damaged_places(tmp_path) -> dict[str, str]:
     dangling = folder("hf_dangling", weights_bytes=None)
     (dangling / "model.safetensors").symlink_to(tmp_path / "gone" / "model.safetensors")
     folder("hf_no_weights", weights_bytes=None)
+    folder("hf_bad_tokenizer", files={"tokenizer.json": '{"version": "1.0", "model": '})
+    tokenizer = (hf / "tokenizer.json").read_text()
+    folder(
+        "hf_bad_generation_config",
+        files={"tokenizer.json": tokenizer, "generation_config.json": '{"eos_token_id": '},
+    )
     return out
 
 
@@ -440,9 +455,9 @@ def test_there_are_at_least_100_cases():
 
 
 @pytest.mark.parametrize("case", CASES, ids=[" ".join(c)[:80] or "(none)" for c in CASES])
-def test_bad_input_is_one_line_and_exit_2(case, places, capsys, tmp_path):
-    before = {p for p in tmp_path.rglob("*")}
-    hashes = _hashes(tmp_path)
+def test_bad_input_is_one_line_and_exit_2(case, places, root, capsys):
+    before = {p for p in root.rglob("*")}
+    hashes = _hashes(root)
     argv = [a.format(**places) for a in case]
     code = main(argv)
     out, err = capsys.readouterr()
@@ -451,9 +466,9 @@ def test_bad_input_is_one_line_and_exit_2(case, places, capsys, tmp_path):
     assert "Traceback" not in text
     assert len(text.strip().splitlines()) <= 2, text
     assert err.startswith("jaxpart: error:") or err.startswith("usage:") or not err, err
-    after = {p for p in tmp_path.rglob("*")}
+    after = {p for p in root.rglob("*")}
     assert after == before, f"left behind: {sorted(map(str, after - before))}"
-    assert _hashes(tmp_path) == hashes, "an input changed"
+    assert _hashes(root) == hashes, "an input changed"
 
 
 @pytest.mark.parametrize("command", [["plan", *POD], ["simulate", *POD]])

@@ -20,7 +20,13 @@ def tokenizer_for(cfg: ModelConfig):
         )
     from tokenizers import Tokenizer
 
-    return Tokenizer.from_file(str(path))
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as e:  # the tokenizers library raises a bare Exception for a bad file
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(
+            f"{path}: not a tokenizer the tokenizers library reads ({first})"
+        ) from None
 
 
 def read_prompts(path: str) -> list[str] | list[list[int]]:
@@ -85,10 +91,15 @@ def eos_tokens(cfg: ModelConfig) -> tuple[int, ...]:
         return ()
     for name in ("generation_config.json", "config.json"):
         path = cfg.hf_folder / name
-        try:
-            value = json.loads(path.read_text()).get("eos_token_id")
-        except (OSError, ValueError, AttributeError):
+        if not path.is_file():
             continue
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError) as e:  # there, but damaged: said, not skipped
+            raise ConfigError(f"{path}: not valid JSON ({type(e).__name__})") from None
+        if not isinstance(doc, dict):
+            raise ConfigError(f"{path}: expected a JSON object")
+        value = doc.get("eos_token_id")
         if value is not None:
             ids = value if isinstance(value, list) else [value]
             return tuple(int(i) for i in ids if isinstance(i, int) and 0 <= i < cfg.vocab)

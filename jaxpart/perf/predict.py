@@ -128,6 +128,11 @@ def calibrate(c: Constants, path: str, mesh: MeshConfig) -> Constants:
         ) from None
     except OSError as e:
         raise ConfigError(f"--calibration = {path!r}: cannot be read: {e.strerror or e}") from None
+    if (platform, device) != (mesh.platform, mesh.device_kind):
+        raise ConfigError(
+            f"--calibration = {path!r}: measured on {device!r} ({platform}), but --mesh = "
+            f"{mesh.name!r} is {mesh.device_kind!r} ({mesh.platform}); calibrate on that device"
+        )
     figures = {"copy_bytes_per_s": copy, "matmul_flops_per_s": flops, "l2": l2}
     figures |= {f"mlp[{i}].pallas.bytes_per_s": v for i, v in enumerate(kernel)}
     for name, value in figures.items():
@@ -142,11 +147,6 @@ def calibrate(c: Constants, path: str, mesh: MeshConfig) -> Constants:
         raise ConfigError(
             f"--calibration = {path!r}: field 'launch.per_launch_s' = {launch!r}: must be a "
             "number of seconds in [0, 1)"
-        )
-    if (platform, device) != (mesh.platform, mesh.device_kind):
-        raise ConfigError(
-            f"--calibration = {path!r}: measured on {device!r} ({platform}), but --mesh = "
-            f"{mesh.name!r} is {mesh.device_kind!r} ({mesh.platform}); calibrate on that device"
         )
     hbm_eff = min(1.0, max([copy, *kernel]) / c.hbm_bytes_per_s)
     compute_eff = min(1.0, flops / c.peak_flops)
