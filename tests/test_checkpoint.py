@@ -92,11 +92,19 @@ def test_missing_empty_truncated_and_future(params, tmp_path, monkeypatch):
 
 def test_cli_wrong_checkpoint_is_one_line(capsys, params, tmp_path):
     checkpoint.save(str(tmp_path / "ck"), 1, params, MODEL)
+    # another model that one CPU device holds (dense16-l2's cache would not: the memory model
+    # refuses that before the checkpoint is read)
+    from jaxpart.config import resolve
+
+    wider = tmp_path / "wider.toml"
+    wider.write_text(
+        resolve("dense16-tiny", "models").read_text().replace("d_model = 128", "d_model = 256")
+    )
     code = main(
         [
             "generate",
             "--model",
-            "dense16-l2",
+            str(wider),
             "--mesh",
             "cpu16",
             "--method",

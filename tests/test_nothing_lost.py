@@ -94,3 +94,27 @@ def test_one_sequence_runs_on_a_replicated_plan(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "replicas: a batch of 1 fills 1 of the plan's 4 replicas evenly" in out
     assert "sequence 0:" in out and "sequence 1:" not in out
+
+
+def test_a_shipped_name_that_is_also_a_folder_here_says_which(tmp_path, capsys, monkeypatch):
+    (tmp_path / "gqa-tiny").mkdir()
+    monkeypatch.chdir(tmp_path)
+    with pytest.warns(UserWarning, match="using the shipped model"):
+        assert main(["plan", "--model", "gqa-tiny", "--mesh", "cpu16"]) == 0
+    assert "gqa-tiny" in capsys.readouterr().out
+
+
+def test_a_tied_folder_that_ships_a_head_says_which_is_used(tmp_path, capsys):
+    import tiny_checkpoints as tiny
+    from safetensors.numpy import save_file
+
+    from jaxpart.io.tensorfile import TensorFile
+
+    folder = tiny.write_checkpoint(tmp_path / "tied", "llama-tiny-tied")
+    stored = TensorFile(folder / "model.safetensors")
+    tensors = {n: stored.read(n) for n in stored.names}
+    tensors["lm_head.weight"] = tensors["model.embed_tokens.weight"] * 2
+    save_file(tensors, str(folder / "model.safetensors"))
+    args = ["generate", "--model", str(folder), "--method", "reference", "--batch", "1"]
+    assert main([*args, "--gen-len", "2"]) == 0
+    assert "the checkpoint's lm_head.weight is not used" in capsys.readouterr().out
