@@ -32,9 +32,11 @@ def _jaxpart(*args, env=None, **kw):
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_stops_the_run_with_one_line(tmp_path, sig, code):
-    out = tmp_path / "g.json"
-    proc = _jaxpart("generate", "--model", "dense16-tiny", "--gen-len", "32", "--json", str(out))
-    time.sleep(6)  # jax started, the run under way
+    out = tmp_path / "c.json"
+    # a run of minutes (compare, 100 interleaved rounds), signalled once it is under way
+    proc = _jaxpart("compare", "--repeats", "100", "--json", str(out))
+    time.sleep(8)
+    assert proc.poll() is None, "the run ended before the signal"
     proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == code, stderr[-2000:]
