@@ -7,6 +7,8 @@ run, into one JSON file (which `jaxpart simulate --calibration` reads).
 After checking each kernel against its reference on fresh random inputs, it measures:
   ceilings   a device copy (bytes read + written) and a bf16 matmul: the measured roofs
   launch     the fixed cost of one kernel launch (a tiny Pallas kernel, many in one program)
+  mlp_fp8    the same with FP8 weights (per channel, activations per token): the Pallas
+             kernels on e4m3 tiles against XLA's FP8 GEMMs (llama3.1-70b's shapes on a GPU)
   mlp        the MLP kernels (Pallas) against XLA at the decode shapes of every shipped model in
              both placements (rows, d_model, d_ff per device from the default plans on h100x16):
              time, bytes/s, fraction of the HBM roof. Weight sets rotate so that together they
@@ -58,10 +60,12 @@ import numpy as np  # noqa: E402
 from jax.experimental import pallas as pl  # noqa: E402
 
 from jaxpart.config import default_run, load_mesh, load_model, shipped  # noqa: E402
+from jaxpart.config.quant import DEFAULT_FP8  # noqa: E402
 from jaxpart.model.kernels.attention import decode_attention, decode_attention_reference  # noqa: E402
 from jaxpart.model.kernels.backend import KernelChoice  # noqa: E402
 from jaxpart.model.kernels.mlp import _mlp_pallas, choose_block_sizes, mlp, mlp_reference  # noqa: E402
 from jaxpart.model.layers import run_layers  # noqa: E402
+from jaxpart.model.quant import quantize_leaf  # noqa: E402
 from jaxpart.planning.memory import cache_positions  # noqa: E402
 from jaxpart.planning.placement import decode_shapes  # noqa: E402
 
@@ -208,6 +212,79 @@ def bench_mlp(shapes, l2_bytes, hbm_bw, kernels, repeats, inner):
         for name in ("pallas", "xla"):
             fn = mlp_loop(kernels[name], inner)
             t = timed(fn, [(x, w1s, w2s, w3s) for x in xs], repeats)
+            per_call = t["median_s"] / (inner * n_sets)
+            row[name] = {
+                **t,
+                "per_call_s": per_call,
+                "bytes_per_s": moved / per_call,
+                "hbm_roof_fraction": moved / per_call / hbm_bw,
+            }
+        row["pallas_over_xla_speed"] = row["xla"]["per_call_s"] / row["pallas"]["per_call_s"]
+        rows.append(row)
+    return rows
+
+
+def _fp8(w):
+    """A [K, N] matrix per output channel in e4m3, and its scales, as --quantize fp8 makes them."""
+    q, scale = quantize_leaf(np.asarray(w, np.float32), 1, (w.shape[1],))
+    return jnp.asarray(q), jnp.asarray(scale)
+
+
+def bench_mlp_fp8(shapes, l2_bytes, hbm_bw, kernels, repeats, inner):
+    """The MLP with FP8 weights (per channel, activations per token): the Pallas kernels on
+    e4m3 tiles against XLA's FP8 GEMMs, at the same decode shapes; bytes moved count the
+    weights at one byte and their f32 scales."""
+    rows = []
+    for shape in shapes:
+        m, d, f = shape["rows"], shape["d_model"], shape["d_ff"]
+        gated = shape["mlp"] == "swiglu"
+        set_bytes = (3 if gated else 2) * d * f + (2 * f + d) * 4
+        n_sets = max(1, min(8, math.ceil(2 * l2_bytes / set_bytes)))
+        sets = []
+        for _ in range(n_sets):
+            w1, s1 = _fp8(fresh((d, f), d**-0.5))
+            w2, s2 = _fp8(fresh((f, d), f**-0.5))
+            one = {"w1": w1, "w2": w2, "w1_scale": s1, "w2_scale": s2}
+            if gated:
+                one["w3"], one["w3_scale"] = _fp8(fresh((d, f), d**-0.5))
+            sets.append(one)
+        xs = [fresh((m, d)) for _ in range(2)]
+
+        def step(kernel):
+            def run(x, weight_sets):
+                def body(_, x):
+                    for w in weight_sets:
+                        scales = {k: v for k, v in w.items() if "scale" in k}
+                        y = mlp(
+                            x,
+                            w["w1"],
+                            w["w2"],
+                            w3=w.get("w3"),
+                            kernel=kernel,
+                            quant=DEFAULT_FP8,
+                            scales=scales,
+                        )
+                        x = x + (1e-3 * y).astype(x.dtype)
+                    return x
+
+                return jax.lax.fori_loop(0, inner, body, x)
+
+            return jax.jit(run)
+
+        w = sets[0]
+        scales = {k: v for k, v in w.items() if "scale" in k}
+        args = dict(w3=w.get("w3"), quant=DEFAULT_FP8, scales=scales)
+        got = mlp(xs[0], w["w1"], w["w2"], kernel=kernels["pallas"], **args)
+        ref = mlp(xs[0], w["w1"], w["w2"], kernel=kernels["xla"], **args)
+        err = rel_error(got, ref)
+        row = {**shape, "weight_sets": n_sets, "rel_error_vs_xla_fp8": err}
+        if not err < 1e-2:
+            row["error"] = "Pallas FP8 result wrong; not timed"
+            rows.append(row)
+            continue
+        moved = set_bytes + 2 * m * d * 2
+        for name in ("pallas", "xla"):
+            t = timed(step(kernels[name]), [(x, sets) for x in xs], repeats)
             per_call = t["median_s"] / (inner * n_sets)
             row[name] = {
                 **t,
@@ -399,6 +476,10 @@ def main():
         mlp_shapes = [s for s in shapes if s["model"] not in ("dense16-tiny", "gqa-tiny")]
         shapes = [s for s in shapes if s["model"] in ("dense16", "dense16-l2")]
     result["mlp"] = bench_mlp(mlp_shapes, l2_bytes, hbm_bw, kernels, repeats, 2 if small else 20)
+    fp8_shapes = mlp_shapes if small else [s for s in mlp_shapes if s["model"] == "llama3.1-70b"]
+    result["mlp_fp8"] = bench_mlp_fp8(
+        fp8_shapes, l2_bytes, hbm_bw, kernels, repeats, 2 if small else 20
+    )
     seed = load_model("dense16")
     context = 48 if small else seed.seq_len
     heads, head_dim = (8, 16) if small else (seed.n_heads, seed.head_dim)
@@ -436,6 +517,15 @@ def report(result, path):
             continue
         print(
             f"{r['model']:>12} {r['method']:>9} {r['rows']:>3} {r['d_model']:>5}x{r['d_ff']:<5} "
+            f"{r['pallas']['per_call_s'] * 1e6:>9.1f} {r['xla']['per_call_s'] * 1e6:>7.1f} "
+            f"{r['pallas_over_xla_speed']:>5.2f} {r['pallas']['hbm_roof_fraction']:>6.0%}"
+        )
+    for r in result.get("mlp_fp8", []):
+        if "error" in r:
+            print(f"{r['model']:>12} {r['method']:>9} {r['rows']:>3} FP8: {r['error']}")
+            continue
+        print(
+            f"{r['model']:>12} {r['method']:>9} {r['rows']:>3} FP8 "
             f"{r['pallas']['per_call_s'] * 1e6:>9.1f} {r['xla']['per_call_s'] * 1e6:>7.1f} "
             f"{r['pallas_over_xla_speed']:>5.2f} {r['pallas']['hbm_roof_fraction']:>6.0%}"
         )
