@@ -261,6 +261,9 @@ def test_bench_gpu_script_runs_on_cpu(tmp_path):
     for row in doc["mlp"]:
         assert row["rel_error_vs_f32"] < 1e-2
         assert row["pallas"]["per_call_s"] > 0 and row["xla"]["bytes_per_s"] > 0
+    assert {r["rows"] for r in doc["mlp_fp8"]} == {8, 16}
+    for row in doc["mlp_fp8"]:  # the FP8 tiles against XLA's FP8 GEMMs
+        assert row["rel_error_vs_xla_fp8"] < 1e-2 and row["pallas"]["per_call_s"] > 0
     attention = doc["attention"]
     assert attention["pallas"]["rel_error"] < 1e-2 and attention["xla"]["rel_error"] < 1e-2
     assert doc["l2"]["with_hints"]["effective_bytes_per_s"] > 0
