@@ -96,7 +96,7 @@ def memory_table(model: ModelConfig, shape: RunShape, figures: str) -> Table:
     mem = layer_memory(model, shape)
     st = model.stated
     table = Table(
-        title=f"Per-layer memory: {model.name} ({model.dtype}, batch {shape.batch}, "
+        title=f"Per-layer memory: {model.name} ({precision(model)}, batch {shape.batch}, "
         f"sequence {model.seq_len}; GB = 10^9 bytes)"
     )
     table.add_column("per layer", overflow="fold")
