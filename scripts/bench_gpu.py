@@ -209,19 +209,26 @@ def bench_mlp(shapes, l2_bytes, hbm_bw, kernels, repeats, inner):
             rows.append(row)
             continue
         moved = set_bytes + 2 * m * d * 2  # weights once, x in, y out
-        for name in ("pallas", "xla"):
-            fn = mlp_loop(kernels[name], inner)
-            t = timed(fn, [(x, w1s, w2s, w3s) for x in xs], repeats)
-            per_call = t["median_s"] / (inner * n_sets)
-            row[name] = {
-                **t,
-                "per_call_s": per_call,
-                "bytes_per_s": moved / per_call,
-                "hbm_roof_fraction": moved / per_call / hbm_bw,
-            }
-        row["pallas_over_xla_speed"] = row["xla"]["per_call_s"] / row["pallas"]["per_call_s"]
-        rows.append(row)
+        loops = {name: mlp_loop(kernels[name], inner) for name in ("pallas", "xla")}
+        args = [(x, w1s, w2s, w3s) for x in xs]
+        rows.append(_time_both(row, loops, args, moved, inner * n_sets, hbm_bw, repeats))
     return rows
+
+
+def _time_both(row, loops, args, moved, calls, hbm_bw, repeats):
+    """``row`` with the Pallas and XLA ``loops`` timed on ``args`` (each run ``calls`` MLP
+    calls moving ``moved`` bytes each) and Pallas's speed over XLA's."""
+    for name, fn in loops.items():
+        t = timed(fn, args, repeats)
+        per_call = t["median_s"] / calls
+        row[name] = {
+            **t,
+            "per_call_s": per_call,
+            "bytes_per_s": moved / per_call,
+            "hbm_roof_fraction": moved / per_call / hbm_bw,
+        }
+    row["pallas_over_xla_speed"] = row["xla"]["per_call_s"] / row["pallas"]["per_call_s"]
+    return row
 
 
 def _fp8(w):
@@ -283,17 +290,9 @@ def bench_mlp_fp8(shapes, l2_bytes, hbm_bw, kernels, repeats, inner):
             rows.append(row)
             continue
         moved = set_bytes + 2 * m * d * 2
-        for name in ("pallas", "xla"):
-            t = timed(step(kernels[name]), [(x, sets) for x in xs], repeats)
-            per_call = t["median_s"] / (inner * n_sets)
-            row[name] = {
-                **t,
-                "per_call_s": per_call,
-                "bytes_per_s": moved / per_call,
-                "hbm_roof_fraction": moved / per_call / hbm_bw,
-            }
-        row["pallas_over_xla_speed"] = row["xla"]["per_call_s"] / row["pallas"]["per_call_s"]
-        rows.append(row)
+        loops = {name: step(kernels[name]) for name in ("pallas", "xla")}
+        args = [(x, sets) for x in xs]
+        rows.append(_time_both(row, loops, args, moved, inner * n_sets, hbm_bw, repeats))
     return rows
 
 
@@ -511,24 +510,17 @@ def report(result, path):
         f"{'model':>12} {'method':>9} {'m':>3} {'d x F':>11} {'pallas us':>9} {'xla us':>7} "
         f"{'P/X':>5} {'P roof':>6}  target: P/X >= 1.0, roof >= 80%"
     )
-    for r in result["mlp"]:
-        if "error" in r:
-            print(f"{r['model']:>12} {r['method']:>9} {r['rows']:>3}: {r['error']}")
-            continue
-        print(
-            f"{r['model']:>12} {r['method']:>9} {r['rows']:>3} {r['d_model']:>5}x{r['d_ff']:<5} "
-            f"{r['pallas']['per_call_s'] * 1e6:>9.1f} {r['xla']['per_call_s'] * 1e6:>7.1f} "
-            f"{r['pallas_over_xla_speed']:>5.2f} {r['pallas']['hbm_roof_fraction']:>6.0%}"
-        )
-    for r in result.get("mlp_fp8", []):
-        if "error" in r:
-            print(f"{r['model']:>12} {r['method']:>9} {r['rows']:>3} FP8: {r['error']}")
-            continue
-        print(
-            f"{r['model']:>12} {r['method']:>9} {r['rows']:>3} FP8 "
-            f"{r['pallas']['per_call_s'] * 1e6:>9.1f} {r['xla']['per_call_s'] * 1e6:>7.1f} "
-            f"{r['pallas_over_xla_speed']:>5.2f} {r['pallas']['hbm_roof_fraction']:>6.0%}"
-        )
+    for kind, rows in (("", result["mlp"]), ("FP8 ", result.get("mlp_fp8", []))):
+        for r in rows:
+            head = f"{r['model']:>12} {r['method']:>9} {r['rows']:>3}"
+            if "error" in r:
+                print(f"{head} {kind}: {r['error']}")
+                continue
+            print(
+                f"{head} {kind}{r['d_model']:>5}x{r['d_ff']:<5} "
+                f"{r['pallas']['per_call_s'] * 1e6:>9.1f} {r['xla']['per_call_s'] * 1e6:>7.1f} "
+                f"{r['pallas_over_xla_speed']:>5.2f} {r['pallas']['hbm_roof_fraction']:>6.0%}"
+            )
     a = result["attention"]
     print(
         f"decode attention at context {a['context']} ({a['rows']} rows): Pallas "

@@ -441,11 +441,8 @@ def write_fp8_checkpoint(folder: Path, fmt: str, seed: int = 0) -> Path:
     out = {}
     for name, w in tensors(cfg, seed).items():
         module = name.removesuffix(".weight")
-        if (
-            name.split(".")[-2] not in PROJECTIONS
-            or module.endswith("layers.3.mlp.down_proj")
-            and (fmt == "ct-static")
-        ):
+        ignored = fmt == "ct-static" and module.endswith("layers.3.mlp.down_proj")  # its ignore
+        if name.split(".")[-2] not in PROJECTIONS or ignored:
             out[name] = w
             continue
         q, scale = _quantize(w, how)
@@ -489,7 +486,7 @@ def dequantized(folder: Path, into: Path) -> Path:
                 if s.ndim == 2 and s.shape[1] > 1:  # blocks
                     rows, cols = qc["weight_block_size"]
                     s = np.repeat(np.repeat(s, rows, axis=0), cols, axis=1)
-                w = w * s.reshape(s.shape if s.ndim == 2 else (-1, 1) if s.size > 1 else ())
+                w = w * s  # [1], [out, 1] or the blocks expanded: each broadcasts
         out[name] = w
     save_file(out, str(into / "model.safetensors"))
     write_tokenizer(into / "tokenizer.json")

@@ -26,9 +26,30 @@ from jaxpart.config.quant import FP8_MATRICES, FP8_MODULES
 FP8_DTYPES = ("float8_e4m3fn",)
 
 
-class Fp8Matrix:
+class LayerLeaf:
+    """A leaf ``[L, ...]`` made a layer at a time (``layer(i)``), as the devices ask for blocks
+    of it: ``read(ids)``, ``whole()`` and ``forget()``, as ``weights.LazyLeaf`` offers them."""
+
+    shape: tuple[int, ...]
+
+    def layer(self, i: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def read(self, ids: list) -> np.ndarray:
+        ids = [np.asarray(i, int) for i in ids]
+        layers = [self.layer(int(i)) for i in ids[0]]
+        return np.stack(layers)[np.ix_(np.arange(len(layers)), *ids[1:])]
+
+    def whole(self) -> np.ndarray:
+        return self.read([np.arange(n) for n in self.shape])
+
+    def forget(self) -> None:
+        pass
+
+
+class Fp8Matrix(LayerLeaf):
     """One FP8 matrix leaf ``[L, ...]`` of the canonical tree, read a layer at a time: its
-    values (``read``, ``whole``) and, through ``scales``, its scale leaf's."""
+    values and, through ``scales_of`` (``Fp8Scales``), its scales."""
 
     def __init__(self, ckpt, cfg: ModelConfig, name: str, source, scale_shape):
         self.ckpt, self.cfg, self.name, self.source = ckpt, cfg, name, source
@@ -39,10 +60,10 @@ class Fp8Matrix:
         self._values: dict[int, np.ndarray] = {}
         self._scales: dict[int, np.ndarray] = {}
 
-    def _layer(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+    def layer(self, i: int) -> np.ndarray:
         if i not in self._values:
             self._values[i], self._scales[i] = self._make(i)
-        return self._values[i], self._scales[i]
+        return self._values[i]
 
     def scales_of(self, i: int) -> np.ndarray:
         """Layer i's scales: kept from placing its values (made again only if never made)."""
@@ -98,20 +119,12 @@ class Fp8Matrix:
             f"matrix in {self.cfg.quant.describe()}"
         )
 
-    def read(self, ids: list) -> np.ndarray:
-        ids = [np.asarray(i, int) for i in ids]
-        layers = [self._layer(int(i))[0] for i in ids[0]]
-        return np.stack(layers)[np.ix_(np.arange(len(layers)), *ids[1:])]
-
-    def whole(self) -> np.ndarray:
-        return self.read([np.arange(n) for n in self.shape])
-
     def forget(self) -> None:
         self._values.clear()
         self.source.forget()
 
 
-class Fp8Scales:
+class Fp8Scales(LayerLeaf):
     """A matrix's scale leaf ``[L, ...]`` (``Fp8Matrix``'s, made with its values)."""
 
     def __init__(self, matrix: Fp8Matrix, n_layers: int):
@@ -119,19 +132,11 @@ class Fp8Scales:
         self.shape = (n_layers, *matrix.scale_shape)
         self.dtype = np.dtype(np.float32)
 
-    def read(self, ids: list) -> np.ndarray:
-        ids = [np.asarray(i, int) for i in ids]
-        layers = [self.matrix.scales_of(int(i)) for i in ids[0]]
-        return np.stack(layers)[np.ix_(np.arange(len(layers)), *ids[1:])]
-
-    def whole(self) -> np.ndarray:
-        return self.read([np.arange(n) for n in self.shape])
-
-    def forget(self) -> None:
-        pass
+    def layer(self, i: int) -> np.ndarray:
+        return self.matrix.scales_of(i)
 
 
-class StoredScales:
+class StoredScales(LayerLeaf):
     """Per-layer scales read from tensors beside the weights (a static ``input_scale``, an FP8
     KV cache's ``k_scale``), shaped ``[L, *shape]``; a layer without one gets ``missing`` (a KV
     cache's 1: the stored values are K and V themselves; an input scale's 0: that module, kept
@@ -143,7 +148,7 @@ class StoredScales:
         self.dtype = np.dtype(np.float32)
         self._layers: dict[int, np.ndarray] = {}
 
-    def _layer(self, i: int) -> np.ndarray:
+    def layer(self, i: int) -> np.ndarray:
         if i not in self._layers:
             self._layers[i] = self._make(i)
         return self._layers[i]
@@ -161,17 +166,6 @@ class StoredScales:
                     f"one or {int(np.prod(self.shape[1:]))} (one a K/V head) are expected"
                 )
         return np.full(self.shape[1:], self.missing, np.float32)
-
-    def read(self, ids: list) -> np.ndarray:
-        ids = [np.asarray(i, int) for i in ids]
-        layers = [self._layer(int(i)) for i in ids[0]]
-        return np.stack(layers)[np.ix_(np.arange(len(layers)), *ids[1:])]
-
-    def whole(self) -> np.ndarray:
-        return self.read([np.arange(n) for n in self.shape])
-
-    def forget(self) -> None:
-        pass
 
 
 def fp8_leaves(ckpt, cfg: ModelConfig, tree: dict, leaves: dict, notes: list[str]) -> None:

@@ -18,7 +18,7 @@ import numpy as np
 
 from jaxpart.config import ConfigError, ModelConfig
 from jaxpart.config.quant import FP8
-from jaxpart.io.fp8 import Fp8Matrix, Fp8Scales, StoredScales, fp8_leaves
+from jaxpart.io.fp8 import LayerLeaf, fp8_leaves
 from jaxpart.io.tensorfile import TensorFile
 
 # ml_dtypes' float types, which numpy counts as kind "V"
@@ -232,7 +232,7 @@ class LazyLeaf:
 
 
 # Every leaf read from a checkpoint as the devices ask (``read(ids)``, ``whole()``, ``forget()``)
-LAZY_LEAVES = (LazyLeaf, Fp8Matrix, Fp8Scales, StoredScales)
+LAZY_LEAVES = (LazyLeaf, LayerLeaf)
 
 
 def lazy_hf_params(folder: str | Path, cfg: ModelConfig, leaves: dict) -> tuple[dict, Checkpoint]:

@@ -145,7 +145,7 @@ def init_params(cfg: ModelConfig, seed: int, dtype: str | None = None) -> dict:
 
 def quantize_params(params: dict, cfg: ModelConfig) -> dict:
     """16-bit (or f32) canonical weights -> ``cfg``'s FP8 ones: each matrix per output channel
-    (``quant.quantize_channels``; a block scheme's blocks, each block's scale its own), its
+    (``quant.quantize_leaf``; a block scheme's groups, a scale a group and output), its
     scales beside it, and an FP8 KV cache's scales (1: the stored values are K and V
     themselves, as vLLM does without calibrated scales)."""
     layers = dict(params["layers"])

@@ -134,36 +134,24 @@ def kv_load(stored: jax.Array, scale: jax.Array | None, dtype) -> jax.Array:
 # -- weights (numpy: loading and random models) ------------------------------------------------
 
 
-def quantize_channels(w: np.ndarray, contraction: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-output-channel FP8 of a weight whose first ``contraction`` axes are its inputs (the
-    canonical layout, one layer): (e4m3 values, f32 scales shaped like the output axes).
-    An all-zero channel gets scale 1."""
-    import ml_dtypes
-
-    w32 = np.asarray(w, np.float32)
-    amax = np.max(np.abs(w32), axis=tuple(range(contraction)))
-    scale = np.where(amax > 0, amax / FP8_MAX, 1.0).astype(np.float32)
-    q = np.clip(w32 / scale, -FP8_MAX, FP8_MAX).astype(ml_dtypes.float8_e4m3fn)
-    return q, scale
-
-
 def quantize_leaf(w: np.ndarray, inputs: int, scale_shape) -> tuple[np.ndarray, np.ndarray]:
     """One layer's canonical matrix (its first ``inputs`` axes its inputs) -> (e4m3 values,
     f32 scales of ``scale_shape``): per output channel where that is the outputs' shape; else
     the scale shape's leading axes split the inputs into groups, a scale per group and output
-    (``config.quant.scale_leaves``)."""
+    (``config.quant.scale_leaves``). An all-zero channel or group gets scale 1."""
     import ml_dtypes
 
     w32 = np.asarray(w, np.float32)
     outputs = w32.shape[inputs:]
-    if tuple(scale_shape) == tuple(outputs):
-        return quantize_channels(w32, inputs)
+    channels = tuple(scale_shape) == tuple(outputs)  # one group: all the inputs
+    groups = (1,) * inputs if channels else scale_shape[:inputs]
     split = []
-    for n, g in zip(w32.shape[:inputs], scale_shape[:inputs], strict=True):
+    for n, g in zip(w32.shape[:inputs], groups, strict=True):
         split += [g, n // g]
     grouped = w32.reshape(*split, *outputs)
     within = tuple(2 * i + 1 for i in range(inputs))
     amax = np.max(np.abs(grouped), axis=within)
     scale = np.where(amax > 0, amax / FP8_MAX, 1.0).astype(np.float32)
     q = np.clip(grouped / np.expand_dims(scale, within), -FP8_MAX, FP8_MAX)
-    return q.astype(ml_dtypes.float8_e4m3fn).reshape(w32.shape), scale
+    q = q.astype(ml_dtypes.float8_e4m3fn).reshape(w32.shape)
+    return q, scale.reshape(scale_shape)

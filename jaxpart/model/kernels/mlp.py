@@ -382,7 +382,7 @@ def _pallas_fp8_problem(quant, scaled: bool, dtype) -> str | None:
     if quant.group:
         return "FP8 block scales"
     if quant.activations != "token":
-        return f"FP8 activations {ACTIVATION_WORDS[quant.activations].split(' (')[0]}"
+        return f"FP8 {ACTIVATION_WORDS[quant.activations]}"
     return None
 
 

@@ -11,6 +11,7 @@ import numpy as np
 
 from jaxpart.config import ModelConfig, RunShape
 from jaxpart.config.generation import GREEDY, GenerationConfig
+from jaxpart.io.weights import LAZY_LEAVES
 from jaxpart.model.decoder import empty_cache, leaf_dtype
 from jaxpart.model.kernels.backend import AUTO, KernelChoice
 from jaxpart.model.layers import arch_of, forward
@@ -45,7 +46,7 @@ class ReferenceExecutor(Executor):
 
         def whole(path, a):
             dtype = leaf_dtype(self.cfg, getattr(path[-1], "key", ""))
-            return jnp.asarray(a.whole() if hasattr(a, "whole") else a, dtype)
+            return jnp.asarray(a.whole() if isinstance(a, LAZY_LEAVES) else a, dtype)
 
         return jax.device_put(jax.tree_util.tree_map_with_path(whole, params), self.device)
 
